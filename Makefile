@@ -1,0 +1,41 @@
+# talik — the two commands of the README.
+#   make demo   build .venv, generate the demo world, run the monitor flow, publish a release
+#   make test   build .venv with the test extras and run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.talik-installed
+
+# Prefect state stays inside the checkout; telemetry is off (docs/prefect.md).
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PREFECT_RESULTS_PERSIST_BY_DEFAULT := true
+export PREFECT_RESULTS_LOCAL_STORAGE_PATH := $(PREFECT_HOME)/storage
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export MPLBACKEND := Agg
+
+.PHONY: demo test venv clean-demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# uv installs the same requirements in seconds instead of minutes; pip is the fallback.
+$(STAMP): pyproject.toml | $(BIN)/python
+	( $(BIN)/python -m pip install --quiet "uv>=0.4" && \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test]" ) || \
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/talik demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean-demo:
+	rm -rf data/demo releases/demo .prefect
