@@ -1,0 +1,10 @@
+"""The `talik` command."""
+
+import typer
+
+app = typer.Typer()
+
+
+def main() -> None:
+    """Entry point."""
+    app()

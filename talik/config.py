@@ -1,0 +1,536 @@
+"""A study, as data: pydantic models loaded from TOML.
+
+Every threshold of ``method.md`` lives here with its default, its unit and its bounds.
+Paths in a study file are resolved relative to the directory holding the file.
+
+>>> cfg = load_study("studies/demo.toml")      # doctest: +SKIP
+>>> cfg.sentinel1.gamma
+0.0001
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from talik.errors import ConfigError
+
+__all__ = [
+    "AreaOfInterest",
+    "AttributionOptions",
+    "DischargeFile",
+    "DriverOptions",
+    "LocalSource",
+    "LongTermOptions",
+    "Period",
+    "RecessionOptions",
+    "Sensor",
+    "Sentinel1Options",
+    "Stores",
+    "StudyConfig",
+    "WorldSource",
+    "config_digest",
+    "defaults_toml",
+    "load_study",
+    "to_toml",
+]
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        return (Path(base) / value).resolve()
+    return value
+
+
+StudyPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path that, when relative, is taken relative to the study file's folder."""
+
+MonthDay = Annotated[
+    str,
+    Field(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class AreaOfInterest(_Model):
+    """The basin or area a study covers, and the grid results are delivered on."""
+
+    name: str = Field(description="Name of the area, e.g. 'Source region of the Datong River'.")
+    bbox: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description=(
+            "Bounding box (west, south, east, north) in degrees longitude/latitude (EPSG:4326). "
+            "The analysis grid is the Sentinel-1 product grid clipped to it; omit it to use the "
+            "full common extent of the products."
+        ),
+    )
+    area_km2: float | None = Field(
+        default=None, gt=0, description="Nominal area of the basin in km², for reports."
+    )
+    outlet: str | None = Field(
+        default=None, description="Hydrological station at the basin outlet, for reports."
+    )
+
+    @model_validator(mode="after")
+    def _check_bbox(self) -> AreaOfInterest:
+        if self.bbox is not None:
+            west, south, east, north = self.bbox
+            if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+                raise ValueError(
+                    "bbox must be (west, south, east, north) with west < east and south < north, "
+                    f"in degrees; got {self.bbox}"
+                )
+        return self
+
+
+class Sensor(_Model):
+    """A SAR sensor as used in the study (Table 1 of the paper)."""
+
+    platform: str = Field(description="Platform name, e.g. 'Sentinel-1', 'ALOS-2'.")
+    band: Literal["C", "L", "X"] = Field(description="Radar band.")
+    wavelength_m: float = Field(gt=0.01, lt=0.5, description="Radar wavelength in metres.")
+    incidence_deg: float = Field(
+        gt=0, lt=90, description="Nominal incidence angle at the study area, degrees."
+    )
+    direction: Literal["ascending", "descending"] = Field(description="Orbit direction.")
+    polarization: str = Field(description="Polarisation, e.g. 'VV' or 'HH'.")
+    dates: list[dt.date] = Field(
+        default_factory=list,
+        description="Acquisition dates used (empty for dense time series such as Sentinel-1).",
+    )
+
+
+class Period(_Model):
+    """A named period of the study, observed by one sensor."""
+
+    name: str = Field(description="Short identifier, e.g. 'pre_mining'.")
+    label: str = Field(description="Human-readable label, e.g. '1997–98 pre-mining'.")
+    start: dt.date = Field(description="First day of the period.")
+    end: dt.date = Field(description="Last day of the period.")
+    sensor: str = Field(description="Key of the sensor (in [sensors]) observing the period.")
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Period:
+        if self.end <= self.start:
+            raise ValueError(f"period {self.name!r}: end {self.end} must be after start {self.start}")
+        return self
+
+
+class WorldSource(_Model):
+    """Inputs come from the synthetic Datong-like demo world, generated on first use."""
+
+    kind: Literal["world"] = "world"
+    raw_dir: StudyPath = Field(description="Folder the world's product files are written to.")
+    seed: int = Field(default=20260917, ge=0, description="Random seed; the world is deterministic.")
+    ny: int = Field(default=64, ge=16, le=4096, description="Sentinel-1 grid rows (pixels).")
+    nx: int = Field(default=80, ge=16, le=4096, description="Sentinel-1 grid columns (pixels).")
+    pixel_m: float = Field(default=80.0, gt=0, description="Sentinel-1 pixel spacing, metres.")
+    s1_start: dt.date = Field(
+        default=dt.date(2016, 1, 4), description="First Sentinel-1 acquisition date."
+    )
+    s1_end: dt.date = Field(
+        default=dt.date(2023, 4, 30), description="Last possible Sentinel-1 acquisition date."
+    )
+    s1_repeat_days: int = Field(default=12, ge=1, le=48, description="Sentinel-1 revisit, days.")
+    neighbours: int = Field(
+        default=4, ge=1, le=12, description="Interferograms formed from each date to the next N."
+    )
+    unwrapping_error_fraction: float = Field(
+        default=0.03,
+        ge=0,
+        le=0.3,
+        description="Fraction of Sentinel-1 interferograms given a 2π unwrapping error.",
+    )
+    gacos: bool = Field(default=True, description="Write GACOS .ztd/.rsc zenith-delay files.")
+    hydro_start_year: int = Field(default=1973, ge=1900, description="First year of discharge.")
+    hydro_end_year: int = Field(default=2022, le=2100, description="Last year of discharge.")
+
+    @model_validator(mode="after")
+    def _check_dates(self) -> WorldSource:
+        if self.s1_end <= self.s1_start:
+            raise ValueError("s1_end must be after s1_start")
+        if self.hydro_end_year <= self.hydro_start_year + 10:
+            raise ValueError("the discharge record must span more than 10 years")
+        return self
+
+
+class DischargeFile(_Model):
+    """A daily discharge CSV and how to read it."""
+
+    path: StudyPath = Field(description="CSV file of daily discharge.")
+    date_column: str = Field(default="date", description="Column holding the date (ISO or as parsed).")
+    flow_column: str = Field(default="discharge_m3s", description="Column holding daily flow.")
+    units: Literal["m3/s", "m3/d", "cfs", "mm/d"] = Field(
+        default="m3/s", description="Units of the flow column."
+    )
+    basin_area_km2: float | None = Field(
+        default=None, gt=0, description="Basin area, km² (needed to express flow in mm/d)."
+    )
+    missing_values: list[float] = Field(
+        default_factory=lambda: [-999.0], description="Sentinel values that mean 'missing'."
+    )
+
+
+class LocalSource(_Model):
+    """Inputs are real products already on disk (e.g. downloaded HyP3 jobs)."""
+
+    kind: Literal["local"] = "local"
+    hyp3_dir: StudyPath = Field(
+        description="Folder of HyP3 INSAR_GAMMA product folders or zips (Sentinel-1)."
+    )
+    pairs_dir: StudyPath | None = Field(
+        default=None,
+        description="Folder of pair GeoTIFFs + JSON sidecars from other sensors (ERS-2, ...).",
+    )
+    gacos_dir: StudyPath | None = Field(
+        default=None, description="Folder of GACOS YYYYMMDD.ztd + .ztd.rsc files."
+    )
+    dem: StudyPath | None = Field(default=None, description="DEM GeoTIFF, metres.")
+    ground_ice: StudyPath | None = Field(
+        default=None, description="Ground-ice content GeoTIFF (volumetric fraction 0–1)."
+    )
+    discharge: DischargeFile | None = Field(default=None, description="Daily discharge record.")
+    temperature: StudyPath | None = Field(
+        default=None, description="Station CSV of daily mean air temperature (date, t_mean_c)."
+    )
+    era5: StudyPath | None = Field(default=None, description="ERA5-Land NetCDF (CDS format).")
+    modis_dir: StudyPath | None = Field(
+        default=None, description="Folder of MODIS NDVI/albedo/LST GeoTIFF stacks."
+    )
+
+
+class Stores(_Model):
+    """Where intermediate products and releases are kept."""
+
+    work_dir: StudyPath = Field(
+        description="Working folder: staged stores, step outputs and the step cache."
+    )
+    release_dir: StudyPath = Field(description="Folder of immutable, versioned releases.")
+
+
+class Sentinel1Options(_Model):
+    """The Sentinel-1 time-series chain (method.md §2)."""
+
+    sensor: str = Field(default="sentinel1", description="Key of the Sentinel-1 sensor.")
+    coherence_threshold: float = Field(
+        default=0.3, ge=0, le=1, description="Pixels with coherence below this are masked (0–1)."
+    )
+    ramp: Literal["none", "plane", "quadratic"] = Field(
+        default="plane", description="Polynomial removed from each interferogram."
+    )
+    stable_max_ground_ice: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description=(
+            "Pixels whose ground-ice content (fraction) is at most this are 'stable' and used to "
+            "fit ramps and pick the reference area. Used when a ground-ice map is staged."
+        ),
+    )
+    reference_window_px: int = Field(
+        default=5, ge=1, le=101, description="Side of the common reference window, pixels."
+    )
+    reference_bbox: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="Fixed reference area (west, south, east, north) in degrees; default: automatic.",
+    )
+    gacos: bool = Field(default=True, description="Apply GACOS corrections when files are present.")
+    loop_closure_rms_rad: float = Field(
+        default=1.5, gt=0, description="Loop-closure RMS above which a loop is bad, radians."
+    )
+    constraint: Literal["none", "linear", "linear_periodic"] = Field(
+        default="linear_periodic", description="Temporal constraint model of the NSBAS inversion."
+    )
+    period_yr: float = Field(default=1.0, gt=0, description="Period of the periodic term, years.")
+    gamma: float = Field(
+        default=1e-4, gt=0, le=1, description="Weight of the constraint rows (dimensionless)."
+    )
+    velocity_reference: Literal["none", "alos2"] = Field(
+        default="alos2",
+        description="Fix the constraint's rate to a CDF-matched L-band rate map ('alos2') or not.",
+    )
+    velocity_reference_sensor: str = Field(
+        default="alos2", description="Key of the sensor whose annual pairs give the reference rate."
+    )
+    min_valid_ifg_fraction: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Pixels with fewer valid interferograms than this fraction are masked.",
+    )
+    filter_enabled: bool = Field(default=True, description="Apply the atmospheric filter.")
+    filter_temporal_factor: float = Field(
+        default=3.0,
+        gt=0,
+        description="Temporal Gaussian width as a multiple of the mean acquisition interval.",
+    )
+    filter_spatial_m: float = Field(
+        default=100.0, ge=0, description="Spatial Gaussian width of the atmospheric filter, metres."
+    )
+    thaw_onset: MonthDay = Field(default="05-01", description="Thaw onset, MM-DD.")
+    thaw_end: MonthDay = Field(default="10-01", description="Thaw end, MM-DD.")
+    chunk_px: int = Field(
+        default=256, ge=16, le=4096, description="Spatial chunk side for dask processing, pixels."
+    )
+
+
+class LongTermOptions(_Model):
+    """The multi-sensor long-term dataset (method.md §3)."""
+
+    scaling: Literal["sentinel1", "thawing_index"] = Field(
+        default="sentinel1",
+        description="How partial thaw-season pairs are scaled to a full season (Eq. 4 or Stefan).",
+    )
+    common_area_min_sensors: int = Field(
+        default=5, ge=1, description="Period statistics use pixels seen by at least this many sensors."
+    )
+
+
+class DriverOptions(_Model):
+    """Environmental drivers of seasonal deformation (method.md §4)."""
+
+    aggregate_m: float = Field(default=1000.0, gt=0, description="Aggregation cell size, metres.")
+    factors: list[Literal["slope", "ground_ice", "thawing_index", "ndvi", "swir_albedo"]] = Field(
+        default_factory=lambda: ["slope", "ground_ice", "thawing_index", "ndvi", "swir_albedo"],
+        description="Factors correlated with the mean thaw-season deformation.",
+    )
+    growing_season: tuple[MonthDay, MonthDay] = Field(
+        default=("06-01", "08-31"), description="Growing season for NDVI means (MM-DD, MM-DD)."
+    )
+    n_bins: int = Field(default=8, ge=2, le=50, description="Bins for binned means ± std.")
+
+
+class RecessionOptions(_Model):
+    """Streamflow recession analysis (method.md §5)."""
+
+    min_recession_days: int = Field(
+        default=7, ge=2, le=60, description="Minimum run of consecutive declining days (dQ/dt < 0)."
+    )
+    months: list[int] = Field(
+        default_factory=lambda: [8, 9, 10], description="Calendar months of recession points (1–12)."
+    )
+    exclude_peak: bool = Field(default=True, description="Drop the peak day starting a recession.")
+    difference: Literal["brutsaert_nieber", "backward"] = Field(
+        default="brutsaert_nieber", description="How dQ/dt and its paired Q are formed."
+    )
+    window_years: list[int] = Field(
+        default_factory=lambda: [1, 3, 5], description="Moving-window lengths, years."
+    )
+    main_window_years: int = Field(default=5, ge=1, description="Window used for attribution.")
+    min_points: int = Field(
+        default=10, ge=3, description="Windows with fewer recession points are 'insufficient'."
+    )
+    flow_units: Literal["m3/s", "mm/d"] = Field(
+        default="mm/d", description="Units flows are converted to before fitting."
+    )
+
+    @model_validator(mode="after")
+    def _check_months(self) -> RecessionOptions:
+        if not self.months or any(m < 1 or m > 12 for m in self.months):
+            raise ValueError(f"months must be calendar months 1–12; got {self.months}")
+        return self
+
+
+class AttributionOptions(_Model):
+    """Climate-regression attribution of Ks (method.md §5)."""
+
+    before_start: int = Field(default=1973, description="First year of the fitting period.")
+    before_end: int = Field(default=2002, description="Last year of the fitting (before) period.")
+    predictors: list[
+        Literal["air_temperature", "precipitation", "evapotranspiration", "net_radiation",
+                "snow_depth", "soil_moisture"]
+    ] = Field(
+        default_factory=lambda: [
+            "air_temperature", "precipitation", "evapotranspiration",
+            "net_radiation", "snow_depth", "soil_moisture",
+        ],
+        description="Climate predictors (5-year moving averages) of Ks.",
+    )
+    thaw_season_months: list[int] = Field(
+        default_factory=lambda: [5, 6, 7, 8, 9, 10],
+        description="Months summed/averaged as the thawing season.",
+    )
+    cold_season_months: list[int] = Field(
+        default_factory=lambda: [11, 12, 1, 2, 3, 4],
+        description="Months averaged as the cold season (snow depth).",
+    )
+    moving_average_years: int = Field(default=5, ge=1, description="Predictor smoothing, years.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Interval confidence level.")
+
+    @model_validator(mode="after")
+    def _check_years(self) -> AttributionOptions:
+        if self.before_end <= self.before_start:
+            raise ValueError("before_end must be after before_start")
+        return self
+
+
+class StudyConfig(_Model):
+    """A whole study: where, which sensors, which periods, which inputs, which options."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Study identifier (lower case, no spaces)."
+    )
+    title: str = Field(description="Title shown in reports.")
+    aoi: AreaOfInterest
+    sensors: dict[str, Sensor]
+    periods: list[Period] = Field(default_factory=list)
+    source: Annotated[WorldSource | LocalSource, Field(discriminator="kind")]
+    stores: Stores
+    sentinel1: Sentinel1Options = Field(default_factory=Sentinel1Options)
+    longterm: LongTermOptions = Field(default_factory=LongTermOptions)
+    drivers: DriverOptions = Field(default_factory=DriverOptions)
+    recession: RecessionOptions = Field(default_factory=RecessionOptions)
+    attribution: AttributionOptions = Field(default_factory=AttributionOptions)
+
+    @model_validator(mode="after")
+    def _check_sensor_keys(self) -> StudyConfig:
+        for period in self.periods:
+            if period.sensor not in self.sensors:
+                raise ValueError(
+                    f"period {period.name!r} names sensor {period.sensor!r}, which is not one of "
+                    f"[sensors]: {sorted(self.sensors)}"
+                )
+        if self.sentinel1.sensor not in self.sensors:
+            raise ValueError(
+                f"sentinel1.sensor {self.sentinel1.sensor!r} is not one of [sensors]: "
+                f"{sorted(self.sensors)}"
+            )
+        return self
+
+    @property
+    def s1_sensor(self) -> Sensor:
+        """The Sentinel-1 sensor description."""
+        return self.sensors[self.sentinel1.sensor]
+
+
+def _describe_error(err: dict[str, Any]) -> tuple[str, str, object]:
+    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        expected = "no such field (check the spelling; unknown fields are refused)"
+    elif kind == "missing":
+        expected = "this field to be present"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = next(iter(ctx.values()), "?")
+        words = {
+            "greater_than": "a number > ",
+            "greater_than_equal": "a number >= ",
+            "less_than": "a number < ",
+            "less_than_equal": "a number <= ",
+        }[kind]
+        expected = f"{words}{bound}"
+    elif kind == "literal_error":
+        expected = f"one of {ctx.get('expected', '?')}"
+    elif kind == "string_pattern_mismatch":
+        expected = f"text matching {ctx.get('pattern', '?')}"
+    else:
+        expected = err["msg"][0].lower() + err["msg"][1:]
+    got = err.get("input") if kind not in ("missing",) else None
+    if isinstance(got, dict):
+        got = None
+    return field, expected, got
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study TOML file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the first invalid field and what was expected.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "(file)", "an existing study TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "(syntax)", f"valid TOML ({exc})") from None
+    try:
+        return StudyConfig.model_validate(raw, context={"base_dir": path.parent.resolve()})
+    except ValidationError as exc:
+        errors = exc.errors()
+        field, expected, got = _describe_error(errors[0])
+        if len(errors) > 1:
+            others = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[1:5])
+            expected += f" (also invalid: {others})"
+        raise ConfigError(path, field, expected, got) from None
+
+
+def _jsonable(cfg: BaseModel) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+def config_digest(cfg: BaseModel) -> str:
+    """SHA-256 of the canonical JSON of a (sub-)configuration."""
+    blob = json.dumps(_jsonable(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def to_toml(cfg: BaseModel) -> str:
+    """The resolved configuration as TOML (TOML has no null: unset options are left out)."""
+    import tomli_w
+
+    return tomli_w.dumps(_drop_none(_jsonable(cfg)))
+
+
+def _default_repr(value: Any) -> str:
+    import tomli_w
+
+    text = tomli_w.dumps({"x": value}).strip()
+    return text.split("=", 1)[1].strip()
+
+
+def defaults_toml() -> str:
+    """Commented TOML of every analysis option with its default, generated from the schema."""
+    sections: list[tuple[str, type[_Model]]] = [
+        ("sentinel1", Sentinel1Options),
+        ("longterm", LongTermOptions),
+        ("drivers", DriverOptions),
+        ("recession", RecessionOptions),
+        ("attribution", AttributionOptions),
+    ]
+    lines = ["# talik analysis options and their defaults (generated from talik.config)."]
+    for name, model in sections:
+        instance = model()
+        lines += ["", f"[{name}]"]
+        doc = (model.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"# {doc}")
+        for field_name, info in model.model_fields.items():
+            value = getattr(instance, field_name)
+            if info.description:
+                lines.append(f"# {info.description}")
+            if value is None:
+                lines.append(f"# {field_name} =  (unset)")
+            else:
+                if isinstance(value, BaseModel):
+                    value = value.model_dump(mode="json")
+                lines.append(f"{field_name} = {_default_repr(value)}")
+    return "\n".join(lines) + "\n"
