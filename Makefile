@@ -25,7 +25,7 @@ $(BIN)/python:
 # uv installs the same requirements in seconds instead of minutes; pip is the fallback.
 $(STAMP): pyproject.toml | $(BIN)/python
 	( $(BIN)/python -m pip install --quiet "uv>=0.4" && \
-	  $(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[test]" ) || \
+	  $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[test]" ) || \
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 

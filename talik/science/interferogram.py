@@ -1,0 +1,178 @@
+"""Post-processing of unwrapped interferograms: phase to displacement, masks, reference, ramps.
+
+Conventions used throughout talik
+---------------------------------
+* An interferogram ``pair`` goes from its ``reference_date`` (earlier) to its ``secondary_date``.
+* **LOS displacement is in millimetres, positive toward the satellite** (uplift on flat ground),
+  the convention of HyP3's displacement maps, MintPy's and LiCSBAS's time series.
+* Unwrapped phase follows GAMMA/HyP3: **positive = range increase** (motion away from the
+  satellite). So ``d_los = −λ/(4π)·φ``. That conversion happens in :func:`phase_to_los_mm`
+  and nowhere else.
+
+Functions take and return :class:`xarray.DataArray` with dims among ``pair``, ``y``, ``x``;
+they work the same on numpy- and dask-backed arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "SignConvention",
+    "apply_reference",
+    "fit_ramps",
+    "gacos_los_correction_mm",
+    "los_to_vertical",
+    "mask_incoherent",
+    "phase_to_los_mm",
+    "ramp_design",
+    "reference_offsets",
+    "remove_ramps",
+    "to_los_mm",
+]
+
+SignConvention = Literal["positive_away_from_sensor", "positive_toward_sensor"]
+RampKind = Literal["none", "plane", "quadratic"]
+
+
+def phase_to_los_mm(
+    phase_rad: xr.DataArray,
+    wavelength_m: float,
+    convention: SignConvention = "positive_away_from_sensor",
+) -> xr.DataArray:
+    """Unwrapped phase (radians) → LOS displacement (mm, positive toward the satellite).
+
+    With HyP3/GAMMA's convention (``positive_away_from_sensor``), one fringe (2π) is λ/2 of
+    range change, and motion toward the satellite gives negative phase:
+    ``d = −λ/(4π)·φ``. A product whose phase is positive toward the satellite gets the
+    opposite sign.
+    """
+    if convention not in ("positive_away_from_sensor", "positive_toward_sensor"):
+        raise ValueError(f"unknown phase sign convention {convention!r}")
+    sign = -1.0 if convention == "positive_away_from_sensor" else 1.0
+    out = phase_rad * (sign * wavelength_m * 1000.0 / (4.0 * np.pi))
+    return out.assign_attrs(
+        units="mm",
+        long_name="line-of-sight displacement",
+        sign_convention="positive toward the satellite",
+    )
+
+
+def to_los_mm(
+    value: xr.DataArray,
+    quantity: Literal["unwrapped_phase", "los_displacement"],
+    units: Literal["rad", "mm", "m"],
+    convention: SignConvention,
+    wavelength_m: float,
+) -> xr.DataArray:
+    """Any pair product (phase or displacement, either sign) → LOS mm positive toward."""
+    if quantity == "unwrapped_phase":
+        if units != "rad":
+            raise ValueError("unwrapped phase must be in radians")
+        return phase_to_los_mm(value, wavelength_m, convention)
+    factor = {"mm": 1.0, "m": 1000.0}[units]
+    sign = 1.0 if convention == "positive_toward_sensor" else -1.0
+    out = value * (sign * factor)
+    return out.assign_attrs(units="mm", long_name="line-of-sight displacement",
+                            sign_convention="positive toward the satellite")
+
+
+def mask_incoherent(los: xr.DataArray, coherence: xr.DataArray, threshold: float) -> xr.DataArray:
+    """Set pixels whose coherence is below ``threshold`` (or missing) to NaN."""
+    return los.where(coherence >= threshold).assign_attrs(los.attrs)
+
+
+def reference_offsets(los: xr.DataArray, area: xr.DataArray) -> xr.DataArray:
+    """Per-pair mean of ``los`` over the reference ``area`` (boolean ``(y, x)``), mm.
+
+    Pairs with no valid pixel in the area get NaN (they cannot be referenced).
+    """
+    return los.where(area).mean(dim=("y", "x"), skipna=True)
+
+
+def apply_reference(los: xr.DataArray, offsets: xr.DataArray) -> xr.DataArray:
+    """Re-reference every pair to the common area: subtract its offset (mm)."""
+    return (los - offsets).assign_attrs(los.attrs, reference="common reference area")
+
+
+def ramp_design(y: np.ndarray, x: np.ndarray, kind: RampKind) -> np.ndarray:
+    """Columns of the ramp model at coordinates ``y``, ``x`` (same shape), normalised to ±0.5.
+
+    Coordinates are normalised by the caller-independent scale 100 km so coefficients are
+    comparable between images (mm per 100 km).
+    """
+    yn = np.asarray(y, dtype=np.float64) / 1e5
+    xn = np.asarray(x, dtype=np.float64) / 1e5
+    cols = [np.ones_like(xn)]
+    if kind in ("plane", "quadratic"):
+        cols += [xn, yn]
+    if kind == "quadratic":
+        cols += [xn * xn, xn * yn, yn * yn]
+    return np.stack(cols, axis=-1)
+
+
+def _centre(coord: xr.DataArray) -> float:
+    return float(coord.mean())
+
+
+def fit_ramps(los: xr.DataArray, stable: xr.DataArray, kind: RampKind) -> xr.DataArray:
+    """Least-squares ramp per pair, fitted on valid ``stable`` pixels only.
+
+    Returns coefficients ``(pair, coef)`` in mm for the columns of :func:`ramp_design`,
+    evaluated about the image centre. ``los`` should be small enough to hold in memory
+    (a subsample of the grid is plenty for a polynomial).
+    """
+    if kind == "none":
+        return xr.DataArray(np.zeros((los.sizes["pair"], 1)), dims=("pair", "coef"),
+                            coords={"pair": los["pair"]})
+    yc, xc = _centre(los["y"]), _centre(los["x"])
+    yy, xx = np.meshgrid(los["y"].values - yc, los["x"].values - xc, indexing="ij")
+    design = ramp_design(yy.ravel(), xx.ravel(), kind)  # (P, k)
+    data = los.transpose("pair", "y", "x").values.reshape(los.sizes["pair"], -1)
+    use = np.isfinite(data) & stable.values.ravel()[None, :]
+    k = design.shape[1]
+    coefs = np.full((data.shape[0], k), np.nan)
+    # Normal equations per pair, all pairs at once: A_p = Xᵀ W_p X, b_p = Xᵀ W_p d_p.
+    w = use.astype(np.float64)
+    normal = np.einsum("pn,nk,nl->pkl", w, design, design)
+    rhs = np.einsum("pn,nk,pn->pk", w, design, np.where(use, data, 0.0))
+    enough = use.sum(axis=1) >= 10 * k
+    if enough.any():
+        coefs[enough] = np.linalg.solve(normal[enough], rhs[enough][..., None])[..., 0]
+    out = xr.DataArray(coefs, dims=("pair", "coef"), coords={"pair": los["pair"]})
+    return out.assign_attrs(kind=kind, y_centre=yc, x_centre=xc, units="mm")
+
+
+def remove_ramps(los: xr.DataArray, coefs: xr.DataArray) -> xr.DataArray:
+    """Subtract the fitted ramps (the constant term included) from every pair."""
+    kind = coefs.attrs.get("kind", "none")
+    if kind == "none":
+        return los
+    yy, xx = xr.broadcast(los["y"] - coefs.attrs["y_centre"], los["x"] - coefs.attrs["x_centre"])
+    design = ramp_design(yy.values, xx.values, kind)  # (y, x, k)
+    columns = xr.DataArray(design, dims=(*yy.dims, "coef"), coords={"y": los["y"], "x": los["x"]})
+    ramp = xr.dot(columns, coefs.fillna(0.0), dim="coef")
+    return (los - ramp).assign_attrs(los.attrs)
+
+
+def gacos_los_correction_mm(
+    ztd_reference_m: xr.DataArray, ztd_secondary_m: xr.DataArray, incidence_deg: xr.DataArray
+) -> xr.DataArray:
+    """Correction to **add** to LOS displacement (mm, positive toward) for tropospheric delay.
+
+    A delay increase between the two dates lengthens the path, which looks like motion away
+    from the satellite (negative displacement); adding ``(ZTD_sec − ZTD_ref)/cos θ`` undoes it.
+    Only the differences matter: a constant offset disappears when the pair is referenced.
+    """
+    slant = (ztd_secondary_m - ztd_reference_m) / np.cos(np.radians(incidence_deg))
+    return (slant * 1000.0).assign_attrs(units="mm")
+
+
+def los_to_vertical(los: xr.DataArray, incidence_deg: xr.DataArray) -> xr.DataArray:
+    """LOS → vertical displacement (mm, up positive), assuming no horizontal motion."""
+    out = los / np.cos(np.radians(incidence_deg))
+    return out.assign_attrs(los.attrs, long_name="vertical displacement",
+                            sign_convention="positive up")

@@ -1,0 +1,493 @@
+"""NSBAS time-series inversion with temporal constraint models (paper Eq. 1–3; Doin et al. 2011).
+
+The problem
+-----------
+For one pixel with interferograms ``d_m`` (mm) between dates ``a_m < b_m``, NSBAS solves in the
+least-squares sense::
+
+    d_m            = u(b_m) − u(a_m)                  for every valid interferogram m
+    γ·r(t_j)       = γ·(u(t_j) − P(t_j)·p)            for every date j = 1 … N−1
+
+with ``u(t_0) = 0``, ``P`` the constraint basis (offset ``c``, rate ``v``, ``sin``/``cos`` of
+period T) and ``r(t) = v_ref·t`` when the rate is fixed to a reference, else 0. The paper writes
+the unknowns as increments ``m_k`` (``u(t_j) = Σ_{k≤j} m_k``); talik solves for the cumulative
+values ``u(t_j)`` directly. That is the same least-squares problem (an invertible change of
+variables), but its normal matrix is *banded* — an interferogram only couples its two dates and
+a constraint row only one date — with an arrowhead of the few model parameters. Each pixel is
+solved exactly with its own set of valid interferograms by a banded Cholesky factorisation plus
+a Schur complement for the parameters, vectorised across pixels: no Python loop over pixels and
+no need to group pixels by their pattern of valid interferograms.
+
+Constraint models
+-----------------
+``none``
+    Plain SBAS, minimum-norm: increments that no interferogram spans are set to zero. Realised
+    as first-difference rows ``γ·(u(t_j) − u(t_{j−1})) = 0``, the Tikhonov form whose limit is
+    the minimum-norm solution.
+``linear``
+    ``u ≈ c + v·t`` (LiCSBAS's constraint).
+``linear_periodic``
+    ``u ≈ c + v·t + A1·sin(2πt/T) + A2·cos(2πt/T)``.
+With ``v_ref`` given, ``v`` is not a parameter but fixed per pixel (velocity-referenced).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+from numba import njit
+
+from talik.science.network import Network
+
+__all__ = [
+    "ConstraintModel",
+    "ConstraintSpec",
+    "constraint_basis",
+    "invert_nsbas",
+    "solve_nsbas",
+]
+
+ConstraintModel = Literal["none", "linear", "linear_periodic"]
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    """How the NSBAS inversion is constrained.
+
+    Attributes
+    ----------
+    model
+        ``none``, ``linear`` or ``linear_periodic``.
+    gamma
+        Weight of the constraint rows relative to interferogram rows (dimensionless).
+    period_yr
+        Period of the periodic terms, years.
+    velocity_reference
+        Whether the rate is fixed to a per-pixel ``v_ref`` (mm/yr) instead of estimated.
+    """
+
+    model: ConstraintModel = "linear_periodic"
+    gamma: float = 1e-4
+    period_yr: float = 1.0
+    velocity_reference: bool = False
+
+    def __post_init__(self) -> None:
+        if self.model not in ("none", "linear", "linear_periodic"):
+            raise ValueError(f"unknown constraint model {self.model!r}")
+        if self.gamma <= 0:
+            raise ValueError("gamma must be > 0")
+        if self.model == "none" and self.velocity_reference:
+            raise ValueError("a velocity reference needs the 'linear' or 'linear_periodic' model")
+
+
+def constraint_basis(t_years: np.ndarray, spec: ConstraintSpec) -> tuple[np.ndarray, list[str]]:
+    """Columns of the constraint model at times ``t_years`` and their names.
+
+    Blocks: ``offset`` (c), ``velocity`` (v, unless fixed to ``v_ref``), and ``sin``/``cos``
+    (A1, A2) for ``linear_periodic``. The ``none`` model has no columns.
+    """
+    t = np.asarray(t_years, dtype=np.float64)
+    if spec.model == "none":
+        return np.zeros((len(t), 0)), []
+    cols, names = [np.ones_like(t)], ["offset"]
+    if not spec.velocity_reference:
+        cols.append(t)
+        names.append("velocity")
+    if spec.model == "linear_periodic":
+        omega = 2.0 * np.pi / spec.period_yr
+        cols += [np.sin(omega * t), np.cos(omega * t)]
+        names += ["sin", "cos"]
+    return np.stack(cols, axis=1), names
+
+
+_LANES = 16
+"""Pixels solved side by side: independent dependency chains the CPU can overlap (SIMD)."""
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _solve_lanes(
+    w: np.ndarray,
+    dz: np.ndarray,
+    ref: np.ndarray,
+    sec: np.ndarray,
+    bw: int,
+    pb: np.ndarray,
+    t1: np.ndarray,
+    g2: float,
+    none_model: bool,
+    vref: np.ndarray,
+    use_vref: bool,
+    arrow_init: np.ndarray,
+    corner_init: np.ndarray,
+    band: np.ndarray,
+    inv: np.ndarray,
+    arrow: np.ndarray,
+    corner: np.ndarray,
+    z: np.ndarray,
+    ok: np.ndarray,
+) -> None:
+    """Solve ``L`` pixels side by side (the last axis of every work array is the lane).
+
+    ``w`` and ``dz`` are ``(M, L)``: 1/0 validity and the data with invalid values zeroed.
+    The normal matrix of the unknowns ``[u(t_1) … u(t_{N−1}), p_1 … p_k]`` is an arrowhead:
+    a symmetric band (``band[j, l]`` = entry ``(j, j−l)``) bordered by ``k`` dense rows
+    (``arrow[c, j]``) and a ``k × k`` corner. It is factorised in place by Cholesky, which keeps
+    that structure, then solved for the right-hand side ``z``; on return ``z`` holds the
+    unknowns and ``ok`` flags the lanes whose factorisation succeeded. The lane loop is always
+    innermost, so the CPU runs the lanes' independent arithmetic in parallel (SIMD).
+    """
+    n = band.shape[0]
+    k = pb.shape[1]
+    lanes = w.shape[1]
+    band[:, :, :] = 0.0
+    z[:, :] = 0.0
+    ok[:] = 1.0
+    for m in range(w.shape[0]):
+        a = ref[m]
+        b = sec[m]
+        off = b - a
+        for q in range(lanes):
+            band[b - 1, 0, q] += w[m, q]
+            z[b - 1, q] += dz[m, q]
+        if a > 0:
+            for q in range(lanes):
+                band[a - 1, 0, q] += w[m, q]
+                band[b - 1, off, q] -= w[m, q]
+                z[a - 1, q] -= dz[m, q]
+    if none_model:
+        for j in range(n):
+            extra = 2.0 * g2 if j < n - 1 else g2
+            for q in range(lanes):
+                band[j, 0, q] += extra
+            if j > 0:
+                for q in range(lanes):
+                    band[j, 1, q] -= g2
+    else:
+        for c in range(k):
+            for j in range(n):
+                for q in range(lanes):
+                    arrow[c, j, q] = arrow_init[c, j]
+        for c1 in range(k):
+            for c2 in range(k):
+                for q in range(lanes):
+                    corner[c1, c2, q] = corner_init[c1, c2]
+        for j in range(n):
+            for q in range(lanes):
+                band[j, 0, q] += g2
+        if use_vref:
+            for j in range(n):
+                for q in range(lanes):
+                    z[j, q] += g2 * vref[q] * t1[j]
+                for c in range(k):
+                    f = g2 * pb[j, c] * t1[j]
+                    for q in range(lanes):
+                        z[n + c, q] -= f * vref[q]
+    # Cholesky of the band.
+    for j in range(n):
+        top = min(bw, j)
+        for ll in range(top, 0, -1):
+            c = j - ll
+            for l2 in range(ll + 1, top + 1):
+                for q in range(lanes):
+                    band[j, ll, q] -= band[j, l2, q] * band[c, l2 - ll, q]
+            for q in range(lanes):
+                band[j, ll, q] *= inv[c, q]
+        for l2 in range(1, top + 1):
+            for q in range(lanes):
+                band[j, 0, q] -= band[j, l2, q] * band[j, l2, q]
+        for q in range(lanes):
+            s = band[j, 0, q]
+            good = s > 0.0
+            ok[q] = ok[q] if good else 0.0
+            root = np.sqrt(s if good else 1.0)
+            band[j, 0, q] = root
+            inv[j, q] = 1.0 / root
+    # Cholesky of the border rows and the corner.
+    for c in range(k):
+        for j in range(n):
+            top = min(bw, j)
+            for ll in range(1, top + 1):
+                for q in range(lanes):
+                    arrow[c, j, q] -= arrow[c, j - ll, q] * band[j, ll, q]
+            for q in range(lanes):
+                arrow[c, j, q] *= inv[j, q]
+    for c1 in range(k):
+        for c2 in range(c1 + 1):
+            for j in range(n):
+                for q in range(lanes):
+                    corner[c1, c2, q] -= arrow[c1, j, q] * arrow[c2, j, q]
+            for c3 in range(c2):
+                for q in range(lanes):
+                    corner[c1, c2, q] -= corner[c1, c3, q] * corner[c2, c3, q]
+            for q in range(lanes):
+                s = corner[c1, c2, q]
+                if c1 == c2:
+                    good = s > 0.0
+                    ok[q] = ok[q] if good else 0.0
+                    corner[c1, c1, q] = np.sqrt(s if good else 1.0)
+                else:
+                    corner[c1, c2, q] = s / corner[c2, c2, q]
+    # Forward substitution.
+    for j in range(n):
+        top = min(bw, j)
+        for ll in range(1, top + 1):
+            for q in range(lanes):
+                z[j, q] -= band[j, ll, q] * z[j - ll, q]
+        for q in range(lanes):
+            z[j, q] *= inv[j, q]
+    for c in range(k):
+        for j in range(n):
+            for q in range(lanes):
+                z[n + c, q] -= arrow[c, j, q] * z[j, q]
+        for c3 in range(c):
+            for q in range(lanes):
+                z[n + c, q] -= corner[c, c3, q] * z[n + c3, q]
+        for q in range(lanes):
+            z[n + c, q] /= corner[c, c, q]
+    # Back substitution.
+    for c in range(k - 1, -1, -1):
+        for c3 in range(c + 1, k):
+            for q in range(lanes):
+                z[n + c, q] -= corner[c3, c, q] * z[n + c3, q]
+        for q in range(lanes):
+            z[n + c, q] /= corner[c, c, q]
+    for j in range(n - 1, -1, -1):
+        top = min(bw, n - 1 - j)
+        for ll in range(1, top + 1):
+            for q in range(lanes):
+                z[j, q] -= band[j + ll, ll, q] * z[j + ll, q]
+        for c in range(k):
+            for q in range(lanes):
+                z[j, q] -= arrow[c, j, q] * z[n + c, q]
+        for q in range(lanes):
+            z[j, q] *= inv[j, q]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _solve_pixels(
+    data: np.ndarray,
+    ref: np.ndarray,
+    sec: np.ndarray,
+    n_dates: int,
+    bw: int,
+    pb: np.ndarray,
+    t1: np.ndarray,
+    g2: float,
+    none_model: bool,
+    vref: np.ndarray,
+    use_vref: bool,
+    arrow_init: np.ndarray,
+    corner_init: np.ndarray,
+    min_valid: int,
+    out_disp: np.ndarray,
+    out_valid: np.ndarray,
+    out_rms: np.ndarray,
+    out_params: np.ndarray,
+) -> None:
+    n = n_dates - 1
+    k = pb.shape[1]
+    n_pix, n_ifg = data.shape
+    lanes = _LANES
+    w = np.empty((n_ifg, lanes))
+    dz = np.empty((n_ifg, lanes))
+    vr = np.zeros(lanes)
+    band = np.empty((n, bw + 1, lanes))
+    inv = np.empty((n, lanes))
+    arrow = np.empty((k, n, lanes))
+    corner = np.empty((k, k, lanes))
+    z = np.empty((n + k, lanes))
+    ok = np.empty(lanes)
+    sq = np.empty(lanes)
+    cnt = np.empty(lanes)
+    for start in range(0, n_pix, lanes):
+        width = min(lanes, n_pix - start)
+        for m in range(n_ifg):
+            for q in range(lanes):
+                value = data[start + q if q < width else start, m]
+                valid = value == value
+                w[m, q] = 1.0 if valid else 0.0
+                dz[m, q] = value if valid else 0.0
+        if use_vref:
+            for q in range(lanes):
+                vr[q] = vref[start + q if q < width else start]
+        _solve_lanes(w, dz, ref, sec, bw, pb, t1, g2, none_model, vr, use_vref, arrow_init,
+                     corner_init, band, inv, arrow, corner, z, ok)
+        sq[:] = 0.0
+        cnt[:] = 0.0
+        for m in range(n_ifg):
+            a = ref[m]
+            b = sec[m]
+            if a > 0:
+                for q in range(lanes):
+                    r = dz[m, q] - (z[b - 1, q] - z[a - 1, q])
+                    sq[q] += w[m, q] * r * r
+                    cnt[q] += w[m, q]
+            else:
+                for q in range(lanes):
+                    r = dz[m, q] - z[b - 1, q]
+                    sq[q] += w[m, q] * r * r
+                    cnt[q] += w[m, q]
+        for q in range(width):
+            p = start + q
+            count = int(cnt[q])
+            out_valid[p] = count
+            if count < min_valid or ok[q] == 0.0:
+                continue
+            out_rms[p] = np.sqrt(sq[q] / count)
+            out_disp[p, 0] = 0.0
+            for j in range(n):
+                out_disp[p, j + 1] = z[j, q]
+            for c in range(k):
+                out_params[p, c] = z[n + c, q]
+
+
+def solve_nsbas(
+    data: np.ndarray,
+    network: Network,
+    spec: ConstraintSpec,
+    v_ref: np.ndarray | None = None,
+    min_valid: int = 1,
+) -> dict[str, np.ndarray]:
+    """Invert interferograms of many pixels at once.
+
+    Parameters
+    ----------
+    data
+        ``(P, M)`` LOS displacement of each pixel's M interferograms, mm; NaN = not valid.
+    network
+        The M pairs' dates (``Network.n_pairs == M``).
+    spec
+        Constraint model and weight.
+    v_ref
+        ``(P,)`` reference rates (mm/yr), required when ``spec.velocity_reference``.
+    min_valid
+        Pixels with fewer valid interferograms are returned as NaN.
+
+    Returns
+    -------
+    dict with ``displacement`` ``(P, N)`` (mm, relative to the first date), ``n_valid``
+    ``(P,)``, ``residual_rms`` ``(P,)`` (mm, over valid interferograms), ``params``
+    ``(P, k)`` (constraint parameters in the order of :func:`constraint_basis`) and
+    ``param_names``.
+    """
+    data = np.ascontiguousarray(data)
+    if data.dtype not in (np.float32, np.float64):
+        data = data.astype(np.float64)
+    if data.ndim != 2 or data.shape[1] != network.n_pairs:
+        raise ValueError(f"data must be (pixels, {network.n_pairs}); got {data.shape}")
+    if spec.velocity_reference and v_ref is None:
+        raise ValueError("v_ref is required for a velocity-referenced inversion")
+    n_pix = data.shape[0]
+    n_dates = network.n_dates
+    t = network.years()
+    basis, names = constraint_basis(t, spec)
+    k = basis.shape[1]
+    span = network.sec_index - network.ref_index
+    bw = int(max(span.max(initial=1), 1))
+    out_disp = np.full((n_pix, n_dates), np.nan)
+    out_valid = np.zeros(n_pix, dtype=np.int64)
+    out_rms = np.full(n_pix, np.nan)
+    out_params = np.full((n_pix, k), np.nan)
+    vref = (np.zeros(n_pix) if v_ref is None
+            else np.ascontiguousarray(np.broadcast_to(v_ref, (n_pix,)), dtype=np.float64))
+    _solve_pixels(
+        data,
+        network.ref_index.astype(np.int64),
+        network.sec_index.astype(np.int64),
+        n_dates,
+        bw,
+        np.ascontiguousarray(basis[1:]),  # constraint rows are for dates 1..N-1 (Eq. 3)
+        np.ascontiguousarray(t[1:]),
+        spec.gamma**2,
+        spec.model == "none",
+        vref,
+        bool(spec.velocity_reference),
+        np.ascontiguousarray(-(spec.gamma**2) * basis[1:].T),
+        spec.gamma**2 * (basis[1:].T @ basis[1:]),
+        max(int(min_valid), 1),
+        out_disp,
+        out_valid,
+        out_rms,
+        out_params,
+    )
+    return {
+        "displacement": out_disp,
+        "n_valid": out_valid,
+        "residual_rms": out_rms,
+        "params": out_params,
+        "param_names": np.array(names),
+    }
+
+
+def invert_nsbas(
+    los: xr.DataArray,
+    spec: ConstraintSpec,
+    v_ref: xr.DataArray | None = None,
+    min_valid: int = 1,
+) -> xr.Dataset:
+    """NSBAS inversion of a ``(pair, y, x)`` stack (numpy- or dask-backed) → time series.
+
+    ``los`` must carry ``reference_date`` and ``secondary_date`` coordinates on ``pair``; with
+    dask, the ``pair`` dimension must be a single chunk (spatial chunks are processed
+    independently and in parallel).
+
+    Returns
+    -------
+    Dataset with ``displacement (time, y, x)`` (mm, LOS positive toward the satellite,
+    relative to the first date), ``n_valid_ifg (y, x)``, ``residual_rms (y, x)`` (mm) and
+    ``constraint_params (param, y, x)``.
+    """
+    network = Network.from_stack(los)
+    _, names = constraint_basis(network.years(), spec)
+    k = len(names)
+
+    def kernel(block: np.ndarray, vref_block: np.ndarray | None = None):
+        lead = block.shape[:-1]
+        flat = block.reshape(-1, block.shape[-1])
+        vflat = None if vref_block is None else np.broadcast_to(vref_block, lead).reshape(-1)
+        res = solve_nsbas(flat, network, spec, vflat, min_valid)
+        return (
+            res["displacement"].reshape(*lead, network.n_dates).astype(np.float32),
+            res["n_valid"].reshape(lead).astype(np.int32),
+            res["residual_rms"].reshape(lead).astype(np.float32),
+            res["params"].reshape(*lead, k).astype(np.float32),
+        )
+
+    args = [los.drop_vars(["reference_date", "secondary_date"], errors="ignore")]
+    in_dims = [["pair"]]
+    if spec.velocity_reference:
+        if v_ref is None:
+            raise ValueError("v_ref is required for a velocity-referenced inversion")
+        args.append(v_ref)
+        in_dims.append([])
+    disp, n_valid, rms, params = xr.apply_ufunc(
+        kernel,
+        *args,
+        input_core_dims=in_dims,
+        output_core_dims=[["time"], [], [], ["param"]],
+        dask="parallelized",
+        output_dtypes=[np.float32, np.int32, np.float32, np.float32],
+        dask_gufunc_kwargs={"output_sizes": {"time": network.n_dates, "param": k}},
+    )
+    times = network.dates.astype("datetime64[ns]")
+    ds = xr.Dataset(
+        {
+            "displacement": disp.transpose("time", ...).assign_attrs(
+                units="mm",
+                long_name="cumulative LOS displacement relative to the first date",
+                sign_convention="positive toward the satellite",
+            ),
+            "n_valid_ifg": n_valid.assign_attrs(units="1", long_name="valid interferograms"),
+            "residual_rms": rms.assign_attrs(
+                units="mm", long_name="RMS of interferogram residuals"),
+            "constraint_params": params.transpose("param", ...).assign_attrs(
+                long_name="constraint model parameters (mm, mm/yr)"),
+        },
+        coords={"time": times, "param": names},
+    )
+    ds.attrs.update(constraint_model=spec.model, gamma=spec.gamma, period_yr=spec.period_yr,
+                    velocity_reference=int(spec.velocity_reference))
+    return ds

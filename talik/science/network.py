@@ -1,0 +1,180 @@
+"""The interferometric network: dates, pairs, loop closure and connected components in time."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = [
+    "LoopClosureResult",
+    "Network",
+    "components",
+    "loop_closure",
+]
+
+
+@dataclass(frozen=True)
+class Network:
+    """Dates and pairs of an interferogram stack.
+
+    Attributes
+    ----------
+    dates
+        Sorted unique acquisition dates (``datetime64[D]``) used by at least one pair.
+    ref_index, sec_index
+        For each pair, the index of its reference (earlier) and secondary date in ``dates``.
+    """
+
+    dates: np.ndarray
+    ref_index: np.ndarray
+    sec_index: np.ndarray
+
+    @classmethod
+    def from_pairs(cls, reference_dates, secondary_dates) -> Network:
+        """Build from per-pair reference and secondary dates (any datetime-like arrays)."""
+        ref = pd.to_datetime(np.asarray(reference_dates)).to_numpy().astype("datetime64[D]")
+        sec = pd.to_datetime(np.asarray(secondary_dates)).to_numpy().astype("datetime64[D]")
+        if np.any(sec <= ref):
+            bad = int(np.flatnonzero(sec <= ref)[0])
+            raise ValueError(f"pair {bad}: secondary date {sec[bad]} is not after {ref[bad]}")
+        dates = np.unique(np.concatenate([ref, sec]))
+        return cls(dates, np.searchsorted(dates, ref), np.searchsorted(dates, sec))
+
+    @classmethod
+    def from_stack(cls, stack: xr.DataArray | xr.Dataset) -> Network:
+        """Build from a stack with ``reference_date`` and ``secondary_date`` coords on ``pair``."""
+        return cls.from_pairs(stack["reference_date"].values, stack["secondary_date"].values)
+
+    @property
+    def n_dates(self) -> int:
+        """Number of acquisition dates."""
+        return len(self.dates)
+
+    @property
+    def n_pairs(self) -> int:
+        """Number of interferograms."""
+        return len(self.ref_index)
+
+    def years(self) -> np.ndarray:
+        """Time of each date in years (365.25 d) since the first date."""
+        return (self.dates - self.dates[0]).astype(np.float64) / 365.25
+
+    def subset(self, keep: np.ndarray) -> Network:
+        """The network of the pairs where ``keep`` is true (dates re-indexed)."""
+        return Network.from_pairs(self.dates[self.ref_index[keep]], self.dates[self.sec_index[keep]])
+
+    def triplets(self) -> np.ndarray:
+        """Loops ``(ij, jk, ik)`` as pair indices, for every closed triangle of the network."""
+        lookup = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(self.ref_index, self.sec_index,
+                                                                     strict=True))}
+        by_ref: dict[int, list[int]] = {}
+        for (a, b) in lookup:
+            by_ref.setdefault(a, []).append(b)
+        loops = []
+        for (i, j), ij in lookup.items():
+            for k in by_ref.get(j, []):
+                ik = lookup.get((i, k))
+                if ik is not None:
+                    loops.append((ij, lookup[(j, k)], ik))
+        return np.array(sorted(loops), dtype=np.int64).reshape(-1, 3)
+
+
+def components(network: Network, use: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Connected parts of the network in time, as ``(first, last)`` date indices.
+
+    Dates are connected through pairs; because pairs span intervals of time, a part is a
+    contiguous run of dates. ``use`` optionally restricts the pairs considered.
+    """
+    use = np.ones(network.n_pairs, bool) if use is None else np.asarray(use, bool)
+    # An interval [ref, sec] connects every increment in between; a break is an increment
+    # between consecutive dates that no used pair spans.
+    spans = np.zeros(network.n_dates, dtype=np.int64)
+    np.add.at(spans, network.ref_index[use], 1)
+    np.add.at(spans, network.sec_index[use], -1)
+    covered = np.cumsum(spans)[:-1] > 0  # increment d -> d+1 covered by some pair
+    parts, start = [], 0
+    for d, ok in enumerate(covered):
+        if not ok:
+            parts.append((start, d))
+            start = d + 1
+    parts.append((start, network.n_dates - 1))
+    return parts
+
+
+@dataclass(frozen=True)
+class LoopClosureResult:
+    """Outcome of the loop-closure check.
+
+    Attributes
+    ----------
+    loops
+        ``(n_loops, 3)`` pair indices of each triangle (ij, jk, ik).
+    rms_rad
+        RMS of each loop's closure phase over the area, radians.
+    bad_loop
+        Loops whose RMS exceeds the threshold.
+    bad_pair
+        Pairs rejected: every loop they belong to is bad.
+    no_loop_pair
+        Pairs that belong to no loop (cannot be checked; kept).
+    n_loops_per_pair, n_bad_loops_per_pair
+        Counts per pair.
+    """
+
+    loops: np.ndarray
+    rms_rad: np.ndarray
+    bad_loop: np.ndarray
+    bad_pair: np.ndarray
+    no_loop_pair: np.ndarray
+    n_loops_per_pair: np.ndarray
+    n_bad_loops_per_pair: np.ndarray
+
+
+def loop_closure(
+    los_mm: xr.DataArray,
+    network: Network,
+    wavelength_m: float,
+    threshold_rad: float = 1.5,
+    min_pixels: int = 20,
+) -> LoopClosureResult:
+    """Reject interferograms with unwrapping errors by triplet loop closure (LiCSBAS step 12).
+
+    The closure of loop (ij, jk, ik) is ``φ_ij + φ_jk − φ_ik``: zero for consistent
+    unwrapping, an integer number of 2π over the patch an unwrapping error affects. Its
+    RMS over the pixels valid in all three pairs (after each pair was referenced to the
+    common area, and with the loop's own median removed) is compared with ``threshold_rad``.
+    A pair is bad when every loop it belongs to is bad.
+
+    Parameters
+    ----------
+    los_mm
+        ``(pair, y, x)`` LOS displacement in mm, referenced, in memory (a spatial subsample
+        is enough for RMS statistics).
+    """
+    loops = network.triplets()
+    n_pairs = network.n_pairs
+    to_rad = 4.0 * np.pi / (wavelength_m * 1000.0)
+    data = los_mm.transpose("pair", "y", "x").values.reshape(n_pairs, -1)
+    rms = np.full(len(loops), np.nan)
+    for start in range(0, len(loops), 256):
+        chunk = loops[start : start + 256]
+        closure = (data[chunk[:, 0]] + data[chunk[:, 1]] - data[chunk[:, 2]]) * to_rad
+        count = np.isfinite(closure).sum(axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # loops with no common pixel
+            centred = closure - np.nanmedian(closure, axis=1, keepdims=True)
+            value = np.sqrt(np.nanmean(centred**2, axis=1))
+        rms[start : start + 256] = np.where(count >= min_pixels, value, np.nan)
+    bad_loop = rms > threshold_rad
+    n_loops = np.zeros(n_pairs, np.int64)
+    n_bad = np.zeros(n_pairs, np.int64)
+    checked = np.isfinite(rms)
+    for col in range(3):
+        np.add.at(n_loops, loops[checked, col], 1)
+        np.add.at(n_bad, loops[bad_loop, col], 1)
+    bad_pair = (n_loops > 0) & (n_bad == n_loops)
+    return LoopClosureResult(loops, rms, bad_loop, bad_pair, n_loops == 0, n_loops, n_bad)

@@ -1,0 +1,344 @@
+"""Staging: raw product files → analysis-ready stores on one analysis grid.
+
+The analysis grid is the Sentinel-1 products' own grid (HyP3 geocodes every product of a frame
+onto the same UTM pixel lattice), over the extent all products share, clipped to the study's
+bounding box when one is given. Products on that lattice are pasted in place; anything else
+(another CRS, pixel size or origin: DEM, ground-ice map, L-band pairs) is reprojected with
+rioxarray.
+
+Stores written (Zarr, one chunk per pair and spatial tile):
+
+* ``sentinel1.zarr``: ``los_mm (pair, y, x)`` LOS displacement in mm (positive toward the
+  satellite, each pair still referenced to its own HyP3 reference point), ``coherence
+  (pair, y, x)``, ``incidence_deg (y, x)``, ``elevation (y, x)``; pair coordinates
+  ``reference_date``, ``secondary_date``, ``product``.
+* ``rasters.zarr``: ``elevation``, ``slope_deg``, ``ground_ice`` on the grid.
+* ``pairs.zarr``: sparse-sensor pairs as ``los_mm (pair, y, x)`` + ``coherence``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+import xarray as xr
+from prefect import task
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from talik.config import AreaOfInterest
+from talik.errors import InputError
+from talik.science.interferogram import phase_to_los_mm, to_los_mm
+from talik.tasks.log import step_logger
+from talik.tasks.provenance import code_digest, digest_of
+from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products
+from talik.tasks.readers.pairs import find_pairs, read_pair
+from talik.tasks.readers.raster import read_raster
+from talik.tasks.records import InputManifest, StepOutput
+from talik.tasks.steps import STEP_CACHE, step_folder
+from talik.tasks.zarr_io import write_zarr
+
+__all__ = [
+    "AnalysisGrid",
+    "grid_from_products",
+    "open_staged",
+    "stage_pairs",
+    "stage_rasters",
+    "stage_sentinel1",
+    "write_sentinel1_store",
+]
+
+
+@dataclass(frozen=True)
+class AnalysisGrid:
+    """A north-up raster grid: CRS, affine transform and shape."""
+
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+
+    @property
+    def affine(self) -> Affine:
+        """The transform as an :class:`affine.Affine`."""
+        return Affine(*self.transform)
+
+    @property
+    def pixel_m(self) -> float:
+        """Pixel size in CRS units (metres for UTM)."""
+        return abs(self.transform[0])
+
+    def coords(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cell-centre ``(y, x)`` coordinates."""
+        a = self.affine
+        xs = a.c + a.a * (np.arange(self.width) + 0.5)
+        ys = a.f + a.e * (np.arange(self.height) + 0.5)
+        return ys, xs
+
+    def template(self) -> xr.DataArray:
+        """An empty float32 DataArray on the grid, with CRS, to reproject onto."""
+        ys, xs = self.coords()
+        da = xr.DataArray(np.full((self.height, self.width), np.nan, np.float32),
+                          dims=("y", "x"), coords={"y": ys, "x": xs})
+        return da.rio.write_crs(self.crs).rio.write_transform(self.affine)
+
+    def to_attrs(self) -> dict:
+        """Attributes to store the grid with a dataset."""
+        return {"grid_crs": self.crs, "grid_transform": list(self.transform),
+                "grid_width": self.width, "grid_height": self.height}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> AnalysisGrid:
+        """Inverse of :meth:`to_attrs`."""
+        return cls(attrs["grid_crs"], tuple(attrs["grid_transform"]), int(attrs["grid_width"]),
+                   int(attrs["grid_height"]))
+
+
+def grid_from_products(products: list[Hyp3Product], aoi: AreaOfInterest) -> AnalysisGrid:
+    """The common extent of all products on their pixel lattice, clipped to the AOI box."""
+    crs, res, origin = None, None, None
+    left, bottom, right, top = -math.inf, -math.inf, math.inf, math.inf
+    for p in products:
+        with rasterio.open(p.layers["unw_phase"]) as src:
+            if crs is None:
+                crs, res, origin = src.crs, src.res, (src.transform.c, src.transform.f)
+            elif src.crs != crs or not np.allclose(src.res, res):
+                raise InputError(p.location, "grid", f"the same CRS and pixel size as the first "
+                                 f"product ({crs}, {res}); got {src.crs}, {src.res}")
+            b = src.bounds
+            left, bottom = max(left, b.left), max(bottom, b.bottom)
+            right, top = min(right, b.right), min(top, b.top)
+    if aoi.bbox is not None:
+        to_grid = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        west, south, east, north = aoi.bbox
+        xs, ys = to_grid.transform([west, east, west, east], [south, south, north, north])
+        left, right = max(left, min(xs)), min(right, max(xs))
+        bottom, top = max(bottom, min(ys)), min(top, max(ys))
+    dx, dy = res
+    # Snap to the products' lattice.
+    left = origin[0] + math.ceil((left - origin[0]) / dx - 1e-6) * dx
+    top = origin[1] - math.ceil((origin[1] - top) / dy - 1e-6) * dy
+    width = int(math.floor((right - left) / dx + 1e-6))
+    height = int(math.floor((top - bottom) / dy + 1e-6))
+    if width < 2 or height < 2:
+        raise InputError(products[0].location.parent, "extent",
+                         "products (and the AOI box) that overlap by at least 2×2 pixels")
+    return AnalysisGrid(crs.to_string(), (dx, 0.0, left, 0.0, -dy, top), width, height)
+
+
+def _on_grid(da: xr.DataArray, grid: AnalysisGrid, resampling: Resampling) -> np.ndarray:
+    """Values of a georeferenced DataArray on ``grid`` (rioxarray reprojection)."""
+    out = da.rio.reproject_match(grid.template(), resampling=resampling, nodata=np.nan)
+    return out.values.astype(np.float32)
+
+
+def read_on_grid(path: str, grid: AnalysisGrid, resampling: Resampling) -> np.ndarray:
+    """Band 1 of a raster file on ``grid`` as float32 with no-data as NaN.
+
+    A raster on the grid's own lattice (same CRS and pixel size, origin on a pixel corner of
+    the grid) is read through a window, exactly; any other raster is warped on the fly.
+    """
+    with rasterio.open(path) as src:
+        t, g = src.transform, grid.affine
+        aligned = (src.crs is not None and src.crs.to_string() == grid.crs
+                   and np.isclose(t.a, g.a) and np.isclose(t.e, g.e))
+        if aligned:
+            col = (g.c - t.c) / t.a
+            row = (g.f - t.f) / t.e
+            aligned = abs(col - round(col)) < 1e-3 and abs(row - round(row)) < 1e-3
+        if aligned:
+            # Grid pixel (0, 0) sits at source pixel (row, col); paste the overlap.
+            col, row = int(round(col)), int(round(row))
+            out = np.full((grid.height, grid.width), np.nan, np.float32)
+            r0, c0 = max(row, 0), max(col, 0)
+            r1, c1 = min(row + grid.height, src.height), min(col + grid.width, src.width)
+            if r1 > r0 and c1 > c0:
+                data = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+                out[r0 - row : r1 - row, c0 - col : c1 - col] = data.astype(np.float32).filled(np.nan)
+            return out
+        with WarpedVRT(src, crs=grid.crs, transform=g, width=grid.width, height=grid.height,
+                       resampling=resampling, src_nodata=src.nodata, nodata=np.nan,
+                       dtype="float32") as vrt:
+            return vrt.read(1).astype(np.float32)
+
+
+def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavelength_m: float,
+                          out: Path, chunk: int = 512, batch_bytes: float = 256e6) -> dict:
+    """Stage HyP3 products into ``out`` (Zarr); return a summary."""
+    ys, xs = grid.coords()
+    n = len(products)
+    cy, cx = min(chunk, grid.height), min(chunk, grid.width)
+    geometry = next((p for p in products if "lv_theta" in p.layers), None)
+    if geometry is None:
+        raise InputError(products[0].location.parent, "_lv_theta.tif",
+                         "look vectors in at least one product (HyP3 option include_look_vectors)")
+    lv_theta = read_on_grid(geometry.layers["lv_theta"], grid, Resampling.bilinear)
+    incidence = np.degrees(np.pi / 2 - lv_theta).astype(np.float32)
+    dem_product = next((p for p in products if "dem" in p.layers), None)
+    elevation = (read_on_grid(dem_product.layers["dem"], grid, Resampling.bilinear)
+                 if dem_product else np.full((grid.height, grid.width), np.nan, np.float32))
+    pair = np.arange(n)
+    coords = {
+        "pair": pair,
+        "y": ys,
+        "x": xs,
+        "reference_date": ("pair", pd.to_datetime([p.reference_date for p in products])),
+        "secondary_date": ("pair", pd.to_datetime([p.secondary_date for p in products])),
+        "product": ("pair", np.array([p.name for p in products], dtype=str)),
+    }
+    import dask.array as dsa
+
+    template = xr.Dataset(
+        {
+            "los_mm": (("pair", "y", "x"),
+                       dsa.full((n, grid.height, grid.width), np.nan, dtype=np.float32,
+                                chunks=(1, cy, cx)),
+                       {"units": "mm", "long_name": "LOS displacement (own reference point)",
+                        "sign_convention": "positive toward the satellite"}),
+            "coherence": (("pair", "y", "x"),
+                          dsa.full((n, grid.height, grid.width), np.nan, dtype=np.float32,
+                                   chunks=(1, cy, cx)),
+                          {"units": "1", "long_name": "interferometric coherence"}),
+            "incidence_deg": (("y", "x"), incidence, {"units": "degree",
+                                                      "long_name": "ellipsoid incidence angle"}),
+            "elevation": (("y", "x"), elevation, {"units": "m", "long_name": "HyP3 DEM height"}),
+        },
+        coords=coords,
+        attrs={**grid.to_attrs(), "wavelength_m": wavelength_m, "sensor": "Sentinel-1",
+               "source": "ASF HyP3 INSAR_GAMMA"},
+    )
+    encoding = {"coherence": {"dtype": "uint8", "scale_factor": 1 / 250, "_FillValue": 255}}
+    batch = int(min(64, max(1, batch_bytes // (8 * grid.height * grid.width))))
+    write_zarr(template, out, mode="w", compute=False, encoding=encoding)
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        los = np.empty((stop - start, grid.height, grid.width), np.float32)
+        coh = np.empty_like(los)
+        for i, p in enumerate(products[start:stop]):
+            phase = xr.DataArray(read_on_grid(p.layers["unw_phase"], grid, Resampling.nearest))
+            los[i] = phase_to_los_mm(phase, wavelength_m).values
+            coh[i] = read_on_grid(p.layers["corr"], grid, Resampling.nearest)
+        part = xr.Dataset(
+            {"los_mm": (("pair", "y", "x"), los), "coherence": (("pair", "y", "x"), coh)},
+            coords={"pair": pair[start:stop]},
+        )
+        write_zarr(part.drop_vars("pair"), out, region={"pair": slice(start, stop)})
+    return {"n_pairs": n, "height": grid.height, "width": grid.width,
+            "first_date": str(products[0].reference_date),
+            "last_date": str(max(p.secondary_date for p in products))}
+
+
+def open_staged(path: str | Path, chunks: dict | None = None) -> xr.Dataset:
+    """Open a staged Zarr store (lazily, with ``chunks`` if given)."""
+    return xr.open_zarr(path, chunks=chunks)
+
+
+def _grid_of(staged_s1: StepOutput) -> AnalysisGrid:
+    with xr.open_zarr(Path(staged_s1.path) / "sentinel1.zarr") as ds:
+        return AnalysisGrid.from_attrs(ds.attrs)
+
+
+@task(name="stage-sentinel1", cache_policy=STEP_CACHE, persist_result=True)
+def stage_sentinel1(manifest: InputManifest, aoi: AreaOfInterest, wavelength_m: float,
+                    work_dir: str) -> StepOutput:
+    """HyP3 products → ``sentinel1.zarr`` on the analysis grid (LOS mm + coherence)."""
+    logger = step_logger()
+    hyp3_dir = manifest.location("hyp3")
+    if hyp3_dir is None:
+        raise InputError("(study)", "source.hyp3_dir", "a folder of HyP3 INSAR_GAMMA products")
+    digest = digest_of("stage-sentinel1", manifest.digest, aoi, wavelength_m, code_digest())
+    with step_folder(work_dir, "stage-sentinel1", digest) as sd:
+        if not sd.done:
+            products = find_hyp3_products(hyp3_dir)
+            grid = grid_from_products(products, aoi)
+            logger.info("staging %d HyP3 products onto a %d×%d grid", len(products), grid.height,
+                        grid.width)
+            summary = write_sentinel1_store(products, grid, wavelength_m, sd.work / "sentinel1.zarr")
+        else:
+            with xr.open_zarr(sd.final / "sentinel1.zarr") as ds:
+                summary = {"n_pairs": ds.sizes["pair"], "height": ds.sizes["y"],
+                           "width": ds.sizes["x"]}
+    return StepOutput(step="stage-sentinel1", path=str(sd.final), digest=digest,
+                      parameters={"wavelength_m": wavelength_m, "aoi": aoi.model_dump(mode="json")},
+                      summary=summary)
+
+
+@task(name="stage-rasters", cache_policy=STEP_CACHE, persist_result=True)
+def stage_rasters(manifest: InputManifest, staged_s1: StepOutput, work_dir: str) -> StepOutput:
+    """DEM and ground-ice map → ``rasters.zarr`` on the analysis grid (+ slope from the DEM)."""
+    digest = digest_of("stage-rasters", manifest.digest, staged_s1.digest, code_digest())
+    grid = _grid_of(staged_s1)
+    layers = {}
+    with step_folder(work_dir, "stage-rasters", digest) as sd:
+        if not sd.done:
+            ys, xs = grid.coords()
+            dem_path = manifest.location("dem")
+            if dem_path is not None:
+                dem = read_raster(dem_path, "m")
+                elevation = _on_grid(dem, grid, Resampling.average)
+                gy, gx = np.gradient(elevation.astype(np.float64), grid.pixel_m)
+                layers["elevation"] = (elevation, {"units": "m", "long_name": "DEM height"})
+                layers["slope_deg"] = (np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32),
+                                       {"units": "degree", "long_name": "terrain slope"})
+            ice_path = manifest.location("ground_ice")
+            if ice_path is not None:
+                ice = read_raster(ice_path, "1")
+                layers["ground_ice"] = (_on_grid(ice, grid, Resampling.bilinear),
+                                        {"units": "1", "long_name": "ground-ice content"})
+            ds = xr.Dataset({k: (("y", "x"), v, a) for k, (v, a) in layers.items()},
+                            coords={"y": ys, "x": xs}, attrs=grid.to_attrs())
+            write_zarr(ds, sd.work / "rasters.zarr", mode="w")
+        else:
+            with xr.open_zarr(sd.final / "rasters.zarr") as ds:
+                layers = dict.fromkeys(ds.data_vars)
+    return StepOutput(step="stage-rasters", path=str(sd.final), digest=digest,
+                      summary={"layers": sorted(layers)})
+
+
+@task(name="stage-pairs", cache_policy=STEP_CACHE, persist_result=True)
+def stage_pairs(manifest: InputManifest, staged_s1: StepOutput, work_dir: str) -> StepOutput:
+    """Sparse-sensor pairs (ERS-2 … ALOS-2) → ``pairs.zarr`` of LOS mm on the analysis grid."""
+    digest = digest_of("stage-pairs", manifest.digest, staged_s1.digest, code_digest())
+    grid = _grid_of(staged_s1)
+    pairs_dir = manifest.location("pairs")
+    count = 0
+    with step_folder(work_dir, "stage-pairs", digest) as sd:
+        if not sd.done and pairs_dir is not None:
+            ys, xs = grid.coords()
+            found = find_pairs(pairs_dir)
+            los, coh = [], []
+            for path, meta in found:
+                ds = read_pair(path, meta)
+                value = to_los_mm(ds["value"], meta.quantity, meta.units, meta.sign_convention,
+                                  meta.wavelength_m)
+                los.append(_on_grid(value, grid, Resampling.average))
+                coh.append(_on_grid(ds["coherence"], grid, Resampling.average))
+            count = len(found)
+            out = xr.Dataset(
+                {"los_mm": (("pair", "y", "x"), np.stack(los),
+                            {"units": "mm", "sign_convention": "positive toward the satellite"}),
+                 "coherence": (("pair", "y", "x"), np.stack(coh), {"units": "1"})},
+                coords={
+                    "y": ys, "x": xs,
+                    "sensor": ("pair", np.array([m.sensor for _, m in found], dtype=str)),
+                    "reference_date": ("pair", pd.to_datetime([m.reference_date for _, m in found])),
+                    "secondary_date": ("pair", pd.to_datetime([m.secondary_date for _, m in found])),
+                    "incidence_deg": ("pair", np.array([m.incidence_deg for _, m in found])),
+                    "wavelength_m": ("pair", np.array([m.wavelength_m for _, m in found])),
+                    "file": ("pair", np.array([p.name for p, _ in found], dtype=str)),
+                },
+                attrs=grid.to_attrs(),
+            )
+            write_zarr(out, sd.work / "pairs.zarr", mode="w")
+        elif sd.done and (sd.final / "pairs.zarr").exists():
+            with xr.open_zarr(sd.final / "pairs.zarr") as ds:
+                count = ds.sizes["pair"]
+    return StepOutput(step="stage-pairs", path=str(sd.final), digest=digest,
+                      summary={"n_pairs": count})

@@ -1,0 +1,93 @@
+"""How a step keeps its outputs: content-addressed folders, atomic completion, Prefect caching.
+
+A step's output folder is ``<work_dir>/steps/<step>/<digest>``, where the digest covers the
+step's inputs (their own digests), its parameters and talik's code. The step writes into a
+temporary sibling and renames it into place when complete, so a crash never leaves a
+half-written output that looks finished, and a rerun resumes by recomputing only the steps
+that did not finish. Prefect's cache (inputs + task source + talik's code) lets a rerun skip
+finished steps without even starting them; the folder check makes the skip safe even when
+Prefect's cache records were lost.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.context import TaskRunContext
+
+from talik.errors import MissingStepOutputError
+from talik.tasks.provenance import code_digest
+
+__all__ = ["STEP_CACHE", "StepDir", "TalikCode", "require", "step_folder", "step_path"]
+
+COMPLETE = "_COMPLETE"
+
+
+class TalikCode(CachePolicy):
+    """Cache-key component: the fingerprint of talik's source (science changes invalidate)."""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        """The digest of talik's code."""
+        return code_digest()
+
+
+STEP_CACHE = INPUTS + TASK_SOURCE + TalikCode()
+"""Cache policy of every computing step."""
+
+
+@dataclass(frozen=True)
+class StepDir:
+    """Where a step writes (``work``), where its output ends up (``final``), and whether the
+    output is already complete (``done``: then nothing needs writing).
+    """
+
+    work: Path
+    final: Path
+    done: bool
+
+
+def step_path(work_dir: str | Path, step: str, digest: str) -> Path:
+    """Final output folder of a step with this digest."""
+    return Path(work_dir) / "steps" / step / digest[:16]
+
+
+@contextmanager
+def step_folder(work_dir: str | Path, step: str, digest: str):
+    """Yield a :class:`StepDir`; write into ``.work`` unless ``.done``.
+
+    On normal exit the temporary folder is renamed to its final name and marked complete; on
+    an exception it is removed and nothing final is touched.
+    """
+    final = step_path(work_dir, step, digest)
+    if (final / COMPLETE).exists():
+        yield StepDir(final, final, True)
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield StepDir(tmp, final, False)
+        (tmp / COMPLETE).write_text(digest + "\n")
+        if final.exists():  # an incomplete leftover of a crashed run
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def require(path: str | Path, step: str, rerun_hint: Callable[[], str] | None = None) -> Path:
+    """Return ``path`` if the step output exists, else explain how to recompute it."""
+    p = Path(path)
+    if not p.exists():
+        hint = rerun_hint() if rerun_hint else "rerun with --refresh to recompute cached steps"
+        raise MissingStepOutputError(f"output of step '{step}' is missing at {p}; {hint}")
+    return p
