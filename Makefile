@@ -13,7 +13,6 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_RESULTS_PERSIST_BY_DEFAULT := true
 export PREFECT_RESULTS_LOCAL_STORAGE_PATH := $(PREFECT_HOME)/storage
-export PREFECT_LOGGING_LEVEL ?= WARNING
 export MPLBACKEND := Agg
 
 .PHONY: demo test venv clean-demo

@@ -1,10 +1,154 @@
-"""The `talik` command."""
+"""The ``talik`` command (typer). Heavy imports happen inside commands so ``--help`` is quick."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-app = typer.Typer()
+# Telemetry off unless the user decided otherwise (docs/prefect.md).
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(help="talik: permafrost degradation monitoring from InSAR and streamflow.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="Inspect study configurations.", no_args_is_help=True)
+releases_app = typer.Typer(help="List and inspect published releases.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(releases_app, name="releases")
+
+StudyArg = Annotated[Path, typer.Argument(help="Study TOML file.")]
+StudyOpt = Annotated[Path, typer.Option("--study", "-s", help="Study TOML file.")]
+DEMO_STUDY = Path("studies/demo.toml")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _load(path: Path):
+    from talik.errors import ConfigError
+    from talik.config import load_study
+
+    try:
+        return load_study(path)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@config_app.command("show")
+def config_show(study: StudyArg) -> None:
+    """Print the resolved configuration of STUDY (defaults filled in, paths absolute)."""
+    from talik.config import config_digest, to_toml
+
+    cfg = _load(study)
+    typer.echo(f"# {study} (config sha256 {config_digest(cfg)[:16]})")
+    typer.echo(to_toml(cfg))
+
+
+@config_app.command("defaults")
+def config_defaults() -> None:
+    """Print every analysis option with its default, unit and meaning (commented TOML)."""
+    from talik.config import defaults_toml
+
+    typer.echo(defaults_toml())
+
+
+def _run(study: Path, refresh: bool):
+    from talik.flows.monitor import monitor
+
+    _load(study)  # fail early with a clear message
+    return monitor(study=str(study.resolve()), refresh=refresh)
+
+
+@app.command()
+def run(study: StudyArg,
+        refresh: Annotated[bool, typer.Option(help="Recompute cached steps.")] = False) -> None:
+    """Run the monitor flow for STUDY: ingest → stage → time series → publish."""
+    outcome = _run(study, refresh)
+    _print_outcome(outcome)
+
+
+def _print_outcome(outcome) -> None:
+    r = outcome.release
+    if outcome.created:
+        typer.secho(f"published release {r.id}", fg=typer.colors.GREEN, bold=True)
+    else:
+        typer.secho(f"no new release needed: inputs, configuration and code are those of release "
+                    f"{r.id}", fg=typer.colors.YELLOW, bold=True)
+    typer.echo(f"  release:  {r.id}  ({r.created}, digest {r.digest[:12]})")
+    typer.echo(f"  location: {r.path}")
+
+
+@app.command()
+def demo(study: StudyOpt = DEMO_STUDY,
+         refresh: Annotated[bool, typer.Option(help="Recompute cached steps.")] = False) -> None:
+    """Generate the demo world (first time), run the whole pipeline, compare with the truth."""
+    started = time.time()
+    outcome = _run(study, refresh)
+    _print_outcome(outcome)
+    report = Path(outcome.release.path) / "report.md"
+    typer.echo("")
+    typer.echo(report.read_text())
+    typer.echo(f"finished in {time.time() - started:.0f} s")
+
+
+@releases_app.command("list")
+def releases_list(study: StudyOpt = DEMO_STUDY) -> None:
+    """List the releases of a study."""
+    from talik.tasks.publish import list_releases
+
+    cfg = _load(study)
+    rows = list_releases(cfg.stores.release_dir)
+    if not rows:
+        typer.echo(f"no releases in {cfg.stores.release_dir}")
+        return
+    typer.echo(f"{'id':<8} {'created':<21} {'digest':<13} {'inputs':>6}  talik")
+    for r in rows:
+        typer.echo(f"{r.id:<8} {r.created:<21} {r.digest[:12]:<13} {r.n_inputs:>6}  "
+                   f"{r.talik_version}")
+
+
+@releases_app.command("show")
+def releases_show(release_id: Annotated[str, typer.Argument(help="Release id, e.g. r0001.")],
+                  study: StudyOpt = DEMO_STUDY,
+                  full: Annotated[bool, typer.Option(help="Print the whole manifest.")] = False
+                  ) -> None:
+    """Show a release: its manifest summary (or the whole manifest with --full)."""
+    from talik.tasks.publish import read_release
+
+    cfg = _load(study)
+    try:
+        m = read_release(cfg.stores.release_dir, release_id)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    if full:
+        typer.echo(json.dumps(m, indent=2))
+        return
+    typer.echo(f"release {m['release_id']} of study {m['study']['name']} ({m['created']})")
+    typer.echo(f"  digest:      {m['release_digest']}")
+    typer.echo(f"  config:      sha256 {m['study']['config_sha256']}")
+    typer.echo(f"  talik:       {m['talik']['version']} (code {m['talik']['code_sha256'][:12]}, "
+               f"git {m['talik']['git_commit']})")
+    typer.echo(f"  inputs:      {len(m['inputs']['files'])} files, digest "
+               f"{m['inputs']['digest'][:12]}")
+    typer.echo("  steps:")
+    for s in m["steps"]:
+        typer.echo(f"    {s['step']:<24} {s['digest'][:12]}  {json.dumps(s['summary'])[:80]}")
+    typer.echo("  products:")
+    for p in m["products"]:
+        typer.echo(f"    {p['path']:<48} {p['bytes']:>12,d} B  sha256 {p['sha256'][:12]}")
 
 
 def main() -> None:
-    """Entry point."""
-    app()
+    """Entry point of the ``talik`` script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

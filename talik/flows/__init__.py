@@ -1,1 +1,1 @@
-"""talik.flows."""
+"""Prefect flows: one per analysis and the parent ``monitor`` flow."""

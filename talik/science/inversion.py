@@ -469,6 +469,7 @@ def invert_nsbas(
         input_core_dims=in_dims,
         output_core_dims=[["time"], [], [], ["param"]],
         dask="parallelized",
+        keep_attrs=False,
         output_dtypes=[np.float32, np.int32, np.float32, np.float32],
         dask_gufunc_kwargs={"output_sizes": {"time": network.n_dates, "param": k}},
     )

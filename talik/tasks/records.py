@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FileRecord", "InputManifest", "StepOutput"]
+__all__ = ["FileRecord", "InputManifest", "InputSet", "StepOutput"]
 
 
 class FileRecord(BaseModel):
@@ -37,6 +37,17 @@ class InputManifest(BaseModel):
     files: list[FileRecord]
     digest: str
 
+    def save(self, folder: Path) -> InputSet:
+        """Write the manifest as JSON in ``folder`` (named by digest); return its input set."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"inputs-{self.digest[:16]}.json"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(self.model_dump_json(indent=1))
+            tmp.replace(path)
+        return InputSet(root=self.root, source_kind=self.source_kind, locations=self.locations,
+                        digest=self.digest, manifest_path=str(path), n_files=len(self.files))
+
     def role_files(self, role: str) -> list[Path]:
         """Absolute paths of the files with ``role``."""
         return [Path(self.root) / f.path for f in self.files if f.role == role]
@@ -45,6 +56,32 @@ class InputManifest(BaseModel):
         """Configured file or folder of ``role`` (None when not given)."""
         value = self.locations.get(role)
         return Path(value) if value else None
+
+
+class InputSet(BaseModel):
+    """A run's inputs as tasks see them: where each input is, and the manifest's digest.
+
+    The full file list (with checksums) is in the manifest JSON at ``manifest_path``; this
+    small record is what flows and tasks pass around.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    root: str
+    source_kind: str
+    locations: dict[str, str]
+    digest: str
+    manifest_path: str
+    n_files: int
+
+    def location(self, role: str) -> Path | None:
+        """Configured file or folder of ``role`` (None when not given)."""
+        value = self.locations.get(role)
+        return Path(value) if value else None
+
+    def load_manifest(self) -> InputManifest:
+        """The full manifest (file list with checksums)."""
+        return InputManifest.model_validate_json(Path(self.manifest_path).read_text())
 
 
 class StepOutput(BaseModel):

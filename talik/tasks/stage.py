@@ -41,7 +41,7 @@ from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products
 from talik.tasks.readers.pairs import find_pairs, read_pair
 from talik.tasks.readers.raster import read_raster
-from talik.tasks.records import InputManifest, StepOutput
+from talik.tasks.records import InputSet, StepOutput
 from talik.tasks.steps import STEP_CACHE, step_folder
 from talik.tasks.zarr_io import write_zarr
 
@@ -246,7 +246,7 @@ def _grid_of(staged_s1: StepOutput) -> AnalysisGrid:
 
 
 @task(name="stage-sentinel1", cache_policy=STEP_CACHE, persist_result=True)
-def stage_sentinel1(manifest: InputManifest, aoi: AreaOfInterest, wavelength_m: float,
+def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float,
                     work_dir: str) -> StepOutput:
     """HyP3 products → ``sentinel1.zarr`` on the analysis grid (LOS mm + coherence)."""
     logger = step_logger()
@@ -271,7 +271,7 @@ def stage_sentinel1(manifest: InputManifest, aoi: AreaOfInterest, wavelength_m: 
 
 
 @task(name="stage-rasters", cache_policy=STEP_CACHE, persist_result=True)
-def stage_rasters(manifest: InputManifest, staged_s1: StepOutput, work_dir: str) -> StepOutput:
+def stage_rasters(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """DEM and ground-ice map → ``rasters.zarr`` on the analysis grid (+ slope from the DEM)."""
     digest = digest_of("stage-rasters", manifest.digest, staged_s1.digest, code_digest())
     grid = _grid_of(staged_s1)
@@ -303,7 +303,7 @@ def stage_rasters(manifest: InputManifest, staged_s1: StepOutput, work_dir: str)
 
 
 @task(name="stage-pairs", cache_policy=STEP_CACHE, persist_result=True)
-def stage_pairs(manifest: InputManifest, staged_s1: StepOutput, work_dir: str) -> StepOutput:
+def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """Sparse-sensor pairs (ERS-2 … ALOS-2) → ``pairs.zarr`` of LOS mm on the analysis grid."""
     digest = digest_of("stage-pairs", manifest.digest, staged_s1.digest, code_digest())
     grid = _grid_of(staged_s1)

@@ -7,7 +7,9 @@ Ground motion at a point is ``rate_weight · R(t) + seasonal_weight · S(t − d
   2016);
 * ``S(t)`` is the seasonal cycle of the lowland reference: thaw settlement growing like the
   square root of accumulated thawing degree-days from thaw onset, then a gradual refreeze heave
-  that decays exponentially after thaw end. Its amplitude changes from year to year
+  growing like the square root of freezing degree-days after thaw end (the freezing front's
+  Stefan progression) until the active layer has refrozen, usually in January. Its amplitude
+  changes from year to year
   (about 19 mm in 1997, 34 mm in 2007, 46 mm in 2010, about 45 mm after 2016), so no
   sinusoid, and no single amplitude, fits it exactly;
 * ``delay`` shifts thaw timing per pixel (wet ground thaws and settles later).
@@ -51,8 +53,8 @@ AMPLITUDE_KNOTS = (
     (2016, 45.0),
     (2030, 45.0),
 )
-HEAVE_TIMESCALE_DAYS = 38.0
-"""e-folding time of the refreeze heave after thaw end, days."""
+REFREEZE_FDD = 800.0
+"""Freezing degree-days (°C·d) after thaw end by which the active layer has refrozen."""
 
 
 def decimal_year(dates) -> np.ndarray:
@@ -114,8 +116,8 @@ class DeformationModel:
             tdd = np.cumsum(tpos[i_on : i_end + 1])
             g = np.zeros(len(days))
             g[i_on : i_end + 1] = np.sqrt(tdd / max(tdd[-1], 1e-6))
-            after = day_index > i_end
-            g[after] = np.exp(-(day_index[after] - i_end) / HEAVE_TIMESCALE_DAYS)
+            fdd = np.cumsum(np.clip(-t_air.to_numpy()[i_end + 1 :], 0, None))
+            g[i_end + 1 :] = 1.0 - np.sqrt(np.clip(fdd / REFREEZE_FDD, 0.0, 1.0))
             seasonal -= amplitude[int(year)] * g
         return cls(days, trend, seasonal, amplitude, seasons)
 

@@ -11,7 +11,7 @@ from talik.config import LocalSource
 from talik.errors import InputError
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import digest_of, file_sha256
-from talik.tasks.records import FileRecord, InputManifest
+from talik.tasks.records import FileRecord, InputManifest, InputSet
 
 __all__ = ["build_manifest", "ingest_local", "source_locations"]
 
@@ -74,8 +74,8 @@ def build_manifest(source: LocalSource, kind: str, checksum_cache: Path | None =
 
 
 @task(name="ingest-local", retries=0)
-def ingest_local(source: LocalSource, work_dir: str) -> InputManifest:
+def ingest_local(source: LocalSource, work_dir: str) -> InputSet:
     """Inventory a local folder of products (no download): the run's input manifest."""
     manifest = build_manifest(source, "local", Path(work_dir) / "checksums.json")
     step_logger().info("ingested %d local files (%s)", len(manifest.files), manifest.digest[:12])
-    return manifest
+    return manifest.save(Path(work_dir) / "manifests")

@@ -9,7 +9,7 @@ from prefect import task
 from talik.config import DischargeFile, LocalSource, WorldSource
 from talik.tasks.ingest.local import build_manifest
 from talik.tasks.log import step_logger
-from talik.tasks.records import InputManifest
+from talik.tasks.records import InputSet
 from talik.world import generate_world, world_is_complete
 
 __all__ = ["ingest_world", "world_as_local"]
@@ -31,7 +31,7 @@ def world_as_local(raw_dir: Path) -> LocalSource:
 
 
 @task(name="ingest-world", retries=0)
-def ingest_world(source: WorldSource, work_dir: str) -> InputManifest:
+def ingest_world(source: WorldSource, work_dir: str) -> InputSet:
     """Generate the demo world if needed (deterministic, resumable) and inventory its files."""
     logger = step_logger()
     raw = Path(source.raw_dir)
@@ -42,4 +42,4 @@ def ingest_world(source: WorldSource, work_dir: str) -> InputManifest:
         generate_world(source)
     manifest = build_manifest(world_as_local(raw), "world", Path(work_dir) / "checksums.json")
     logger.info("ingested %d world files (%s)", len(manifest.files), manifest.digest[:12])
-    return manifest
+    return manifest.save(Path(work_dir) / "manifests")

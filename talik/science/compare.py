@@ -1,0 +1,30 @@
+"""Agreement statistics between two maps or series (estimate vs truth, sensor vs sensor)."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["agreement"]
+
+
+def agreement(estimate: xr.DataArray | np.ndarray, reference: xr.DataArray | np.ndarray,
+              mask: xr.DataArray | np.ndarray | None = None) -> dict[str, float]:
+    """Compare ``estimate`` with ``reference`` where both are finite (and ``mask`` is true).
+
+    Returns ``n`` (pixels compared), ``bias`` (mean of estimate − reference), ``mae`` (mean
+    absolute difference), ``rmse`` and ``r`` (Pearson correlation), in the inputs' units.
+    """
+    a = np.asarray(estimate, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    a, b = np.broadcast_arrays(a, b)
+    use = np.isfinite(a) & np.isfinite(b)
+    if mask is not None:
+        use &= np.broadcast_to(np.asarray(mask, dtype=bool), a.shape)
+    n = int(use.sum())
+    if n == 0:
+        return {"n": 0, "bias": np.nan, "mae": np.nan, "rmse": np.nan, "r": np.nan}
+    d = a[use] - b[use]
+    r = float(np.corrcoef(a[use], b[use])[0, 1]) if n > 2 and a[use].std() > 0 and b[use].std() > 0 else np.nan
+    return {"n": n, "bias": float(d.mean()), "mae": float(np.abs(d).mean()),
+            "rmse": float(np.sqrt((d**2).mean())), "r": r}

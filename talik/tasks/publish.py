@@ -1,0 +1,207 @@
+"""Versioned, immutable releases.
+
+A release is a folder ``<release_dir>/<id>/`` holding ``manifest.json`` (study config and its
+hash, talik version and code digest, git commit, every input file with its checksum, each
+step's parameters and digest), the products (CF NetCDF + GeoTIFF), figures and a report.
+
+* **Idempotent**: the release digest covers the config, the input manifest and the code; a
+  publish whose digest matches an existing release creates nothing and returns that release.
+* **Atomic**: everything is written into a hidden staging folder that is renamed into place
+  only when complete, and files are made read-only. A crash leaves the previous releases
+  untouched; leftovers of crashed publishes are swept on the next publish.
+* **Concurrent-safe**: two workers racing for the same release number cannot both win the
+  rename; the loser takes the next number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import stat
+import time
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from talik import __version__
+from talik.config import StudyConfig, config_digest, to_toml
+from talik.tasks.log import step_logger
+from talik.tasks.provenance import code_digest, digest_of, file_sha256, git_commit
+from talik.tasks.records import InputManifest, InputSet, StepOutput
+
+__all__ = [
+    "PublishOutcome",
+    "ReleaseInfo",
+    "list_releases",
+    "publish_release",
+    "read_release",
+    "release_digest",
+    "write_release",
+]
+
+MANIFEST = "manifest.json"
+STALE_STAGING_SECONDS = 6 * 3600
+
+
+class ReleaseInfo(BaseModel):
+    """Summary of one release (from its manifest)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    path: str
+    created: str
+    digest: str
+    study: str
+    talik_version: str
+    n_inputs: int
+    products: list[str]
+
+
+class PublishOutcome(BaseModel):
+    """Result of a publish: the release, and whether it was created now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    release: ReleaseInfo
+    created: bool
+
+
+def release_digest(cfg: StudyConfig, manifest: InputManifest) -> str:
+    """Identity of a release's content: study config + inputs + code."""
+    return digest_of("release", config_digest(cfg), manifest.digest, code_digest())
+
+
+def _info(folder: Path) -> ReleaseInfo:
+    m = json.loads((folder / MANIFEST).read_text())
+    return ReleaseInfo(id=m["release_id"], path=str(folder), created=m["created"],
+                       digest=m["release_digest"], study=m["study"]["name"],
+                       talik_version=m["talik"]["version"], n_inputs=len(m["inputs"]["files"]),
+                       products=[p["path"] for p in m["products"]])
+
+
+def list_releases(release_dir: str | Path) -> list[ReleaseInfo]:
+    """All complete releases in ``release_dir``, oldest first."""
+    root = Path(release_dir)
+    if not root.exists():
+        return []
+    out = [_info(p) for p in sorted(root.iterdir())
+           if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists()]
+    return sorted(out, key=lambda r: r.id)
+
+
+def read_release(release_dir: str | Path, release_id: str) -> dict:
+    """The full manifest of release ``release_id``."""
+    path = Path(release_dir) / release_id / MANIFEST
+    if not path.exists():
+        known = ", ".join(r.id for r in list_releases(release_dir)) or "none"
+        raise FileNotFoundError(f"no release {release_id!r} in {release_dir} (releases: {known})")
+    return json.loads(path.read_text())
+
+
+def _sweep_staging(root: Path) -> None:
+    now = time.time()
+    for p in root.glob(".staging-*"):
+        if now - p.stat().st_mtime > STALE_STAGING_SECONDS:
+            _make_writable(p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _make_writable(folder: Path) -> None:
+    for p in [folder, *folder.rglob("*")]:
+        try:
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)
+        except OSError:
+            pass
+
+
+def _freeze(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+def write_release(
+    cfg: StudyConfig,
+    manifest: InputManifest,
+    steps: list[StepOutput],
+    files: dict[str, Path],
+    report_md: str,
+) -> PublishOutcome:
+    """Publish ``files`` (release-relative name → source file) as a new release, if needed."""
+    root = Path(cfg.stores.release_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    digest = release_digest(cfg, manifest)
+    for existing in list_releases(root):
+        if existing.digest == digest:
+            return PublishOutcome(release=existing, created=False)
+    _sweep_staging(root)
+    staging = root / f".staging-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        products = []
+        for name, src in sorted(files.items()):
+            dst = staging / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            products.append({"path": name, "sha256": file_sha256(dst), "bytes": dst.stat().st_size})
+        (staging / "report.md").write_text(report_md)
+        (staging / "study.toml").write_text(to_toml(cfg))
+        created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "release_digest": digest,
+            "created": created,
+            "study": {"name": cfg.name, "title": cfg.title, "config_sha256": config_digest(cfg),
+                      "config": cfg.model_dump(mode="json")},
+            "talik": {"version": __version__, "code_sha256": code_digest(),
+                      "git_commit": git_commit()},
+            "inputs": manifest.model_dump(mode="json"),
+            "steps": [s.model_dump(mode="json") for s in steps],
+            "products": products,
+        }
+        for attempt in range(1000):
+            number = len(list_releases(root)) + 1 + attempt
+            release_id = f"r{number:04d}"
+            body["release_id"] = release_id
+            (staging / MANIFEST).write_text(json.dumps(body, indent=2, default=str) + "\n")
+            _freeze(staging)
+            target = root / release_id
+            try:
+                os.rename(staging, target)  # atomic; fails if the target exists
+            except OSError:
+                if target.exists() and (target / MANIFEST).exists():
+                    other = _info(target)
+                    if other.digest == digest:  # someone else published the same content
+                        _make_writable(staging)
+                        shutil.rmtree(staging, ignore_errors=True)
+                        return PublishOutcome(release=other, created=False)
+                _make_writable(staging)
+                continue
+            (root / "LATEST.tmp").write_text(release_id + "\n")
+            (root / "LATEST.tmp").replace(root / "LATEST")
+            return PublishOutcome(release=_info(target), created=True)
+        raise RuntimeError(f"could not allocate a release number in {root}")
+    finally:
+        if staging.exists():
+            _make_writable(staging)
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@task(name="publish-release", cache_policy=NO_CACHE)
+def publish_release(cfg: StudyConfig, inputs: InputSet, steps: list[StepOutput],
+                    files: dict[str, str], report_md: str) -> PublishOutcome:
+    """Publish a release of the study, unless one with the same content exists."""
+    outcome = write_release(cfg, inputs.load_manifest(), steps,
+                            {k: Path(v) for k, v in files.items()}, report_md)
+    logger = step_logger()
+    if outcome.created:
+        logger.info("published release %s at %s", outcome.release.id, outcome.release.path)
+    else:
+        logger.info("no new release needed: inputs, config and code match release %s",
+                    outcome.release.id)
+    return outcome
