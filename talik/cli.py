@@ -33,8 +33,8 @@ def _fail(message: str) -> None:
 
 
 def _load(path: Path):
-    from talik.errors import ConfigError
     from talik.config import load_study
+    from talik.errors import ConfigError
 
     try:
         return load_study(path)

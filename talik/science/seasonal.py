@@ -62,7 +62,7 @@ def seasonal_fit(displacement: xr.DataArray, period_yr: float = 1.0) -> xr.Datas
     amplitude = np.hypot(a1, a2).assign_attrs(units="mm", long_name="seasonal amplitude")
     t0 = pd.Timestamp(np.asarray(displacement["time"])[0])
     phase = np.arctan2(a1, a2)  # A·cos(wt − φ): maximum at wt = φ
-    peak = ((phase / w) * 365.25 + t0.dayofyear) % 365.25
+    peak = ((phase / w) * 365.25 + t0.day_of_year) % 365.25
     return xr.Dataset({"amplitude": amplitude,
                        "peak_day": peak.assign_attrs(units="day of year",
                                                      long_name="day of the seasonal maximum")})

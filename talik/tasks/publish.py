@@ -24,9 +24,9 @@ import time
 import uuid
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
 
 from talik import __version__
 from talik.config import StudyConfig, config_digest, to_toml
@@ -164,9 +164,9 @@ def write_release(
             "steps": [s.model_dump(mode="json") for s in steps],
             "products": products,
         }
-        for attempt in range(1000):
-            number = len(list_releases(root)) + 1 + attempt
-            release_id = f"r{number:04d}"
+        for _attempt in range(1000):
+            taken = [int(r.id[1:]) for r in list_releases(root) if r.id[1:].isdigit()]
+            release_id = f"r{max(taken, default=0) + 1:04d}"
             body["release_id"] = release_id
             (staging / MANIFEST).write_text(json.dumps(body, indent=2, default=str) + "\n")
             _freeze(staging)

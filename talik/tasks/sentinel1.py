@@ -256,8 +256,8 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
     with step_folder(work_dir, "sentinel1-timeseries", digest) as sd:
         if not sd.done:
             chunk = options.chunk_px
-            stack = xr.open_zarr(Path(staged_s1.path) / "sentinel1.zarr",
-                                 chunks={"pair": -1, "y": chunk, "x": chunk})
+            stack = xr.open_zarr(Path(staged_s1.path) / "sentinel1.zarr", chunks={"pair": -1})
+            stack = stack.chunk({"y": chunk, "x": chunk})
             rasters = None
             if staged_rasters is not None and (Path(staged_rasters.path) / "rasters.zarr").exists():
                 rasters = xr.open_zarr(Path(staged_rasters.path) / "rasters.zarr").compute()

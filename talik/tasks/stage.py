@@ -170,7 +170,7 @@ def read_on_grid(path: str, grid: AnalysisGrid, resampling: Resampling) -> np.nd
 
 
 def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavelength_m: float,
-                          out: Path, chunk: int = 512, batch_bytes: float = 256e6) -> dict:
+                          out: Path, chunk: int = 256, batch_bytes: float = 256e6) -> dict:
     """Stage HyP3 products into ``out`` (Zarr); return a summary."""
     ys, xs = grid.coords()
     n = len(products)

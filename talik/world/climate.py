@@ -26,7 +26,7 @@ def simulate_climate(rng: np.random.Generator, start_year: int, end_year: int) -
     days = pd.date_range(f"{start_year}-01-01", f"{end_year}-12-31", freq="D")
     n = len(days)
     year = days.year.to_numpy()
-    frac = (days.dayofyear.to_numpy() - 1) / 365.25
+    frac = (days.day_of_year.to_numpy() - 1) / 365.25
     years = np.arange(start_year, end_year + 1)
 
     # Interannual anomalies (AR(1) in years) of temperature, precipitation and snow.

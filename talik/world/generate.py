@@ -15,6 +15,7 @@ Layout of the folder (the same a user would assemble from real downloads)::
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 import uuid
@@ -50,10 +51,19 @@ WORLD_FORMAT_VERSION = 1
 TRUTH_CUBE_MAX_BYTES = 400e6
 
 
+def _generator_digest() -> str:
+    """Fingerprint of the generator's code: a changed generator makes a new world."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _params(source: WorldSource) -> dict:
     params = source.model_dump(mode="json")
     params.pop("raw_dir", None)
     params["format_version"] = WORLD_FORMAT_VERSION
+    params["generator"] = _generator_digest()
     return params
 
 

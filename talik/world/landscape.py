@@ -55,7 +55,7 @@ class Landscape:
         spacing_m: float,
     ) -> Landscape:
         """Generate the landscape over ``[x0, x0+width] × [y0-height, y0]`` plus a margin."""
-        margin = 0.15 * max(width_m, height_m) + 4 * spacing_m
+        margin = max(0.15 * max(width_m, height_m), 2000.0) + 4 * spacing_m
         nx = int(np.ceil((width_m + 2 * margin) / spacing_m))
         ny = int(np.ceil((height_m + 2 * margin) / spacing_m))
         x = x0 - margin + spacing_m * (np.arange(nx) + 0.5)
@@ -119,7 +119,10 @@ class Landscape:
             bounds_error=False,
             fill_value=None,
         )
-        pts = np.stack([np.asarray(y).ravel(), np.asarray(x).ravel()], axis=-1)
+        # Beyond the master grid, hold the edge value rather than extrapolate.
+        yc = np.clip(np.asarray(y, dtype=np.float64).ravel(), self.y.min(), self.y.max())
+        xc = np.clip(np.asarray(x, dtype=np.float64).ravel(), self.x.min(), self.x.max())
+        pts = np.stack([yc, xc], axis=-1)
         return interp(pts).reshape(np.shape(x))
 
     def sample_grid(self, name: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

@@ -58,7 +58,7 @@ class Troposphere:
         """Draw delay parameters for each acquisition date."""
         wet, turb, err, seeds = {}, {}, {}, {}
         for d in sorted({pd.Timestamp(x) for x in dates}):
-            summer = np.exp(-(((d.dayofyear - 200) / 60.0) ** 2))
+            summer = np.exp(-(((d.day_of_year - 200) / 60.0) ** 2))
             wet[d] = 0.05 + 0.09 * summer + 0.012 * rng.standard_normal()
             turb[d] = 0.0018 + 0.0035 * summer * rng.uniform(0.5, 1.3)
             err[d] = 0.12 * rng.standard_normal()

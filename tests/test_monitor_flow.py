@@ -1,0 +1,106 @@
+"""The monitor flow end to end on the tiny world, inside a Prefect test server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import xarray as xr
+from typer.testing import CliRunner
+
+from talik.cli import app
+from talik.config import load_study
+from talik.tasks.publish import list_releases, read_release
+
+pytestmark = pytest.mark.slow
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _task_states(flow_run_id) -> dict[str, str]:
+    """Task name → state name for every task run under ``flow_run_id`` (subflows included)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        runs = [flow_run_id]
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        runs += [c.id for c in children]
+        states = {}
+        for run_id in runs:
+            for tr in client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id={"any_": [run_id]})):
+                states[tr.name.rsplit("-", 1)[0]] = tr.state.name
+        return states
+
+
+def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
+    from talik.flows.monitor import monitor
+
+    cfg = load_study(tiny_study)
+    state = monitor(study=str(tiny_study), return_state=True)
+    assert state.is_completed(), state
+    outcome = state.result()
+    assert outcome.created
+    release = Path(outcome.release.path)
+    manifest = read_release(cfg.stores.release_dir, outcome.release.id)
+
+    # Every input file is listed with its checksum, and nothing else is.
+    root = Path(manifest["inputs"]["root"])
+    listed = {root / f["path"]: f["sha256"] for f in manifest["inputs"]["files"]}
+    on_disk = {p for p in root.rglob("*") if p.is_file()
+               and "truth" not in p.relative_to(root).parts and p.name != "world.json"}
+    assert set(listed) == on_disk
+    for path, digest in listed.items():
+        assert _sha256(path) == digest, path
+
+    # Provenance: config, code, every step with its parameters; products with checksums.
+    assert manifest["study"]["config"]["name"] == "tiny"
+    assert len(manifest["talik"]["code_sha256"]) == 64
+    steps = {s["step"]: s for s in manifest["steps"]}
+    assert {"stage-sentinel1", "stage-rasters", "sentinel1-timeseries"} <= set(steps)
+    assert steps["sentinel1-timeseries"]["parameters"]["gamma"] == 1e-4
+    for product in manifest["products"]:
+        assert _sha256(release / product["path"]) == product["sha256"]
+    nc = release / "products" / "sentinel1.nc"
+    with xr.open_dataset(nc) as ds:
+        assert ds.attrs["Conventions"] == "CF-1.8"
+        assert {"displacement", "velocity", "thaw_season_deformation"} <= set(ds.data_vars)
+        assert ds["displacement"].attrs["units"] == "mm"
+    assert not os.stat(nc).st_mode & stat.S_IWUSR  # releases are read-only
+    assert "Comparison with the demo world's truth" in (release / "report.md").read_text()
+
+    # A second run reuses every cached step and publishes nothing new.
+    state2 = monitor(study=str(tiny_study), return_state=True)
+    outcome2 = state2.result()
+    assert not outcome2.created and outcome2.release.id == outcome.release.id
+    states = _task_states(state2.state_details.flow_run_id)
+    for step in ("stage-sentinel1", "stage-rasters", "sentinel1-timeseries", "release-contents"):
+        assert states[step] == "Cached", states
+    assert len(list_releases(cfg.stores.release_dir)) == 1
+
+    # A changed option recomputes only what depends on it, and makes a new release.
+    changed = tiny_study.with_name("tiny-changed.toml")
+    changed.write_text(tiny_study.read_text().replace("chunk_px = 16", "chunk_px = 16\ncoherence_threshold = 0.35"))
+    state3 = monitor(study=str(changed), return_state=True)
+    assert state3.result().created
+    states = _task_states(state3.state_details.flow_run_id)
+    assert states["stage-sentinel1"] == "Cached"
+    assert states["sentinel1-timeseries"] == "Completed"
+    ids = [r.id for r in list_releases(cfg.stores.release_dir)]
+    assert ids == ["r0001", "r0002"]
+
+    # The CLI lists and shows releases.
+    runner = CliRunner()
+    res = runner.invoke(app, ["releases", "list", "--study", str(tiny_study)])
+    assert res.exit_code == 0 and "r0001" in res.output and "r0002" in res.output
+    res = runner.invoke(app, ["releases", "show", "r0001", "--study", str(tiny_study)])
+    assert res.exit_code == 0 and "sentinel1-timeseries" in res.output
+    res = runner.invoke(app, ["releases", "show", "r0009", "--study", str(tiny_study)])
+    assert res.exit_code == 2 and "r0001" in res.output
