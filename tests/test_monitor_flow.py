@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 from pathlib import Path
 
@@ -73,7 +72,7 @@ def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
         assert ds.attrs["Conventions"] == "CF-1.8"
         assert {"displacement", "velocity", "thaw_season_deformation"} <= set(ds.data_vars)
         assert ds["displacement"].attrs["units"] == "mm"
-    assert not os.stat(nc).st_mode & stat.S_IWUSR  # releases are read-only
+    assert not nc.stat().st_mode & stat.S_IWUSR  # releases are read-only
     assert "Comparison with the demo world's truth" in (release / "report.md").read_text()
 
     # A second run reuses every cached step and publishes nothing new.
@@ -87,7 +86,8 @@ def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
 
     # A changed option recomputes only what depends on it, and makes a new release.
     changed = tiny_study.with_name("tiny-changed.toml")
-    changed.write_text(tiny_study.read_text().replace("chunk_px = 16", "chunk_px = 16\ncoherence_threshold = 0.35"))
+    text = tiny_study.read_text().replace("chunk_px = 16", "chunk_px = 16\ncoherence_threshold = 0.35")
+    changed.write_text(text)
     state3 = monitor(study=str(changed), return_state=True)
     assert state3.result().created
     states = _task_states(state3.state_details.flow_run_id)

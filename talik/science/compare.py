@@ -25,6 +25,7 @@ def agreement(estimate: xr.DataArray | np.ndarray, reference: xr.DataArray | np.
     if n == 0:
         return {"n": 0, "bias": np.nan, "mae": np.nan, "rmse": np.nan, "r": np.nan}
     d = a[use] - b[use]
-    r = float(np.corrcoef(a[use], b[use])[0, 1]) if n > 2 and a[use].std() > 0 and b[use].std() > 0 else np.nan
+    varies = n > 2 and a[use].std() > 0 and b[use].std() > 0
+    r = float(np.corrcoef(a[use], b[use])[0, 1]) if varies else np.nan
     return {"n": n, "bias": float(d.mean()), "mae": float(np.abs(d).mean()),
             "rmse": float(np.sqrt((d**2).mean())), "r": r}

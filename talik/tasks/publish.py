@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import stat
 import time
@@ -172,7 +171,7 @@ def write_release(
             _freeze(staging)
             target = root / release_id
             try:
-                os.rename(staging, target)  # atomic; fails if the target exists
+                staging.rename(target)  # atomic; fails if the target exists
             except OSError:
                 if target.exists() and (target / MANIFEST).exists():
                     other = _info(target)

@@ -45,8 +45,9 @@ STEP_CACHE = INPUTS + TASK_SOURCE + TalikCode()
 
 @dataclass(frozen=True)
 class StepDir:
-    """Where a step writes (``work``), where its output ends up (``final``), and whether the
-    output is already complete (``done``: then nothing needs writing).
+    """Where a step writes (``work``) and where its output ends up (``final``).
+
+    ``done`` means the output is already complete and nothing needs writing.
     """
 
     work: Path

@@ -106,7 +106,6 @@ class DeformationModel:
         trend = np.concatenate([[0.0], np.cumsum(rate[1:] * np.diff(t_dec))])
 
         seasonal = np.zeros(len(days))
-        day_index = np.arange(len(days))
         tpos = t_air.clip(lower=0).to_numpy()
         for year, row in seasons.iterrows():
             i_on = days.get_indexer([row["onset"]])[0]
