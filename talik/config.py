@@ -270,6 +270,31 @@ class Sentinel1Options(_Model):
     velocity_reference_sensor: str = Field(
         default="alos2", description="Key of the sensor whose annual pairs give the reference rate."
     )
+    velocity_reference_initial: Literal["auto", "none", "linear", "linear_periodic"] = Field(
+        default="auto",
+        description=(
+            "Constraint of the initial inversion whose rate map is CDF-matched to the L-band "
+            "rates. 'auto' takes, among the three, the one whose rates rank the overlap pixels "
+            "most like the L-band map (Spearman), since quantile mapping keeps the rank order."
+        ),
+    )
+    velocity_reference_smoothing_m: float = Field(
+        default=150.0,
+        ge=0,
+        description=(
+            "Gaussian width (m) of the smoothing of the L-band rate map before CDF matching. Only "
+            "its distribution is used, so removing pixel-scale decorrelation noise keeps it from "
+            "widening the matched rates; spatial detail comes from Sentinel-1."
+        ),
+    )
+    velocity_reference_min_span_days: float = Field(
+        default=300.0, gt=0, description="L-band pairs at least this long (days) give the rate."
+    )
+    timeseries_points: list[tuple[str, float, float]] = Field(
+        default_factory=list,
+        description="Points (name, longitude, latitude) whose series are plotted (Fig. 3c); "
+        "default: the fastest-subsiding and the most stable coherent pixels.",
+    )
     min_valid_ifg_fraction: float = Field(
         default=0.3,
         ge=0,
@@ -280,7 +305,8 @@ class Sentinel1Options(_Model):
     filter_temporal_factor: float = Field(
         default=3.0,
         gt=0,
-        description="Temporal Gaussian width as a multiple of the mean acquisition interval.",
+        description="Temporal Gaussian width as a multiple of the mean acquisition interval "
+        "(the revisit inside connected parts of the network, winter gaps excluded).",
     )
     filter_spatial_m: float = Field(
         default=100.0, ge=0, description="Spatial Gaussian width of the atmospheric filter, metres."

@@ -1,4 +1,4 @@
-"""The Sentinel-1 flow: stage the interferograms and rasters, then build the time series."""
+"""The Sentinel-1 flow: stage interferograms, rasters, GACOS and L-band pairs; invert."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from talik.config import StudyConfig
 from talik.flows.common import step_options
 from talik.tasks.records import InputSet, StepOutput
 from talik.tasks.sentinel1 import sentinel1_timeseries
-from talik.tasks.stage import stage_rasters, stage_sentinel1
+from talik.tasks.stage import stage_gacos, stage_pairs, stage_rasters, stage_sentinel1
 
 __all__ = ["sentinel1_flow"]
 
@@ -16,11 +16,16 @@ __all__ = ["sentinel1_flow"]
 @flow(name="sentinel1")
 def sentinel1_flow(cfg: StudyConfig, manifest: InputSet, refresh: bool = False
                    ) -> list[StepOutput]:
-    """Stage HyP3 products and rasters, invert the Sentinel-1 time series; return the steps."""
+    """Stage the inputs on one grid and invert the Sentinel-1 time series; return the steps."""
     work = str(cfg.stores.work_dir)
+    opts = cfg.sentinel1
     staged = step_options(stage_sentinel1, work, refresh)(
         manifest, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
     rasters = step_options(stage_rasters, work, refresh)(manifest, staged, work)
+    gacos = step_options(stage_gacos, work, refresh)(manifest, staged, work)
+    pairs = step_options(stage_pairs, work, refresh)(manifest, staged, work)
+    lband = cfg.sensors.get(opts.velocity_reference_sensor)
     series = step_options(sentinel1_timeseries, work, refresh)(
-        staged, rasters, cfg.sentinel1, work, cfg.title)
-    return [staged, rasters, series]
+        staged, rasters, gacos, pairs, opts, lband.platform if lband else "ALOS-2", work,
+        cfg.title)
+    return [staged, rasters, gacos, pairs, series]

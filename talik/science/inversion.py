@@ -67,12 +67,16 @@ class ConstraintSpec:
         Period of the periodic terms, years.
     velocity_reference
         Whether the rate is fixed to a per-pixel ``v_ref`` (mm/yr) instead of estimated.
+    harmonics
+        Number of harmonics of the period in the periodic term (1 = the paper's sinusoid;
+        2 adds a semi-annual term for seasonal cycles that are not sinusoidal).
     """
 
     model: ConstraintModel = "linear_periodic"
     gamma: float = 1e-4
     period_yr: float = 1.0
     velocity_reference: bool = False
+    harmonics: int = 1
 
     def __post_init__(self) -> None:
         if self.model not in ("none", "linear", "linear_periodic"):
@@ -81,6 +85,8 @@ class ConstraintSpec:
             raise ValueError("gamma must be > 0")
         if self.model == "none" and self.velocity_reference:
             raise ValueError("a velocity reference needs the 'linear' or 'linear_periodic' model")
+        if self.harmonics < 1:
+            raise ValueError("harmonics must be >= 1")
 
 
 def constraint_basis(t_years: np.ndarray, spec: ConstraintSpec) -> tuple[np.ndarray, list[str]]:
@@ -97,9 +103,10 @@ def constraint_basis(t_years: np.ndarray, spec: ConstraintSpec) -> tuple[np.ndar
         cols.append(t)
         names.append("velocity")
     if spec.model == "linear_periodic":
-        omega = 2.0 * np.pi / spec.period_yr
-        cols += [np.sin(omega * t), np.cos(omega * t)]
-        names += ["sin", "cos"]
+        for h in range(1, spec.harmonics + 1):
+            omega = 2.0 * np.pi * h / spec.period_yr
+            cols += [np.sin(omega * t), np.cos(omega * t)]
+            names += ["sin", "cos"] if h == 1 else [f"sin{h}", f"cos{h}"]
     return np.stack(cols, axis=1), names
 
 
@@ -443,6 +450,8 @@ def invert_nsbas(
     network = Network.from_stack(los)
     _, names = constraint_basis(network.years(), spec)
     k = len(names)
+    if los.chunks is not None:
+        los = los.chunk({"pair": -1})
 
     def kernel(block: np.ndarray, vref_block: np.ndarray | None = None):
         lead = block.shape[:-1]
@@ -461,6 +470,8 @@ def invert_nsbas(
     if spec.velocity_reference:
         if v_ref is None:
             raise ValueError("v_ref is required for a velocity-referenced inversion")
+        if los.chunks is not None and v_ref.chunks is None:
+            v_ref = v_ref.chunk({d: los.chunksizes[d] for d in v_ref.dims if d in los.chunksizes})
         args.append(v_ref)
         in_dims.append([])
     disp, n_valid, rms, params = xr.apply_ufunc(

@@ -1,63 +1,119 @@
 """The Sentinel-1 time-series chain: staged interferograms → displacement time series + products.
 
-Steps (method.md §2): coherence mask → common reference area → loop-closure QC (on a spatial
-subsample) → ramp removal fitted on stable ground → NSBAS inversion with the configured
-constraint → products (rate, thaw-season deformation, seasonal amplitude, vertical versions).
-Spatial tiles go through dask, so memory does not grow with the image; a dask
-``distributed`` client, when one is active, runs the same graph.
+Steps (method.md §2; paper §3.1.1):
+
+1. coherence mask; optional GACOS correction (pairs lacking a delay map for either date are
+   left out, as LiCSBAS does);
+2. every pair re-referenced to one common window of stable, coherent ground;
+3. loop closure on a spatial subsample: pairs whose loops all exceed the RMS threshold are
+   rejected; the network's connected parts in time are reported;
+4. ramps fitted on stable ground only and removed; re-referenced;
+5. velocity reference (when an L-band rate map exists): an initial NSBAS inversion without
+   reference gives a rate map, CDF-matched to the L-band rates over the overlap → ``v_ref``;
+6. NSBAS inversion with the configured constraint (velocity-referenced when ``v_ref`` exists);
+7. atmospheric filter (temporal high-pass, spatial low-pass screen removed);
+8. products: rate, thaw-season deformation per year and mean, seasonal amplitude, vertical.
+
+Spatial tiles go through dask, so memory does not grow with the image, and an active dask
+``distributed`` client runs the same graph.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 from prefect import task
+from rasterio.enums import Resampling
 from scipy.ndimage import uniform_filter
 
 from talik import __version__
 from talik.config import Sentinel1Options
+from talik.science.calibration import fit_cdf_matching, rank_agreement
+from talik.science.filtering import atmospheric_filter, spatial_lowpass
 from talik.science.interferogram import (
     apply_reference,
     fit_ramps,
+    gacos_los_correction_mm,
     los_to_vertical,
     mask_incoherent,
     reference_offsets,
     remove_ramps,
 )
-from talik.science.inversion import ConstraintSpec, invert_nsbas
+from talik.science.inversion import ConstraintSpec, invert_nsbas, solve_nsbas
 from talik.science.network import Network, components, loop_closure
+from talik.science.scaling import los_to_los, mean_annual_rate
 from talik.science.seasonal import linear_rate, seasonal_fit, thaw_season_deformation
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
+from talik.tasks.readers.raster import read_raster
 from talik.tasks.records import StepOutput
-from talik.tasks.stage import AnalysisGrid
+from talik.tasks.stage import AnalysisGrid, _on_grid
 from talik.tasks.steps import STEP_CACHE, step_folder
 from talik.tasks.zarr_io import write_zarr
 
-__all__ = ["ChainReport", "choose_reference_window", "run_sentinel1_chain", "sentinel1_timeseries"]
+__all__ = [
+    "ChainInputs",
+    "ChainReport",
+    "choose_reference_window",
+    "lband_rate_from_geotiff",
+    "lband_rate_from_pairs",
+    "run_sentinel1_chain",
+    "sentinel1_timeseries",
+    "write_cf_netcdf",
+]
 
-SUBSAMPLE_TARGET = 256  # pixels per side used for loop-closure and ramp statistics
+SUBSAMPLE_TARGET = 256  # pixels per side used for loop-closure, ramp and model-choice statistics
+INITIAL_MODELS = ("linear_periodic", "linear", "none")
+
+
+@dataclass
+class ChainInputs:
+    """Everything the chain reads: the staged stack and optional companions on its grid.
+
+    Attributes
+    ----------
+    stack
+        ``los_mm``/``coherence (pair, y, x)``, ``incidence_deg (y, x)``; dask chunks holding
+        every pair of a spatial tile.
+    rasters
+        ``ground_ice`` (stable-ground mask), ``elevation``, ``slope_deg`` (in memory).
+    gacos
+        ``ztd_m (date, y, x)`` zenith delays (m).
+    lband_rate
+        L-band annual rate already expressed in Sentinel-1 LOS (mm/yr, + toward), NaN where
+        not covered.
+    """
+
+    stack: xr.Dataset
+    rasters: xr.Dataset | None = None
+    gacos: xr.DataArray | None = None
+    lband_rate: xr.DataArray | None = None
 
 
 @dataclass
 class ChainReport:
-    """What the chain decided, for the product's attributes and the release manifest."""
+    """What the chain decided, for the product's attributes, figures and the release manifest."""
 
     reference_window: dict = field(default_factory=dict)
     rejected_pairs: list[dict] = field(default_factory=list)
+    no_gacos_pairs: list[str] = field(default_factory=list)
     no_loop_pairs: list[str] = field(default_factory=list)
     n_loops: int = 0
     n_bad_loops: int = 0
+    loop_rms_rad: list[float] = field(default_factory=list)
     components: list[dict] = field(default_factory=list)
     n_pairs_used: int = 0
     n_dates: int = 0
     constraint: dict = field(default_factory=dict)
     stable_pixels: int = 0
+    gacos_applied: bool = False
+    velocity_reference: dict = field(default_factory=dict)
+    network: dict = field(default_factory=dict)
 
 
 def choose_reference_window(valid_fraction: np.ndarray, mean_coherence: np.ndarray,
@@ -65,7 +121,7 @@ def choose_reference_window(valid_fraction: np.ndarray, mean_coherence: np.ndarr
     """The ``size``×``size`` window of stable pixels most often coherent (LiCSBAS-like).
 
     Scores each window by the mean over its pixels of (fraction of pairs valid) × (mean
-    coherence); windows touching unstable or never-valid pixels are not eligible.
+    coherence); windows touching unstable pixels are not eligible (unless none is stable).
     """
     score = np.where(stable, valid_fraction * mean_coherence, 0.0)
     eligible = uniform_filter(stable.astype(float), size=size, mode="constant") > 0.999
@@ -80,8 +136,7 @@ def choose_reference_window(valid_fraction: np.ndarray, mean_coherence: np.ndarr
 
 
 def _window_offsets(los: xr.DataArray, window: tuple[slice, slice]) -> xr.DataArray:
-    return reference_offsets(los.isel(y=window[0], x=window[1]),
-                             xr.DataArray(True)).compute()
+    return reference_offsets(los.isel(y=window[0], x=window[1]), xr.DataArray(True)).compute()
 
 
 def _stable_mask(rasters: xr.Dataset | None, shape: tuple[int, int], max_ice: float) -> np.ndarray:
@@ -91,36 +146,137 @@ def _stable_mask(rasters: xr.Dataset | None, shape: tuple[int, int], max_ice: fl
     return np.ones(shape, dtype=bool)
 
 
+def lband_rate_from_pairs(pairs: xr.Dataset, platform: str, min_span_days: float,
+                          coherence_threshold: float, s1_incidence: xr.DataArray,
+                          stable: np.ndarray | None = None, ramp: str = "plane",
+                          gacos: xr.DataArray | None = None) -> xr.DataArray:
+    """Mean annual rate of a sensor's long pairs, in Sentinel-1 LOS (mm/yr, + toward).
+
+    Each pair gets the same post-processing as a Sentinel-1 interferogram: coherence mask,
+    GACOS correction when delays exist for both its dates, ramp fitted on stable ground and
+    removed, stable ground put at zero.
+    """
+    mine = pairs["sensor"].values == platform
+    if not mine.any():
+        raise ValueError(f"no staged pairs of sensor {platform!r} "
+                         f"(found {sorted(set(pairs['sensor'].values))})")
+    sub = pairs.isel(pair=np.flatnonzero(mine))
+    los = sub["los_mm"].where(sub["coherence"] >= coherence_threshold)
+    if gacos is not None:
+        have = set(pd.DatetimeIndex(gacos["date"].values))
+        corrected = []
+        for i in range(los.sizes["pair"]):
+            a = pd.Timestamp(sub["reference_date"].values[i])
+            b = pd.Timestamp(sub["secondary_date"].values[i])
+            pair = los.isel(pair=i)
+            if a in have and b in have:
+                pair = pair + gacos_los_correction_mm(gacos.sel(date=a), gacos.sel(date=b),
+                                                      float(sub["incidence_deg"].values[i]))
+            corrected.append(pair.drop_vars("date", errors="ignore"))
+        los = xr.concat(corrected, dim="pair")
+    stable_da = xr.DataArray(np.ones(los.shape[1:], bool) if stable is None else stable,
+                             dims=("y", "x"))
+    los = remove_ramps(los, fit_ramps(los, stable_da, ramp))
+    los = los - los.where(stable_da).median(("y", "x"))
+    span = ((sub["secondary_date"] - sub["reference_date"]) / np.timedelta64(1, "D")).values
+    rate = mean_annual_rate(los, span, min_span_days)
+    incidence = float(sub["incidence_deg"].values[0])
+    out = los_to_los(rate, incidence, s1_incidence)
+    return out.assign_attrs(units="mm/yr", long_name=f"{platform} annual rate in Sentinel-1 LOS",
+                            n_pairs=rate.attrs["n_pairs"], sensor_incidence_deg=incidence)
+
+
+def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: xr.DataArray,
+                            incidence_deg: float | None = None) -> xr.DataArray:
+    """An L-band rate GeoTIFF (mm/yr) in Sentinel-1 LOS on the grid.
+
+    The raster's tag ``quantity`` says what it holds: ``los_rate`` (the default: the L-band
+    sensor's own LOS, positive toward it; its incidence from the tag ``incidence_deg`` or the
+    ``incidence_deg`` argument) or ``vertical_rate`` (positive up).
+    """
+    import rasterio
+
+    from talik.errors import InputError
+
+    with rasterio.open(path) as src:
+        tags = src.tags()
+    quantity = tags.get("quantity", "los_rate")
+    values = xr.DataArray(_on_grid(read_raster(path, "mm/yr"), grid, Resampling.average),
+                          dims=("y", "x"), coords={"y": s1_incidence["y"], "x": s1_incidence["x"]})
+    if quantity == "vertical_rate":
+        return (values * np.cos(np.radians(s1_incidence))).assign_attrs(units="mm/yr")
+    if quantity != "los_rate":
+        raise InputError(path, "tag 'quantity'", "'los_rate' or 'vertical_rate'", quantity)
+    inc = tags.get("incidence_deg", incidence_deg)
+    if inc is None:
+        raise InputError(path, "tag 'incidence_deg'",
+                         "the L-band incidence angle (tag, or the study's sensor incidence)")
+    return los_to_los(values, float(inc), s1_incidence).assign_attrs(units="mm/yr")
+
+
+def _apply_gacos(los: xr.DataArray, gacos: xr.DataArray, incidence: xr.DataArray,
+                 names: np.ndarray, report: ChainReport) -> tuple[xr.DataArray, np.ndarray]:
+    dates = set(pd.DatetimeIndex(gacos["date"].values))
+    ref = pd.DatetimeIndex(los["reference_date"].values)
+    sec = pd.DatetimeIndex(los["secondary_date"].values)
+    have = np.array([a in dates and b in dates for a, b in zip(ref, sec, strict=True)])
+    report.no_gacos_pairs = [str(n) for n in names[~have]]
+    idx = np.flatnonzero(have)
+    los = los.isel(pair=idx)
+    z_ref = gacos.sel(date=xr.DataArray(ref[idx].to_numpy(), dims="pair")).drop_vars("date")
+    z_sec = gacos.sel(date=xr.DataArray(sec[idx].to_numpy(), dims="pair")).drop_vars("date")
+    corrected = los + gacos_los_correction_mm(z_ref, z_sec, incidence)
+    report.gacos_applied = True
+    return corrected.assign_attrs(los.attrs, gacos="applied"), idx
+
+
+def _rate_of(disp: xr.DataArray) -> xr.DataArray:
+    return linear_rate(disp)
+
+
+def _initial_model(sub: xr.DataArray, lband_sub: np.ndarray, options: Sentinel1Options,
+                   min_valid: int) -> tuple[str, dict]:
+    """The initial constraint whose rates rank the overlap most like the L-band map."""
+    candidates = (INITIAL_MODELS if options.velocity_reference_initial == "auto"
+                  else (options.velocity_reference_initial,))
+    scores = {}
+    for model in candidates:
+        spec = ConstraintSpec(model, options.gamma, options.period_yr)
+        rate = _rate_of(invert_nsbas(sub, spec, min_valid=min_valid)["displacement"]).values
+        scores[model] = rank_agreement(rate, lband_sub)
+    best = max(scores, key=lambda m: -np.inf if np.isnan(scores[m]) else scores[m])
+    return best, scores
+
+
 def run_sentinel1_chain(
-    stack: xr.Dataset,
+    inputs: ChainInputs,
     options: Sentinel1Options,
-    rasters: xr.Dataset | None = None,
     out_dir: Path | None = None,
 ) -> tuple[xr.Dataset, ChainReport]:
-    """Run the chain on a staged stack; return the product dataset (lazy where large) and a report.
+    """Run the chain; return the product dataset (lazy where large) and a report.
 
-    Parameters
-    ----------
-    stack
-        Staged ``los_mm``/``coherence (pair, y, x)``, ``incidence_deg (y, x)``, with dask chunks
-        that hold every pair of a spatial tile.
-    options
-        The study's Sentinel-1 options.
-    rasters
-        Staged ``ground_ice`` etc. on the same grid (stable-ground mask), if available.
-    out_dir
-        Where to write the time-series cube (``timeseries.zarr``); in memory when ``None``.
+    ``out_dir`` receives the time-series cube (``timeseries.zarr``); without it everything is
+    computed in memory (small stacks, notebooks, tests).
     """
     logger = step_logger()
     report = ChainReport()
+    stack = inputs.stack
     wavelength = float(stack.attrs["wavelength_m"])
     thr = options.coherence_threshold
+    names = stack["product"].values if "product" in stack.coords else np.arange(stack.sizes["pair"])
     los = mask_incoherent(stack["los_mm"], stack["coherence"], thr)
+    keep_idx = np.arange(stack.sizes["pair"])
+    if options.gacos and inputs.gacos is not None:
+        los, keep_idx = _apply_gacos(los, inputs.gacos, stack["incidence_deg"], names, report)
+        if report.no_gacos_pairs:
+            logger.warning("%d pairs have no GACOS delay for one of their dates and are left out",
+                           len(report.no_gacos_pairs))
+    names = names[keep_idx]
 
-    # Common reference area: a window of stable, most-often-coherent pixels.
+    # 1. Common reference area: a window of stable, most-often-coherent pixels.
     valid_fraction = (stack["coherence"] >= thr).mean("pair").values.astype(float)
     mean_coh = np.nan_to_num(stack["coherence"].mean("pair").values.astype(float))
-    stable = _stable_mask(rasters, valid_fraction.shape, options.stable_max_ground_ice)
+    stable = _stable_mask(inputs.rasters, valid_fraction.shape, options.stable_max_ground_ice)
     report.stable_pixels = int(stable.sum())
     window = choose_reference_window(valid_fraction, mean_coh, stable, options.reference_window_px)
     report.reference_window = {
@@ -129,17 +285,18 @@ def run_sentinel1_chain(
     }
     los = apply_reference(los, _window_offsets(los, window))
 
-    # Loop closure and ramps on a spatial subsample held in memory.
+    # 2. Loop closure on a spatial subsample held in memory.
     step = max(1, int(np.ceil(max(stack.sizes["y"], stack.sizes["x"]) / SUBSAMPLE_TARGET)))
-    sub = los.isel(y=slice(None, None, step), x=slice(None, None, step)).compute()
-    network = Network.from_stack(stack)
+    sub_sel = {"y": slice(None, None, step), "x": slice(None, None, step)}
+    sub = los.isel(**sub_sel).compute()
+    network = Network.from_stack(los)
     qc = loop_closure(sub, network, wavelength, options.loop_closure_rms_rad)
-    names = stack["product"].values if "product" in stack.coords else np.arange(network.n_pairs)
     report.n_loops = int(len(qc.loops))
     report.n_bad_loops = int(qc.bad_loop.sum())
+    report.loop_rms_rad = [round(float(v), 3) for v in qc.rms_rad]
     for i in np.flatnonzero(qc.bad_pair):
-        loops_of = qc.loops[(qc.loops == i).any(axis=1)]
-        worst = float(np.nanmax(qc.rms_rad[(qc.loops == i).any(axis=1)])) if len(loops_of) else np.nan
+        in_loop = (qc.loops == i).any(axis=1)
+        worst = float(np.nanmax(qc.rms_rad[in_loop]))
         report.rejected_pairs.append({
             "pair": str(names[i]),
             "reason": f"all {int(qc.n_loops_per_pair[i])} loops exceed "
@@ -149,13 +306,24 @@ def run_sentinel1_chain(
     keep = ~qc.bad_pair
     logger.info("loop closure: %d of %d loops bad, %d pairs rejected", report.n_bad_loops,
                 report.n_loops, int(qc.bad_pair.sum()))
+    report.network = {
+        "reference_date": [str(d)[:10] for d in los["reference_date"].values],
+        "secondary_date": [str(d)[:10] for d in los["secondary_date"].values],
+        "baseline_m": ([float(b) for b in los["baseline_m"].values]
+                       if "baseline_m" in los.coords else []),
+        "rejected": [bool(b) for b in qc.bad_pair],
+    }
 
-    stable_sub = stable[::step, ::step]
-    coefs = fit_ramps(sub.isel(pair=np.flatnonzero(keep)), xr.DataArray(stable_sub, dims=("y", "x")),
-                      options.ramp)
-    los = los.isel(pair=np.flatnonzero(keep))
-    los = remove_ramps(los, coefs)
+    # 3. Ramps fitted on stable ground, removed; pairs re-referenced.
+    kept = np.flatnonzero(keep)
+    stable_da = xr.DataArray(stable, dims=("y", "x"))
+    coefs = fit_ramps(sub.isel(pair=kept), stable_da.isel(**sub_sel), options.ramp)
+    los = remove_ramps(los.isel(pair=kept), coefs)
     los = apply_reference(los, _window_offsets(los, window))
+    sub = remove_ramps(sub.isel(pair=kept), coefs)
+    sub = apply_reference(sub, sub.isel(y=slice(window[0].start // step, window[0].stop // step + 1),
+                                        x=slice(window[1].start // step, window[1].stop // step + 1)
+                                        ).mean(("y", "x")))
 
     used = network.subset(keep)
     report.n_pairs_used = used.n_pairs
@@ -163,14 +331,63 @@ def run_sentinel1_chain(
     for first, last in components(used):
         report.components.append({"first": str(used.dates[first]), "last": str(used.dates[last]),
                                   "n_dates": int(last - first + 1)})
-    spec = ConstraintSpec(options.constraint, options.gamma, options.period_yr,
-                          velocity_reference=False)
-    report.constraint = {"model": spec.model, "gamma": spec.gamma, "period_yr": spec.period_yr,
-                         "velocity_reference": "none"}
     min_valid = max(1, int(np.ceil(options.min_valid_ifg_fraction * used.n_pairs)))
-    result = invert_nsbas(los, spec, min_valid=min_valid)
+
+    # 4. Velocity reference from the L-band rates by CDF matching.
+    v_ref = None
+    if options.velocity_reference != "none" and inputs.lband_rate is not None:
+        # The L-band pairs were each referenced to their own point; put stable ground at zero,
+        # as the Sentinel-1 pairs are (their reference window is stable ground).
+        lband = inputs.lband_rate
+        stable_rates = lband.values[stable & np.isfinite(lband.values)]
+        lband_offset = float(np.median(stable_rates)) if stable_rates.size >= 10 else 0.0
+        lband = lband - lband_offset
+        pixel = abs(float(stack["x"][1] - stack["x"][0]))
+        lband = spatial_lowpass(lband, options.velocity_reference_smoothing_m / pixel)
+        lband_sub = lband.isel(**sub_sel).values
+        model0, scores = _initial_model(sub, lband_sub, options, min_valid)
+        spec0 = ConstraintSpec(model0, options.gamma, options.period_yr)
+        initial = _rate_of(invert_nsbas(los, spec0, min_valid=min_valid)["displacement"]).compute()
+        mapping = fit_cdf_matching(initial, lband)
+        v_ref = mapping(initial).compute()
+        report.velocity_reference = {
+            "lband_stable_offset_mm_yr": round(lband_offset, 3),
+            "initial_constraint": model0,
+            "initial_rank_agreement": {k: round(v, 4) for k, v in scores.items()},
+            "n_overlap": mapping.n_overlap,
+            "source_quantiles": [round(float(v), 4) for v in mapping.source_quantiles],
+            "target_quantiles": [round(float(v), 4) for v in mapping.target_quantiles],
+            "probabilities": [round(float(v), 4) for v in mapping.probabilities],
+        }
+        logger.info("velocity reference: initial '%s' rates CDF-matched to L-band rates on %d "
+                    "pixels", model0, mapping.n_overlap)
+    elif options.velocity_reference != "none":
+        logger.warning("no L-band rate map: inverting without a velocity reference")
+    spec = ConstraintSpec(options.constraint, options.gamma, options.period_yr,
+                          velocity_reference=v_ref is not None)
+    report.constraint = {"model": spec.model, "gamma": spec.gamma, "period_yr": spec.period_yr,
+                         "velocity_reference": "alos2-cdf-matched" if v_ref is not None else "none"}
+
+    # 5. Inversion, 6. atmospheric filter.
+    result = invert_nsbas(los, spec, v_ref, min_valid=min_valid)
+    if options.filter_enabled:
+        pixel = abs(float(stack["x"][1] - stack["x"][0]))
+        # The acquisition interval is the revisit inside the connected parts: a winter gap is
+        # not an interval between acquisitions of the network.
+        days = used.dates.astype("datetime64[D]").astype(np.int64)
+        intervals = np.concatenate([np.diff(days[a : b + 1]) for a, b in components(used)])
+        sigma_t = options.filter_temporal_factor * float(intervals.mean() if intervals.size
+                                                         else np.diff(days).mean())
+        filtered, screen = atmospheric_filter(result["displacement"], sigma_t,
+                                              options.filter_spatial_m, pixel)
+        result = result.assign(displacement_unfiltered=result["displacement"],
+                               displacement=filtered.astype(np.float32))
+        result.attrs["filter_temporal_sigma_days"] = sigma_t
+    if v_ref is not None:
+        result["velocity_reference"] = v_ref.astype(np.float32).assign_attrs(
+            units="mm/yr", long_name="CDF-matched L-band rate (velocity reference), S1 LOS")
     if out_dir is not None:
-        write_zarr(result, out_dir / "timeseries.zarr", mode="w")
+        write_zarr(result.chunk({"time": -1}), out_dir / "timeseries.zarr", mode="w")
         result = xr.open_zarr(out_dir / "timeseries.zarr")
     else:
         result = result.compute()
@@ -187,14 +404,19 @@ def _products(ts: xr.Dataset, incidence: xr.DataArray, options: Sentinel1Options
     inc = incidence.compute()
     out = xr.Dataset(
         {
-            "displacement": disp,
+            "displacement": disp.assign_attrs(
+                units="mm", long_name="cumulative LOS displacement relative to the first date",
+                sign_convention="positive toward the satellite"),
             "velocity": rate.assign_attrs(units="mm/yr", long_name="LOS velocity (linear fit)",
                                           sign_convention="positive toward the satellite"),
             "thaw_season_deformation": thaw,
             "thaw_season_deformation_mean": thaw.mean("year").assign_attrs(
                 units="mm", long_name="multi-year mean thaw-season deformation (LOS)"),
             "seasonal_amplitude": seasonal["amplitude"],
-            "velocity_vertical": los_to_vertical(rate, inc).assign_attrs(units="mm/yr"),
+            "velocity_vertical": los_to_vertical(rate, inc).assign_attrs(
+                units="mm/yr", long_name="vertical velocity (no horizontal motion assumed)"),
+            "thaw_season_deformation_vertical": los_to_vertical(thaw, inc).assign_attrs(
+                units="mm", long_name="vertical thaw-season deformation"),
             "thaw_season_deformation_mean_vertical": los_to_vertical(
                 thaw.mean("year"), inc).assign_attrs(units="mm"),
             "n_valid_ifg": ts["n_valid_ifg"],
@@ -202,23 +424,47 @@ def _products(ts: xr.Dataset, incidence: xr.DataArray, options: Sentinel1Options
             "incidence_deg": inc,
         }
     )
+    if "velocity_reference" in ts:
+        out["velocity_reference"] = ts["velocity_reference"]
     return out
 
 
 def _attrs(report: ChainReport, options: Sentinel1Options) -> dict:
-    rejected = [r["pair"] for r in report.rejected_pairs]
     return {
-        "rejected_interferograms": json.dumps(rejected),
+        "rejected_interferograms": json.dumps([r["pair"] for r in report.rejected_pairs]),
         "rejection_reasons": json.dumps(report.rejected_pairs),
+        "interferograms_without_gacos": json.dumps(report.no_gacos_pairs),
         "n_interferograms_used": report.n_pairs_used,
         "network_components": json.dumps(report.components),
         "reference_window": json.dumps(report.reference_window),
         "constraint": json.dumps(report.constraint),
+        "velocity_reference": json.dumps({k: v for k, v in report.velocity_reference.items()
+                                          if not k.endswith("quantiles")
+                                          and k != "probabilities"}),
+        "gacos_applied": int(report.gacos_applied),
         "coherence_threshold": options.coherence_threshold,
         "loop_closure_rms_rad": options.loop_closure_rms_rad,
         "ramp": options.ramp,
+        "atmospheric_filter": int(options.filter_enabled),
         "talik_version": __version__,
     }
+
+
+def constraint_comparison(los_points: np.ndarray, network: Network, options: Sentinel1Options,
+                          v_ref: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Series of a few pixels under each constraint model (Fig. 3c): model → (P, N) mm."""
+    out = {}
+    for label, spec, ref in (
+        ("linear", ConstraintSpec("linear", options.gamma, options.period_yr), None),
+        ("linear_periodic", ConstraintSpec("linear_periodic", options.gamma, options.period_yr),
+         None),
+        ("linear_periodic_vref", ConstraintSpec("linear_periodic", options.gamma,
+                                                options.period_yr, velocity_reference=True), v_ref),
+    ):
+        if spec.velocity_reference and ref is None:
+            continue
+        out[label] = solve_nsbas(los_points, network, spec, ref)["displacement"]
+    return out
 
 
 def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title: str) -> None:
@@ -246,30 +492,71 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
     ds.to_netcdf(path, encoding=encoding, engine="netcdf4")
 
 
+def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path | None = None,
+                      gacos: Path | None = None, pairs: Path | None = None,
+                      lband_geotiff: Path | None = None,
+                      lband_incidence_deg: float | None = None,
+                      lband_platform: str = "ALOS-2") -> ChainInputs:
+    """Open the staged stores (lazily) and build the L-band rate map if one is available."""
+    stack = xr.open_zarr(staged_s1, chunks={"pair": -1})
+    stack = stack.chunk({"y": options.chunk_px, "x": options.chunk_px})
+    r = xr.open_zarr(rasters).compute() if rasters is not None and rasters.exists() else None
+    g = None
+    if gacos is not None and gacos.exists():
+        g = xr.open_zarr(gacos)["ztd_m"].chunk({"date": 1, "y": options.chunk_px,
+                                                "x": options.chunk_px})
+        if g.sizes["date"] == 0:
+            g = None
+    incidence = stack["incidence_deg"].compute()
+    lband = None
+    if options.velocity_reference != "none":
+        if lband_geotiff is not None:
+            lband = lband_rate_from_geotiff(lband_geotiff, AnalysisGrid.from_attrs(stack.attrs),
+                                            incidence, lband_incidence_deg)
+        elif pairs is not None and pairs.exists():
+            p = xr.open_zarr(pairs).compute()
+            if (p["sensor"].values == lband_platform).any():
+                stable = _stable_mask(r, incidence.shape, options.stable_max_ground_ice)
+                lband = lband_rate_from_pairs(p, lband_platform,
+                                              options.velocity_reference_min_span_days,
+                                              options.coherence_threshold, incidence, stable,
+                                              options.ramp,
+                                              g.compute() if g is not None and options.gacos
+                                              else None).compute()
+    return ChainInputs(stack=stack, rasters=r, gacos=g, lband_rate=lband)
+
+
 @task(name="sentinel1-timeseries", cache_policy=STEP_CACHE, persist_result=True)
 def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | None,
-                         options: Sentinel1Options, work_dir: str, title: str) -> StepOutput:
+                         staged_gacos: StepOutput | None, staged_pairs: StepOutput | None,
+                         options: Sentinel1Options, lband_platform: str, work_dir: str,
+                         title: str) -> StepOutput:
     """Staged stack → ``sentinel1.nc`` (CF) with the time series and its products."""
     logger = step_logger()
-    digest = digest_of("sentinel1-timeseries", staged_s1.digest,
-                       staged_rasters.digest if staged_rasters else None, options, code_digest())
+    refs = [s.digest if s else None for s in (staged_s1, staged_rasters, staged_gacos,
+                                               staged_pairs)]
+    digest = digest_of("sentinel1-timeseries", refs, options, lband_platform, code_digest())
     with step_folder(work_dir, "sentinel1-timeseries", digest) as sd:
         if not sd.done:
-            chunk = options.chunk_px
-            stack = xr.open_zarr(Path(staged_s1.path) / "sentinel1.zarr", chunks={"pair": -1})
-            stack = stack.chunk({"y": chunk, "x": chunk})
-            rasters = None
-            if staged_rasters is not None and (Path(staged_rasters.path) / "rasters.zarr").exists():
-                rasters = xr.open_zarr(Path(staged_rasters.path) / "rasters.zarr").compute()
-            products, report = run_sentinel1_chain(stack, options, rasters, sd.work)
-            grid = AnalysisGrid.from_attrs(stack.attrs)
+            inputs = open_chain_inputs(
+                Path(staged_s1.path) / "sentinel1.zarr", options,
+                Path(staged_rasters.path) / "rasters.zarr" if staged_rasters else None,
+                Path(staged_gacos.path) / "gacos.zarr" if staged_gacos else None,
+                Path(staged_pairs.path) / "pairs.zarr" if staged_pairs else None,
+                lband_platform=lband_platform)
+            products, report = run_sentinel1_chain(inputs, options, sd.work)
+            grid = AnalysisGrid.from_attrs(inputs.stack.attrs)
             write_cf_netcdf(products, grid, sd.work / "sentinel1.nc", title)
-            (sd.work / "qc.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
+            if inputs.lband_rate is not None:
+                inputs.lband_rate.to_netcdf(sd.work / "lband_rate.nc")
+            (sd.work / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
             logger.info("Sentinel-1 time series: %d dates, %d pairs used, %d rejected",
                         report.n_dates, report.n_pairs_used, len(report.rejected_pairs))
         qc = json.loads((sd.final if sd.done else sd.work).joinpath("qc.json").read_text())
     summary = {"n_dates": qc["n_dates"], "n_pairs_used": qc["n_pairs_used"],
                "rejected": [r["pair"] for r in qc["rejected_pairs"]],
-               "components": len(qc["components"])}
+               "components": len(qc["components"]),
+               "gacos_applied": qc["gacos_applied"],
+               "velocity_reference": qc["constraint"].get("velocity_reference")}
     return StepOutput(step="sentinel1-timeseries", path=str(sd.final), digest=digest,
                       parameters=options.model_dump(mode="json"), summary=summary)

@@ -18,6 +18,7 @@ Stores written (Zarr, one chunk per pair and spatial tile):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from talik.errors import InputError
 from talik.science.interferogram import phase_to_los_mm, to_los_mm
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
+from talik.tasks.readers.gacos import find_gacos, read_gacos
 from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products
 from talik.tasks.readers.pairs import find_pairs, read_pair
 from talik.tasks.readers.raster import read_raster
@@ -192,6 +194,8 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
         "reference_date": ("pair", pd.to_datetime([p.reference_date for p in products])),
         "secondary_date": ("pair", pd.to_datetime([p.secondary_date for p in products])),
         "product": ("pair", np.array([p.name for p in products], dtype=str)),
+        "baseline_m": ("pair", np.array([_baseline(p) for p in products], dtype=np.float64),
+                       {"units": "m", "long_name": "perpendicular baseline (HyP3 'Baseline')"}),
     }
     import dask.array as dsa
 
@@ -233,6 +237,31 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
     return {"n_pairs": n, "height": grid.height, "width": grid.width,
             "first_date": str(products[0].reference_date),
             "last_date": str(max(p.secondary_date for p in products))}
+
+
+def _baseline(product: Hyp3Product) -> float:
+    try:
+        return float(product.parameters.get("Baseline", "nan"))
+    except ValueError:
+        return float("nan")
+
+
+def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Path) -> dict:
+    """GACOS zenith delays of the given dates, bilinearly resampled onto the grid (metres)."""
+    files = find_gacos(gacos_dir)
+    wanted = [pd.Timestamp(d).date() for d in dates]
+    found = sorted({d for d in wanted if d in files})
+    ys, xs = grid.coords()
+    ztd = np.empty((len(found), grid.height, grid.width), np.float32)
+    for i, d in enumerate(found):
+        ztd[i] = _on_grid(read_gacos(files[d]), grid, Resampling.bilinear)
+    ds = xr.Dataset({"ztd_m": (("date", "y", "x"), ztd,
+                               {"units": "m", "long_name": "GACOS zenith total delay"})},
+                    coords={"date": pd.to_datetime(found), "y": ys, "x": xs},
+                    attrs=grid.to_attrs())
+    write_zarr(ds, out, mode="w")
+    return {"n_dates": len(found),
+            "missing": sorted({str(d) for d in wanted if d not in files})}
 
 
 def open_staged(path: str | Path, chunks: dict | None = None) -> xr.Dataset:
@@ -342,3 +371,27 @@ def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
                 count = ds.sizes["pair"]
     return StepOutput(step="stage-pairs", path=str(sd.final), digest=digest,
                       summary={"n_pairs": count})
+
+
+@task(name="stage-gacos", cache_policy=STEP_CACHE, persist_result=True)
+def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
+    """GACOS ``.ztd`` grids of the Sentinel-1 and pair dates → ``gacos.zarr`` on the grid."""
+    digest = digest_of("stage-gacos", manifest.digest, staged_s1.digest, code_digest())
+    gacos_dir = manifest.location("gacos")
+    summary: dict = {"n_dates": 0}
+    with step_folder(work_dir, "stage-gacos", digest) as sd:
+        if not sd.done and gacos_dir is not None:
+            with xr.open_zarr(Path(staged_s1.path) / "sentinel1.zarr") as s1:
+                dates = set(pd.DatetimeIndex(s1["reference_date"].values))
+                dates |= set(pd.DatetimeIndex(s1["secondary_date"].values))
+                grid = AnalysisGrid.from_attrs(s1.attrs)
+            pairs_dir = manifest.location("pairs")
+            if pairs_dir is not None:  # other sensors' pairs are corrected too, when possible
+                for _, meta in find_pairs(pairs_dir):
+                    dates |= {pd.Timestamp(meta.reference_date), pd.Timestamp(meta.secondary_date)}
+            dates = sorted(dates)
+            summary = write_gacos_store(gacos_dir, dates, grid, sd.work / "gacos.zarr")
+            (sd.work / "summary.json").write_text(json.dumps(summary))
+        elif sd.done and (sd.final / "summary.json").exists():
+            summary = json.loads((sd.final / "summary.json").read_text())
+    return StepOutput(step="stage-gacos", path=str(sd.final), digest=digest, summary=summary)

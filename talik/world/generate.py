@@ -153,7 +153,11 @@ def _generate_into(out: Path, source: WorldSource, geometry_in_every_product: bo
         source.unwrapping_error_fraction, geometry_in_every_product, on_truth,
     )
     if source.gacos:
-        _write_gacos_files(out / "gacos", network.dates, land, tropo, box)
+        # GACOS serves any date of the modern era: the Sentinel-1 dates and the ALOS-2 ones.
+        lband_dates = sorted({dt.date.fromisoformat(d) for d in sparse_dates
+                              if dt.date.fromisoformat(d).year >= 2014})
+        _write_gacos_files(out / "gacos", sorted(set(network.dates) | set(lband_dates)), land,
+                           tropo, box)
 
     # --- Sparse sensors, ancillary rasters, climate and hydrology files.
     sparse_table = write_sparse_pairs(out / "pairs", rng["sparse"], x0, y0, width, height,
