@@ -237,7 +237,7 @@ class Sentinel1Options(_Model):
         default="plane", description="Polynomial removed from each interferogram."
     )
     stable_max_ground_ice: float = Field(
-        default=0.2,
+        default=0.1,
         ge=0,
         le=1,
         description=(
@@ -302,6 +302,15 @@ class Sentinel1Options(_Model):
         description="Pixels with fewer valid interferograms than this fraction are masked.",
     )
     filter_enabled: bool = Field(default=True, description="Apply the atmospheric filter.")
+    seasonal_products_from: Literal["unfiltered", "filtered"] = Field(
+        default="unfiltered",
+        description=(
+            "Series the thaw-season deformation and seasonal amplitude are computed from. The "
+            "filter's temporal high-pass also takes the sharp thaw onset and refreeze, and a "
+            "100 m spatial low-pass cannot give them back, so by default seasonal products come "
+            "from the unfiltered inversion (the published time series is the filtered one)."
+        ),
+    )
     filter_temporal_factor: float = Field(
         default=3.0,
         gt=0,

@@ -8,21 +8,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import xarray as xr
+from prefect import task
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
-from prefect import task  # noqa: E402
-
-from talik.config import StudyConfig  # noqa: E402
-from talik.science.compare import agreement  # noqa: E402
-from talik.tasks.log import step_logger  # noqa: E402
-from talik.tasks.provenance import code_digest, digest_of  # noqa: E402
-from talik.tasks.records import InputSet, StepOutput  # noqa: E402
-from talik.tasks.steps import STEP_CACHE, step_folder  # noqa: E402
+from talik.config import StudyConfig
+from talik.science.compare import agreement
+from talik.tasks.figures import (
+    cdf_figure,
+    constraint_figure,
+    maps_figure,
+    network_figure,
+)
+from talik.tasks.log import step_logger
+from talik.tasks.provenance import code_digest, digest_of
+from talik.tasks.records import InputSet, StepOutput
+from talik.tasks.steps import STEP_CACHE, step_folder
 
 __all__ = ["compare_with_truth", "release_contents", "truth_table_markdown"]
 
@@ -34,8 +36,32 @@ TRUTH_QUANTITIES = (
 )
 
 
+def referenced_truth(truth: xr.Dataset, product: xr.Dataset) -> xr.Dataset:
+    """The truth seen as InSAR sees it: displacement relative to the product's reference window.
+
+    InSAR measures motion relative to its reference area, and the world's "stable" ground still
+    has a small seasonal cycle, so series and thaw-season changes are compared after removing
+    the truth's own motion over the same window.
+    """
+    if "reference_window" not in product.attrs or "displacement" not in truth:
+        return truth
+    w = json.loads(product.attrs["reference_window"])
+    window = {"y": slice(*w["rows"]), "x": slice(*w["cols"])}
+    out = truth.copy()
+    out["displacement"] = truth["displacement"] - truth["displacement"].isel(**window).mean(("y", "x"))
+    if "thaw_season_deformation" in truth:
+        ref = truth["thaw_season_deformation"].isel(**window).mean(("y", "x"))
+        out["thaw_season_deformation"] = truth["thaw_season_deformation"] - ref
+        out["thaw_season_deformation_mean"] = out["thaw_season_deformation"].mean("year")
+    return out
+
+
 def compare_with_truth(product: xr.Dataset, truth: xr.Dataset) -> list[dict]:
-    """Agreement of the Sentinel-1 products with the demo world's truth, over coherent pixels."""
+    """Agreement of the Sentinel-1 products with the demo world's truth, over coherent pixels.
+
+    The truth is first referenced to the product's reference window (:func:`referenced_truth`).
+    """
+    truth = referenced_truth(truth, product)
     rows = []
     coherent = np.isfinite(product["velocity"].values)
     lowland = truth["lowland"].values > 0.5 if "lowland" in truth else np.ones_like(coherent)
@@ -77,37 +103,19 @@ def _geotiff(da: xr.DataArray, crs: str, path: Path) -> None:
     out.rio.to_raster(path, driver="COG", compress="DEFLATE")
 
 
-def _figures(product: xr.Dataset, folder: Path) -> list[Path]:
-    out = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    product["velocity"].plot(ax=axes[0], cmap="RdBu", center=0,
-                             cbar_kwargs={"label": "LOS velocity (mm/yr, + toward)"})
-    axes[0].set_title("Sentinel-1 LOS velocity")
-    product["thaw_season_deformation_mean"].plot(ax=axes[1], cmap="RdBu", center=0,
-                                                 cbar_kwargs={"label": "mm"})
-    axes[1].set_title("Mean thaw-season deformation (1 May → 1 Oct)")
-    for ax in axes:
-        ax.set_aspect("equal")
-    path = folder / "sentinel1_maps.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    out.append(path)
-
-    vel = product["velocity"].values
-    if np.isfinite(vel).any():
-        fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
-        iy, ix = np.unravel_index(np.nanargmin(vel), vel.shape)
-        jy, jx = np.unravel_index(np.nanargmin(np.abs(vel)), vel.shape)
-        for (a, b), label in (((iy, ix), "fastest subsidence"), ((jy, jx), "stable ground")):
-            series = product["displacement"].isel(y=a, x=b)
-            ax.plot(series["time"], series, ".-", ms=3, label=f"{label} (row {a}, col {b})")
-        ax.set_ylabel("cumulative LOS displacement (mm)")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        path = folder / "sentinel1_timeseries.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        out.append(path)
+def _figures(product: xr.Dataset, qc: dict, step: Path, folder: Path,
+             truth: xr.Dataset | None) -> list[Path]:
+    out = [maps_figure(product, folder / "sentinel1_maps.png"),
+           network_figure(qc["network"], qc["components"], folder / "sentinel1_network.png")]
+    if qc.get("velocity_reference", {}).get("source_quantiles"):
+        out.append(cdf_figure(qc["velocity_reference"], folder / "sentinel1_cdf_matching.png"))
+    if (step / "points.nc").exists():
+        with xr.open_dataset(step / "points.nc") as points:
+            true_series = None
+            if truth is not None and "displacement" in truth:
+                true_series = truth["displacement"].sel(time=points["time"])
+            out.append(constraint_figure(points.load(), folder / "sentinel1_constraints.png",
+                                         product, true_series))
     return out
 
 
@@ -128,13 +136,23 @@ def _report(cfg: StudyConfig, manifest: InputSet, product: xr.Dataset, qc: dict,
         f"({qc['n_bad_loops']} of {qc['n_loops']} loops above "
         f"{cfg.sentinel1.loop_closure_rms_rad} rad)",
         f"- network in {len(qc['components'])} connected parts (winter gaps bridged by the "
-        f"`{qc['constraint']['model']}` constraint, γ = {qc['constraint']['gamma']:g})",
+        f"`{qc['constraint']['model']}` constraint, γ = {qc['constraint']['gamma']:g}, "
+        f"velocity reference: {qc['constraint']['velocity_reference']})",
+        f"- GACOS correction: {'applied' if qc['gacos_applied'] else 'not applied'}"
+        + (f" ({len(qc['no_gacos_pairs'])} pairs without delays left out)"
+           if qc.get("no_gacos_pairs") else ""),
         f"- LOS velocity: median {np.nanmedian(vel):.1f} mm/yr, 5th percentile "
         f"{np.nanpercentile(vel, 5):.1f} mm/yr (positive toward the satellite)",
         f"- mean thaw-season deformation: median {np.nanmedian(tsd):.1f} mm, 5th percentile "
         f"{np.nanpercentile(tsd, 5):.1f} mm",
         "",
     ]
+    vr = qc.get("velocity_reference") or {}
+    if vr:
+        scores = ", ".join(f"{k} {v:+.2f}" for k, v in vr["initial_rank_agreement"].items())
+        lines += [f"- v_ref: rates of an initial `{vr['initial_constraint']}` inversion "
+                  f"CDF-matched to the L-band annual rates on {vr['n_overlap']} pixels (rank "
+                  f"agreement with the L-band map: {scores})", ""]
     if qc["rejected_pairs"]:
         lines += ["Rejected interferograms:", ""]
         lines += [f"- `{r['pair']}`: {r['reason']}" for r in qc["rejected_pairs"]]
@@ -156,14 +174,15 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
             crs = product["spatial_ref"].attrs.get("crs_wkt")
             for name in ("velocity", "thaw_season_deformation_mean", "velocity_vertical"):
                 _geotiff(product[name], crs, sd.work / f"{name}.tif")
-            _figures(product, sd.work)
-            truth_rows = None
+            truth_rows, truth = None, None
             if manifest.source_kind == "world":
                 truth_nc = Path(manifest.root) / "truth" / "sentinel1_truth.nc"
                 if truth_nc.exists():
-                    with xr.open_dataset(truth_nc) as truth:
-                        truth_rows = compare_with_truth(product, truth.load())
+                    with xr.open_dataset(truth_nc) as t:
+                        truth = referenced_truth(t.load(), product)
+                    truth_rows = compare_with_truth(product, truth)
                     pd.DataFrame(truth_rows).to_csv(sd.work / "truth_comparison.csv", index=False)
+            _figures(product, qc, Path(s1.path), sd.work, truth)
             (sd.work / "report.md").write_text(_report(cfg, manifest, product, qc, truth_rows))
             step_logger().info("release contents prepared in %s", sd.final)
     files = {p.name if p.suffix != ".png" else f"figures/{p.name}": str(sd.final / p.name)

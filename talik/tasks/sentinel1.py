@@ -252,8 +252,8 @@ def run_sentinel1_chain(
     inputs: ChainInputs,
     options: Sentinel1Options,
     out_dir: Path | None = None,
-) -> tuple[xr.Dataset, ChainReport]:
-    """Run the chain; return the product dataset (lazy where large) and a report.
+) -> tuple[xr.Dataset, ChainReport, xr.Dataset]:
+    """Run the chain; return the products (lazy where large), a report, and the Fig. 3c points.
 
     ``out_dir`` receives the time-series cube (``timeseries.zarr``); without it everything is
     computed in memory (small stacks, notebooks, tests).
@@ -391,16 +391,70 @@ def run_sentinel1_chain(
         result = xr.open_zarr(out_dir / "timeseries.zarr")
     else:
         result = result.compute()
+    points = _comparison_points(los, result, v_ref, used, options, stack)
     products = _products(result, stack["incidence_deg"], options)
     products.attrs.update(_attrs(report, options))
-    return products, report
+    return products, report, points
+
+
+def _point_indices(stack: xr.Dataset, result: xr.Dataset,
+                   options: Sentinel1Options) -> list[tuple[str, int, int]]:
+    """Grid indices of the Fig. 3c points.
+
+    Configured (lon, lat) points, or else the fastest-subsiding and the most stable pixel among
+    those with the most valid interferograms.
+    """
+    if options.timeseries_points:
+        from pyproj import Transformer
+
+        crs = stack.attrs.get("grid_crs")
+        to_grid = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        out = []
+        for name, lon, lat in options.timeseries_points:
+            x, y = to_grid.transform(lon, lat)
+            iy = int(np.abs(stack["y"].values - y).argmin())
+            ix = int(np.abs(stack["x"].values - x).argmin())
+            out.append((name, iy, ix))
+        return out
+    n_valid = result["n_valid_ifg"].values
+    good = n_valid >= np.percentile(n_valid[n_valid > 0], 50) if (n_valid > 0).any() else n_valid >= 0
+    rate = _rate_of(result["displacement"]).values
+    fast = np.where(good & np.isfinite(rate), rate, np.inf)
+    calm = np.where(good & np.isfinite(rate), np.abs(rate), np.inf)
+    iy, ix = np.unravel_index(int(np.argmin(fast)), fast.shape)
+    jy, jx = np.unravel_index(int(np.argmin(calm)), calm.shape)
+    return [("P1 (fastest subsidence)", int(iy), int(ix)), ("P2 (stable)", int(jy), int(jx))]
+
+
+def _comparison_points(los: xr.DataArray, result: xr.Dataset, v_ref: xr.DataArray | None,
+                       network: Network, options: Sentinel1Options,
+                       stack: xr.Dataset) -> xr.Dataset:
+    """Series of the Fig. 3c points under each constraint model (mm)."""
+    points = _point_indices(stack, result, options)
+    data = np.stack([los.isel(y=iy, x=ix).values for _, iy, ix in points])
+    vref = (np.array([float(v_ref.values[iy, ix]) for _, iy, ix in points])
+            if v_ref is not None else None)
+    series = constraint_comparison(data, network, options, vref)
+    return xr.Dataset(
+        {"displacement": (("model", "point", "time"), np.stack(list(series.values())),
+                          {"units": "mm", "long_name": "LOS displacement under each constraint"})},
+        coords={"model": list(series), "point": [p[0] for p in points],
+                "row": ("point", [p[1] for p in points]), "col": ("point", [p[2] for p in points]),
+                "x": ("point", [float(stack["x"][p[2]]) for p in points]),
+                "y": ("point", [float(stack["y"][p[1]]) for p in points]),
+                "time": network.dates.astype("datetime64[ns]")},
+    )
 
 
 def _products(ts: xr.Dataset, incidence: xr.DataArray, options: Sentinel1Options) -> xr.Dataset:
     disp = ts["displacement"]
     rate = linear_rate(disp).compute()
-    thaw = thaw_season_deformation(disp, options.thaw_onset, options.thaw_end, rate).compute()
-    seasonal = seasonal_fit(disp, options.period_yr).compute()
+    seasonal_src = disp
+    if options.seasonal_products_from == "unfiltered" and "displacement_unfiltered" in ts:
+        seasonal_src = ts["displacement_unfiltered"]
+    thaw = thaw_season_deformation(seasonal_src, options.thaw_onset, options.thaw_end,
+                                   rate).compute()
+    seasonal = seasonal_fit(seasonal_src, options.period_yr).compute()
     inc = incidence.compute()
     out = xr.Dataset(
         {
@@ -446,6 +500,7 @@ def _attrs(report: ChainReport, options: Sentinel1Options) -> dict:
         "loop_closure_rms_rad": options.loop_closure_rms_rad,
         "ramp": options.ramp,
         "atmospheric_filter": int(options.filter_enabled),
+        "seasonal_products_from": options.seasonal_products_from,
         "talik_version": __version__,
     }
 
@@ -455,6 +510,7 @@ def constraint_comparison(los_points: np.ndarray, network: Network, options: Sen
     """Series of a few pixels under each constraint model (Fig. 3c): model → (P, N) mm."""
     out = {}
     for label, spec, ref in (
+        ("none", ConstraintSpec("none", options.gamma), None),
         ("linear", ConstraintSpec("linear", options.gamma, options.period_yr), None),
         ("linear_periodic", ConstraintSpec("linear_periodic", options.gamma, options.period_yr),
          None),
@@ -544,9 +600,10 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
                 Path(staged_gacos.path) / "gacos.zarr" if staged_gacos else None,
                 Path(staged_pairs.path) / "pairs.zarr" if staged_pairs else None,
                 lband_platform=lband_platform)
-            products, report = run_sentinel1_chain(inputs, options, sd.work)
+            products, report, points = run_sentinel1_chain(inputs, options, sd.work)
             grid = AnalysisGrid.from_attrs(inputs.stack.attrs)
             write_cf_netcdf(products, grid, sd.work / "sentinel1.nc", title)
+            points.to_netcdf(sd.work / "points.nc")
             if inputs.lband_rate is not None:
                 inputs.lband_rate.to_netcdf(sd.work / "lband_rate.nc")
             (sd.work / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))

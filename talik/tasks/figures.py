@@ -1,0 +1,137 @@
+"""Figures of a Sentinel-1 run, after the paper's.
+
+Network (Fig. S2a), CDF matching (Fig. S3), rate and thaw-season maps (Fig. 8a–b), and the
+series of chosen points under each constraint model (Fig. 3c).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import xarray as xr  # noqa: E402
+
+__all__ = ["constraint_figure", "cdf_figure", "maps_figure", "network_figure"]
+
+MODEL_STYLE = {
+    "none": ("plain SBAS (minimum norm)", "tab:gray"),
+    "linear": ("linear (LiCSBAS)", "tab:orange"),
+    "linear_periodic": ("linear-periodic", "tab:blue"),
+    "linear_periodic_vref": ("linear-periodic + L-band v_ref", "tab:green"),
+}
+
+
+def _date_baselines(ref: pd.DatetimeIndex, sec: pd.DatetimeIndex, bperp: np.ndarray
+                    ) -> pd.Series:
+    """Per-date perpendicular baseline from pair baselines (least squares, first date = 0)."""
+    dates = pd.DatetimeIndex(sorted(set(ref) | set(sec)))
+    idx = {d: i for i, d in enumerate(dates)}
+    g = np.zeros((len(ref), len(dates)))
+    for k, (a, b) in enumerate(zip(ref, sec, strict=True)):
+        g[k, idx[b]] = 1.0
+        g[k, idx[a]] = -1.0
+    ok = np.isfinite(bperp)
+    if not ok.any():
+        return pd.Series(np.zeros(len(dates)), index=dates)
+    sol = np.linalg.lstsq(g[ok][:, 1:], bperp[ok], rcond=None)[0]
+    return pd.Series(np.concatenate([[0.0], sol]), index=dates)
+
+
+def network_figure(network: dict, components: list[dict], path: Path) -> Path:
+    """Pairs on a time–baseline plot, rejected ones in red, winter gaps shaded (Fig. S2a)."""
+    ref = pd.DatetimeIndex(network["reference_date"])
+    sec = pd.DatetimeIndex(network["secondary_date"])
+    bperp = np.array(network.get("baseline_m") or [np.nan] * len(ref), dtype=float)
+    base = _date_baselines(ref, sec, bperp)
+    rejected = np.array(network["rejected"], dtype=bool)
+    fig, ax = plt.subplots(figsize=(11, 4), constrained_layout=True)
+    for parts in zip(components[:-1], components[1:], strict=False):
+        ax.axvspan(pd.Timestamp(parts[0]["last"]), pd.Timestamp(parts[1]["first"]),
+                   color="tab:blue", alpha=0.08, lw=0)
+    for k in np.argsort(rejected):
+        a, b = ref[k], sec[k]
+        ax.plot([a, b], [base[a], base[b]], color="tab:red" if rejected[k] else "0.45",
+                lw=1.4 if rejected[k] else 0.6, alpha=0.9 if rejected[k] else 0.6)
+    ax.plot(base.index, base.values, "o", ms=2.5, color="k")
+    ax.set_ylabel("perpendicular baseline (m)")
+    ax.set_title(f"Interferogram network: {len(ref)} pairs, {int(rejected.sum())} rejected by "
+                 f"loop closure (red), {len(components)} connected parts (gaps shaded)")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cdf_figure(vref: dict, path: Path) -> Path:
+    """CDFs of the initial Sentinel-1 rates and the L-band rates, and the mapping (Fig. S3)."""
+    p = np.asarray(vref["probabilities"])
+    src = np.asarray(vref["source_quantiles"])
+    tgt = np.asarray(vref["target_quantiles"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    axes[0].plot(src, p, color="tab:orange",
+                 label=f"Sentinel-1 initial ({vref['initial_constraint']})")
+    axes[0].plot(tgt, p, color="tab:green", label="L-band (ALOS-2) annual rate")
+    axes[0].plot(tgt, p, ":", color="k", label="Sentinel-1 after matching")
+    axes[0].set_xlabel("LOS rate (mm/yr)")
+    axes[0].set_ylabel("cumulative probability")
+    axes[0].legend()
+    axes[0].set_title(f"CDF matching over {vref['n_overlap']} overlapping pixels")
+    axes[1].plot(src, tgt, color="tab:blue")
+    lim = [min(src.min(), tgt.min()), max(src.max(), tgt.max())]
+    axes[1].plot(lim, lim, "--", color="0.6")
+    axes[1].set_xlabel("initial Sentinel-1 rate (mm/yr)")
+    axes[1].set_ylabel("velocity reference v_ref (mm/yr)")
+    axes[1].set_title("quantile mapping")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def maps_figure(product: xr.Dataset, path: Path) -> Path:
+    """LOS rate and mean thaw-season deformation maps (Fig. 8a–b)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    product["velocity"].plot(ax=axes[0], cmap="RdBu", center=0,
+                             cbar_kwargs={"label": "LOS velocity (mm/yr, + toward)"})
+    axes[0].set_title("Sentinel-1 LOS velocity")
+    product["thaw_season_deformation_mean"].plot(ax=axes[1], cmap="RdBu", center=0,
+                                                 cbar_kwargs={"label": "mm"})
+    axes[1].set_title("Mean thaw-season deformation (1 May → 1 Oct)")
+    for ax in axes:
+        ax.set_aspect("equal")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def constraint_figure(points: xr.Dataset, path: Path, product: xr.Dataset | None = None,
+                      truth: xr.DataArray | None = None) -> Path:
+    """Series of the chosen points under each constraint model (Fig. 3c), truth if known."""
+    n = points.sizes["point"]
+    fig, axes = plt.subplots(n, 1, figsize=(11, 3.4 * n), constrained_layout=True, squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        pt = points.isel(point=i)
+        for model in points["model"].values:
+            label, color = MODEL_STYLE.get(str(model), (str(model), None))
+            ax.plot(points["time"], pt["displacement"].sel(model=model), ".-", ms=2, lw=0.8,
+                    label=label, color=color)
+        if product is not None:
+            ax.plot(product["time"], product["displacement"].isel(y=int(pt["row"]),
+                                                                  x=int(pt["col"])),
+                    "-", lw=1.6, color="k", alpha=0.6, label="published (filtered)")
+        if truth is not None:
+            ax.plot(truth["time"], truth.isel(y=int(pt["row"]), x=int(pt["col"])), "--",
+                    color="tab:red", lw=1.2, label="truth (demo world)")
+        ax.set_title(str(pt["point"].values))
+        ax.set_ylabel("LOS displacement (mm)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, ncol=3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
