@@ -146,6 +146,90 @@ def releases_show(release_id: Annotated[str, typer.Argument(help="Release id, e.
         typer.echo(f"    {p['path']:<48} {p['bytes']:>12,d} B  sha256 {p['sha256'][:12]}")
 
 
+@app.command()
+def sentinel1(
+    products_dir: Annotated[Path, typer.Argument(help="Folder of HyP3 INSAR_GAMMA products "
+                                                      "(folders or zips).")],
+    out: Annotated[Path, typer.Option("--out", help="Output CF NetCDF file.")],
+    alos2_rate: Annotated[Path | None, typer.Option(
+        "--alos2-rate", help="L-band annual rate GeoTIFF (mm/yr) for the velocity reference; tag "
+        "quantity=los_rate (with incidence_deg) or vertical_rate.")] = None,
+    study: Annotated[Path | None, typer.Option(
+        "--study", help="Study TOML whose [sentinel1] options, AOI and sensors to use.")] = None,
+    gacos: Annotated[Path | None, typer.Option("--gacos", help="Folder of GACOS .ztd files.")
+                     ] = None,
+    ground_ice: Annotated[Path | None, typer.Option(
+        "--ground-ice", help="Ground-ice GeoTIFF (stable ground = ice-poor pixels).")] = None,
+    work: Annotated[Path | None, typer.Option(
+        "--work", help="Folder for intermediate stores (default: beside OUT).")] = None,
+) -> None:
+    """Sentinel-1 time series from your own HyP3 products, written to OUT as CF NetCDF."""
+    from talik.config import AreaOfInterest, LocalSource, Sentinel1Options
+    from talik.errors import InputError
+    from talik.tasks.sentinel1 import sentinel1_from_products
+    from talik.world.sentinel1 import S1_WAVELENGTH_M
+
+    options, aoi, wavelength, lband_inc, title = Sentinel1Options(), None, S1_WAVELENGTH_M, None, None
+    if study is not None:
+        cfg = _load(study)
+        options, aoi, wavelength, title = cfg.sentinel1, cfg.aoi, cfg.s1_sensor.wavelength_m, cfg.title
+        lband = cfg.sensors.get(options.velocity_reference_sensor)
+        lband_inc = lband.incidence_deg if lband else None
+        if isinstance(cfg.source, LocalSource):
+            gacos = gacos or cfg.source.gacos_dir
+            ground_ice = ground_ice or cfg.source.ground_ice
+    if alos2_rate is None:
+        options = options.model_copy(update={"velocity_reference": "none"})
+    aoi = aoi or AreaOfInterest(name=products_dir.name)
+    work = work or out.with_name(f".{out.stem}-work")
+    started = time.time()
+    try:
+        report = sentinel1_from_products(products_dir, out, options, aoi, wavelength, work,
+                                         alos2_rate, lband_inc, gacos, ground_ice,
+                                         title or f"Sentinel-1 time series of {products_dir.name}")
+    except InputError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {out} ({report.n_dates} dates, {report.n_pairs_used} interferograms, "
+               f"{len(report.rejected_pairs)} rejected by loop closure, constraint "
+               f"{report.constraint['model']}, velocity reference "
+               f"{report.constraint['velocity_reference']}) in {time.time() - started:.0f} s")
+
+
+@app.command("lband-rate")
+def lband_rate(
+    pairs_dir: Annotated[Path, typer.Argument(help="Folder of pair GeoTIFFs + JSON sidecars.")],
+    out: Annotated[Path, typer.Option("--out", help="Output GeoTIFF (mm/yr).")],
+    sensor: Annotated[str, typer.Option(help="Platform of the pairs to use.")] = "ALOS-2",
+    min_span_days: Annotated[float, typer.Option(help="Shortest pair used, days.")] = 300.0,
+) -> None:
+    """Mean annual LOS rate of a sensor's long pairs, as a GeoTIFF for `talik sentinel1`."""
+    import numpy as np
+
+    from talik.errors import InputError
+    from talik.science.interferogram import to_los_mm
+    from talik.science.scaling import mean_annual_rate
+    from talik.tasks.readers.pairs import find_pairs, read_pair
+
+    try:
+        found = [(p, m) for p, m in find_pairs(pairs_dir) if m.sensor == sensor]
+    except InputError as exc:
+        _fail(str(exc))
+    if not found:
+        _fail(f"{pairs_dir}: no pairs of sensor {sensor!r}")
+    import xarray as xr
+
+    los = xr.concat([to_los_mm(read_pair(p, m)["value"], m.quantity, m.units, m.sign_convention,
+                               m.wavelength_m) for p, m in found], dim="pair")
+    span = np.array([m.span_days for _, m in found], dtype=float)
+    rate = mean_annual_rate(los, span, min_span_days).astype("float32")
+    rate = rate.rio.write_crs(los.rio.crs).rio.write_nodata(np.nan)
+    rate.attrs = {"quantity": "los_rate", "incidence_deg": found[0][1].incidence_deg,
+                  "units": "mm/yr", "sensor": sensor, "n_pairs": rate.attrs.get("n_pairs", 0)}
+    rate.rio.to_raster(out, tags=rate.attrs)
+    typer.echo(f"wrote {out}: mean annual LOS rate of {int((span >= min_span_days).sum())} "
+               f"{sensor} pairs")
+
+
 def main() -> None:
     """Entry point of the ``talik`` script."""
     try:

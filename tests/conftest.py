@@ -88,3 +88,80 @@ def prefect_server(tmp_path_factory):
     with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}):
         with prefect_test_harness(server_startup_timeout=90):
             yield
+
+
+SCIENCE_REPORT: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def science_report() -> list[str]:
+    """Lines that tests add to the 'science against truth' summary printed after the run."""
+    return SCIENCE_REPORT
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SCIENCE_REPORT:
+        terminalreporter.section("science against the demo world's truth")
+        for line in SCIENCE_REPORT:
+            terminalreporter.write_line(line)
+
+
+DEMO_SIZED_WORLD = """
+name = "science"
+title = "demo-sized world for the science tests"
+
+[aoi]
+name = "science"
+
+[source]
+kind = "world"
+raw_dir = "{raw}"
+
+[stores]
+work_dir = "{work}"
+release_dir = "{releases}"
+
+[sensors.sentinel1]
+platform = "Sentinel-1"
+band = "C"
+wavelength_m = 0.055465763
+incidence_deg = 39.47
+direction = "descending"
+polarization = "VV"
+
+[sensors.alos2]
+platform = "ALOS-2"
+band = "L"
+wavelength_m = 0.2419
+incidence_deg = 40.55
+direction = "descending"
+polarization = "HH"
+"""
+
+
+@pytest.fixture(scope="session")
+def science_world(tmp_path_factory):
+    """The demo-sized world (defaults of ``WorldSource``), generated and staged once.
+
+    Returns ``(cfg, staged)`` where ``staged`` maps store names to their paths.
+    """
+    from talik.config import load_study
+    from talik.tasks.ingest.world import ingest_world
+    from talik.tasks.stage import stage_gacos, stage_pairs, stage_rasters, stage_sentinel1
+
+    root = tmp_path_factory.mktemp("science")
+    study = root / "science.toml"
+    study.write_text(DEMO_SIZED_WORLD.format(raw=root / "raw", work=root / "work",
+                                             releases=root / "releases"))
+    cfg = load_study(study)
+    work = str(cfg.stores.work_dir)
+    inputs = ingest_world.fn(cfg.source, work)
+    s1 = stage_sentinel1.fn(inputs, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
+    staged = {
+        "sentinel1": Path(s1.path) / "sentinel1.zarr",
+        "rasters": Path(stage_rasters.fn(inputs, s1, work).path) / "rasters.zarr",
+        "gacos": Path(stage_gacos.fn(inputs, s1, work).path) / "gacos.zarr",
+        "pairs": Path(stage_pairs.fn(inputs, s1, work).path) / "pairs.zarr",
+        "raw": Path(cfg.source.raw_dir),
+    }
+    return cfg, staged

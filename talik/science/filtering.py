@@ -12,6 +12,8 @@ import numpy as np
 import xarray as xr
 from scipy.ndimage import gaussian_filter
 
+from talik.science.seasonal import detrend, linear_rate
+
 __all__ = ["atmospheric_filter", "temporal_lowpass", "spatial_lowpass"]
 
 
@@ -70,9 +72,12 @@ def atmospheric_filter(
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """Remove the atmospheric screen: returns ``(filtered, screen)`` (mm, dims as input).
 
-    ``screen = lowpass_space(displacement − lowpass_time(displacement))``.
+    ``screen = lowpass_space(d − lowpass_time(d))`` with ``d`` the series minus its linear
+    trend: removing the trend first keeps the one-sided averages at the ends of the series from
+    leaking the trend into the screen (which would change the rate).
     """
-    highpass = displacement - temporal_lowpass(displacement, temporal_sigma_days)
+    detrended = detrend(displacement, linear_rate(displacement))
+    highpass = detrended - temporal_lowpass(detrended, temporal_sigma_days)
     screen = spatial_lowpass(highpass, spatial_sigma_m / pixel_m)
     screen = screen.where(np.isfinite(displacement))
     filtered = (displacement - screen).assign_attrs(displacement.attrs,

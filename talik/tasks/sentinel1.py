@@ -248,16 +248,36 @@ def _initial_model(sub: xr.DataArray, lband_sub: np.ndarray, options: Sentinel1O
     return best, scores
 
 
-def run_sentinel1_chain(
-    inputs: ChainInputs,
-    options: Sentinel1Options,
-    out_dir: Path | None = None,
-) -> tuple[xr.Dataset, ChainReport, xr.Dataset]:
-    """Run the chain; return the products (lazy where large), a report, and the Fig. 3c points.
+@dataclass
+class PreparedInterferograms:
+    """Interferograms ready for inversion, with what is needed to invert them.
 
-    ``out_dir`` receives the time-series cube (``timeseries.zarr``); without it everything is
-    computed in memory (small stacks, notebooks, tests).
+    Attributes
+    ----------
+    los
+        ``(pair, y, x)`` LOS mm: masked, GACOS-corrected, deramped, referenced, QC-passed (lazy).
+    subsample
+        The same on a spatial subsample, in memory; ``step`` is its stride.
+    network
+        The network of the pairs kept.
+    stable
+        ``(y, x)`` stable-ground mask.
+    report
+        Decisions so far.
     """
+
+    los: xr.DataArray
+    subsample: xr.DataArray
+    step: int
+    network: Network
+    stable: np.ndarray
+    report: ChainReport
+    min_valid: int
+
+
+def prepare_interferograms(inputs: ChainInputs, options: Sentinel1Options
+                           ) -> PreparedInterferograms:
+    """Steps 1–4 of the chain: mask, GACOS, common reference, loop closure, ramps."""
     logger = step_logger()
     report = ChainReport()
     stack = inputs.stack
@@ -333,6 +353,26 @@ def run_sentinel1_chain(
                                   "n_dates": int(last - first + 1)})
     min_valid = max(1, int(np.ceil(options.min_valid_ifg_fraction * used.n_pairs)))
 
+    return PreparedInterferograms(los, sub, step, used, stable, report, min_valid)
+
+
+def run_sentinel1_chain(
+    inputs: ChainInputs,
+    options: Sentinel1Options,
+    out_dir: Path | None = None,
+) -> tuple[xr.Dataset, ChainReport, xr.Dataset]:
+    """Run the chain; return the products (lazy where large), a report, and the Fig. 3c points.
+
+    ``out_dir`` receives the time-series cube (``timeseries.zarr``); without it everything is
+    computed in memory (small stacks, notebooks, tests).
+    """
+    logger = step_logger()
+    prepared = prepare_interferograms(inputs, options)
+    los, sub, step, used = prepared.los, prepared.subsample, prepared.step, prepared.network
+    stable, report, min_valid = prepared.stable, prepared.report, prepared.min_valid
+    stack = inputs.stack
+    sub_sel = {"y": slice(None, None, step), "x": slice(None, None, step)}
+
     # 4. Velocity reference from the L-band rates by CDF matching.
     v_ref = None
     if options.velocity_reference != "none" and inputs.lband_rate is not None:
@@ -380,6 +420,7 @@ def run_sentinel1_chain(
                                                          else np.diff(days).mean())
         filtered, screen = atmospheric_filter(result["displacement"], sigma_t,
                                               options.filter_spatial_m, pixel)
+        filtered = filtered - filtered.isel(time=0)  # still relative to the first date
         result = result.assign(displacement_unfiltered=result["displacement"],
                                displacement=filtered.astype(np.float32))
         result.attrs["filter_temporal_sigma_days"] = sigma_t
@@ -533,6 +574,11 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
     if "year" in ds.coords:
         ds["year"].attrs.update(long_name="calendar year of the thaw season", units="1")
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.affine)
+    for name in ds.variables:
+        ds[name].encoding = {}  # drop the Zarr store's encodings
+    for name in ds.data_vars:
+        if {"y", "x"} <= set(ds[name].dims):
+            ds[name].attrs["grid_mapping"] = "spatial_ref"
     ds.attrs.update(
         Conventions="CF-1.8",
         title=title,
@@ -617,3 +663,59 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
                "velocity_reference": qc["constraint"].get("velocity_reference")}
     return StepOutput(step="sentinel1-timeseries", path=str(sd.final), digest=digest,
                       parameters=options.model_dump(mode="json"), summary=summary)
+
+
+def sentinel1_from_products(
+    products_dir: Path,
+    out_nc: Path,
+    options: Sentinel1Options,
+    aoi,
+    wavelength_m: float,
+    work_dir: Path,
+    lband_geotiff: Path | None = None,
+    lband_incidence_deg: float | None = None,
+    gacos_dir: Path | None = None,
+    ground_ice: Path | None = None,
+    title: str = "Sentinel-1 time series (talik)",
+) -> ChainReport:
+    """The chain outside Prefect: a folder of HyP3 products → a CF NetCDF (``talik sentinel1``).
+
+    Intermediate stores go to ``work_dir``; figures to ``<out stem>_figures/`` beside ``out_nc``.
+    """
+    from talik.tasks.figures import cdf_figure, constraint_figure, maps_figure, network_figure
+    from talik.tasks.readers.hyp3 import find_hyp3_products
+    from talik.tasks.stage import grid_from_products, write_gacos_store, write_sentinel1_store
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    products = find_hyp3_products(products_dir)
+    grid = grid_from_products(products, aoi)
+    write_sentinel1_store(products, grid, wavelength_m, work_dir / "sentinel1.zarr")
+    rasters = None
+    if ground_ice is not None:
+        ys, xs = grid.coords()
+        ice = _on_grid(read_raster(ground_ice, "1"), grid, Resampling.bilinear)
+        write_zarr(xr.Dataset({"ground_ice": (("y", "x"), ice)}, coords={"y": ys, "x": xs}),
+                   work_dir / "rasters.zarr", mode="w")
+        rasters = work_dir / "rasters.zarr"
+    gacos = None
+    if gacos_dir is not None and options.gacos:
+        dates = sorted({p.reference_date for p in products} | {p.secondary_date for p in products})
+        write_gacos_store(gacos_dir, dates, grid, work_dir / "gacos.zarr")
+        gacos = work_dir / "gacos.zarr"
+    inputs = open_chain_inputs(work_dir / "sentinel1.zarr", options, rasters, gacos,
+                               lband_geotiff=lband_geotiff,
+                               lband_incidence_deg=lband_incidence_deg)
+    products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir)
+    out_nc.parent.mkdir(parents=True, exist_ok=True)
+    write_cf_netcdf(products_ds, grid, out_nc, title)
+    (work_dir / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
+    figures = out_nc.with_name(out_nc.stem + "_figures")
+    figures.mkdir(exist_ok=True)
+    product = xr.open_dataset(out_nc)
+    maps_figure(product, figures / "maps.png")
+    network_figure(report.network, report.components, figures / "network.png")
+    if report.velocity_reference:
+        cdf_figure(report.velocity_reference, figures / "cdf_matching.png")
+    constraint_figure(points, figures / "constraints.png", product)
+    product.close()
+    return report

@@ -1,0 +1,60 @@
+"""`talik sentinel1` and `talik lband-rate`: the chain for users with their own HyP3 products."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from typer.testing import CliRunner
+
+from talik.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+def test_sentinel1_command_writes_the_product(tmp_path, tiny_world):
+    runner = CliRunner()
+    rate = tmp_path / "alos2_rate.tif"
+    res = runner.invoke(app, ["lband-rate", str(tiny_world / "pairs"), "--out", str(rate)])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(rate) as src:
+        assert src.tags()["quantity"] == "los_rate"
+        assert float(src.tags()["incidence_deg"]) == pytest.approx(40.55)
+
+    out = tmp_path / "out" / "tiny.nc"
+    res = runner.invoke(app, ["sentinel1", str(tiny_world / "hyp3"), "--out", str(out),
+                              "--alos2-rate", str(rate), "--gacos", str(tiny_world / "gacos"),
+                              "--ground-ice", str(tiny_world / "ground_ice.tif")])
+    assert res.exit_code == 0, res.output
+    assert "velocity reference alos2-cdf-matched" in res.output
+    with xr.open_dataset(out) as ds:
+        assert ds.attrs["Conventions"] == "CF-1.8"
+        for name, dims, units in [
+            ("displacement", ("time", "y", "x"), "mm"),
+            ("velocity", ("y", "x"), "mm/yr"),
+            ("thaw_season_deformation", ("year", "y", "x"), "mm"),
+            ("thaw_season_deformation_mean", ("y", "x"), "mm"),
+            ("n_valid_ifg", ("y", "x"), "1"),
+            ("residual_rms", ("y", "x"), "mm"),
+        ]:
+            assert ds[name].dims == dims, name
+            assert ds[name].attrs["units"] == units, name
+        assert ds["displacement"].attrs["sign_convention"] == "positive toward the satellite"
+        assert ds["x"].attrs["standard_name"] == "projection_x_coordinate"
+        assert ds.rio.crs.to_epsg() == 32647
+        first = ds["displacement"].isel(time=0)
+        assert np.nanmax(np.abs(first)) < 1e-3  # relative to the first date
+        rejected = json.loads(ds.attrs["rejected_interferograms"])
+        assert rejected and all(r.startswith("S1AA_") for r in rejected)
+        assert json.loads(ds.attrs["constraint"])["velocity_reference"] == "alos2-cdf-matched"
+    figures = sorted(p.name for p in (out.parent / "tiny_figures").iterdir())
+    assert figures == ["cdf_matching.png", "constraints.png", "maps.png", "network.png"]
+
+
+def test_sentinel1_command_refuses_a_folder_without_products(tmp_path):
+    res = CliRunner().invoke(app, ["sentinel1", str(tmp_path), "--out", str(tmp_path / "x.nc")])
+    assert res.exit_code == 2
+    assert "at least one HyP3 INSAR_GAMMA product" in res.output

@@ -1,0 +1,143 @@
+"""Conventions of the Sentinel-1 chain, each with a test that fails if it is flipped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from talik.science.calibration import fit_cdf_matching, rank_agreement
+from talik.science.filtering import atmospheric_filter
+from talik.science.interferogram import (
+    apply_reference,
+    fit_ramps,
+    gacos_los_correction_mm,
+    los_to_vertical,
+    reference_offsets,
+    remove_ramps,
+    to_los_mm,
+)
+from talik.science.seasonal import linear_rate, thaw_season_deformation
+
+Y = np.arange(40) * -80.0 + 4.2e6
+X = np.arange(50) * 80.0 + 5.5e5
+
+
+def _grid(values: np.ndarray) -> xr.DataArray:
+    return xr.DataArray(values, dims=("y", "x"), coords={"y": Y, "x": X})
+
+
+def test_pair_conventions_all_give_positive_toward():
+    toward = xr.DataArray([10.0])  # mm toward the satellite
+    cases = [
+        (-toward / (0.2419 * 1000 / (4 * np.pi)), "unwrapped_phase", "rad", "positive_away_from_sensor"),
+        (toward / (0.2419 * 1000 / (4 * np.pi)), "unwrapped_phase", "rad", "positive_toward_sensor"),
+        (toward / 1000, "los_displacement", "m", "positive_toward_sensor"),
+        (-toward, "los_displacement", "mm", "positive_away_from_sensor"),
+    ]
+    for value, quantity, units, convention in cases:
+        out = to_los_mm(value, quantity, units, convention, 0.2419)
+        assert float(out[0]) == pytest.approx(10.0), (quantity, units, convention)
+
+
+def test_vertical_is_larger_than_los_and_same_sign():
+    v = los_to_vertical(_grid(np.full((40, 50), -7.6)), _grid(np.full((40, 50), 39.47)))
+    assert float(v.mean()) == pytest.approx(-7.6 / np.cos(np.radians(39.47)))
+
+
+def test_common_reference_makes_pairs_agree():
+    """Two pairs of the same motion, each referenced to its own point (as HyP3 does)."""
+    yy, xx = np.meshgrid(np.arange(40), np.arange(50), indexing="ij")
+    motion = -12.0 * np.exp(-((yy - 20) ** 2 + (xx - 30) ** 2) / 50.0)  # a subsidence bowl
+    pair_a = motion - motion[3, 4]  # own reference points
+    pair_b = motion - motion[20, 30]
+    stack = xr.DataArray(np.stack([pair_a, pair_b]), dims=("pair", "y", "x"),
+                         coords={"y": Y, "x": X})
+    window = xr.zeros_like(stack.isel(pair=0), dtype=bool)
+    window[0:5, 40:45] = True  # stable corner
+    out = apply_reference(stack, reference_offsets(stack, window))
+    np.testing.assert_allclose(out[0], out[1], atol=1e-9)
+    np.testing.assert_allclose(out[0].where(window).mean(), 0.0, atol=1e-9)
+    # Relative to the stable window, the bowl centre went down 12 mm: the sign is kept.
+    assert float(out[0][20, 30]) == pytest.approx(-12.0, abs=0.01)
+
+
+def test_ramp_is_fitted_on_stable_ground_and_subtracted():
+    yy, xx = np.meshgrid(Y - Y.mean(), X - X.mean(), indexing="ij")
+    ramp = 3.0 + 2e-3 * xx - 1.5e-3 * yy  # mm
+    bowl = np.zeros_like(ramp)
+    bowl[10:30, 15:40] = -20.0  # deforming area
+    stable = _grid(bowl == 0)
+    los = xr.DataArray((ramp + bowl)[None], dims=("pair", "y", "x"), coords={"y": Y, "x": X})
+    coefs = fit_ramps(los, stable, "plane")
+    clean = remove_ramps(los, coefs)
+    np.testing.assert_allclose(clean[0], bowl, atol=1e-6)
+    # Fitting on every pixel (the deforming area included) biases the result ...
+    biased = remove_ramps(los, fit_ramps(los, _grid(np.ones_like(bowl, bool)), "plane"))
+    assert np.abs(biased[0] - bowl).max() > 2.0
+    # ... and adding the ramp instead of subtracting it would double it.
+    assert np.abs((los + (los - clean))[0] - bowl).max() > 5.0
+
+
+def test_gacos_correction_removes_a_delay_increase():
+    inc = _grid(np.full((40, 50), 39.47))
+    yy, _ = np.meshgrid(np.arange(40), np.arange(50), indexing="ij")
+    ztd_ref = _grid(2.0 + 0.001 * yy)
+    ztd_sec = _grid(2.0 + 0.004 * yy)  # more delay at the secondary date, growing with y
+    apparent = -(ztd_sec - ztd_ref) / np.cos(np.radians(inc)) * 1000  # looks like moving away
+    corrected = apparent + gacos_los_correction_mm(ztd_ref, ztd_sec, inc)
+    np.testing.assert_allclose(corrected, 0.0, atol=1e-9)
+    flipped = apparent - gacos_los_correction_mm(ztd_ref, ztd_sec, inc)
+    assert float(np.abs(flipped).max()) > 100
+
+
+def test_cdf_matching_recovers_a_monotone_distortion():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(-5, 4, (40, 50))
+    source = 2.5 * truth + 7.0  # a biased, stretched S1 rate map ...
+    target = truth.copy()
+    target[:, 35:] = np.nan  # ... and an L-band map covering 70 % of it
+    mapping = fit_cdf_matching(source, target)
+    np.testing.assert_allclose(mapping(source)[:, :35], truth[:, :35], atol=0.2)
+    assert np.abs(mapping(source)[:, 35:] - truth[:, 35:]).max() < 0.6  # extended coverage
+    assert rank_agreement(source, target) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="overlapping"):
+        fit_cdf_matching(source[:2, :2], target[:2, :2])
+
+
+def test_atmospheric_filter_removes_screen_and_keeps_slow_motion():
+    rng = np.random.default_rng(1)
+    times = pd.date_range("2020-04-01", periods=60, freq="12D")
+    t = np.arange(60) * 12 / 365.25
+    motion = -8.0 * t[:, None, None] * np.ones((1, 40, 50))
+    from scipy.ndimage import gaussian_filter
+
+    screen = np.stack([gaussian_filter(rng.normal(0, 1, (40, 50)), 8) for _ in t])
+    screen *= 5.0 / screen.std()
+    disp = xr.DataArray(motion + screen, dims=("time", "y", "x"),
+                        coords={"time": times, "y": Y, "x": X})
+    filtered, estimated = atmospheric_filter(disp, 36.0, 800.0, 80.0)
+    before = float(np.sqrt(((disp - motion) ** 2).mean()))
+    after = float(np.sqrt(((filtered - motion) ** 2).mean()))
+    assert after < 0.5 * before
+    # Steady motion alone passes through untouched (its trend is removed before filtering).
+    steady = disp.copy(data=motion)
+    np.testing.assert_allclose(atmospheric_filter(steady, 36.0, 800.0, 80.0)[0], motion, atol=1e-6)
+    assert float(linear_rate(atmospheric_filter(steady, 36.0, 800.0, 80.0)[0]).mean()) == (
+        pytest.approx(-8.0, abs=1e-6))
+
+
+def test_rate_and_thaw_season_on_an_analytic_series():
+    times = pd.date_range("2018-01-01", "2021-12-31", freq="6D")
+    t = (times - times[0]).days.to_numpy() / 365.25
+    doy = times.day_of_year.to_numpy()
+    settle = -30.0 * np.clip((doy - 121) / (274 - 121), 0, 1)  # 1 May → 1 Oct: −30 mm
+    heave = 30.0 * np.clip((doy - 274) / 60, 0, 1)  # back up by the end of November
+    seasonal = settle + heave
+    series = xr.DataArray((-5.0 * t + seasonal)[:, None], dims=("time", "x"),
+                          coords={"time": times})
+    thaw = thaw_season_deformation(series, "05-01", "10-01", xr.DataArray([-5.0], dims="x"))
+    assert list(thaw["year"].values) == [2018, 2019, 2020, 2021]
+    np.testing.assert_allclose(thaw.values, -30.0, atol=1.5)  # 6-day sampling of the kinks
+    assert thaw.values.max() < 0  # thaw-season subsidence is negative
