@@ -296,7 +296,7 @@ def _solve_pixels(
 ) -> None:
     n = n_dates - 1
     k = pb.shape[1]
-    n_pix, n_ifg = data.shape
+    n_ifg, n_pix = data.shape  # pair-major: each pair's pixels are contiguous
     lanes = _LANES
     w = np.empty((n_ifg, lanes))
     dz = np.empty((n_ifg, lanes))
@@ -313,7 +313,7 @@ def _solve_pixels(
         width = min(lanes, n_pix - start)
         for m in range(n_ifg):
             for q in range(lanes):
-                value = data[start + q if q < width else start, m]
+                value = data[m, start + q if q < width else start]
                 valid = value == value
                 w[m, q] = 1.0 if valid else 0.0
                 dz[m, q] = value if valid else 0.0
@@ -357,6 +357,7 @@ def solve_nsbas(
     spec: ConstraintSpec,
     v_ref: np.ndarray | None = None,
     min_valid: int = 1,
+    pair_major: bool = False,
 ) -> dict[str, np.ndarray]:
     """Invert interferograms of many pixels at once.
 
@@ -364,6 +365,8 @@ def solve_nsbas(
     ----------
     data
         ``(P, M)`` LOS displacement of each pixel's M interferograms, mm; NaN = not valid.
+        With ``pair_major``, ``(M, P)`` instead (the layout of a ``(pair, y, x)`` stack,
+        read without a copy).
     network
         The M pairs' dates (``Network.n_pairs == M``).
     spec
@@ -380,14 +383,18 @@ def solve_nsbas(
     ``(P, k)`` (constraint parameters in the order of :func:`constraint_basis`) and
     ``param_names``.
     """
-    data = np.ascontiguousarray(data)
+    data = np.asarray(data)
     if data.dtype not in (np.float32, np.float64):
         data = data.astype(np.float64)
-    if data.ndim != 2 or data.shape[1] != network.n_pairs:
-        raise ValueError(f"data must be (pixels, {network.n_pairs}); got {data.shape}")
+    if not pair_major:
+        data = data.T
+    data = np.ascontiguousarray(data)
+    if data.ndim != 2 or data.shape[0] != network.n_pairs:
+        raise ValueError(f"data must hold {network.n_pairs} interferograms per pixel; "
+                         f"got shape {data.shape}")
     if spec.velocity_reference and v_ref is None:
         raise ValueError("v_ref is required for a velocity-referenced inversion")
-    n_pix = data.shape[0]
+    n_pix = data.shape[1]
     n_dates = network.n_dates
     t = network.years()
     basis, names = constraint_basis(t, spec)
@@ -453,41 +460,49 @@ def invert_nsbas(
     if los.chunks is not None:
         los = los.chunk({"pair": -1})
 
-    def kernel(block: np.ndarray, vref_block: np.ndarray | None = None):
-        lead = block.shape[:-1]
-        flat = block.reshape(-1, block.shape[-1])
-        vflat = None if vref_block is None else np.broadcast_to(vref_block, lead).reshape(-1)
-        res = solve_nsbas(flat, network, spec, vflat, min_valid)
-        return (
-            res["displacement"].reshape(*lead, network.n_dates).astype(np.float32),
-            res["n_valid"].reshape(lead).astype(np.int32),
-            res["residual_rms"].reshape(lead).astype(np.float32),
-            res["params"].reshape(*lead, k).astype(np.float32),
-        )
+    n_dates = network.n_dates
+    n_out = n_dates + 2 + k
 
-    args = [los.drop_vars(["reference_date", "secondary_date"], errors="ignore")]
-    in_dims = [["pair"]]
+    def kernel(block: np.ndarray, vref_block: np.ndarray | None = None) -> np.ndarray:
+        """``(pair, ny, nx)`` → ``(time + 2 + k, ny, nx)``: series, n_valid, rms, params."""
+        m, ny, nx = block.shape
+        vflat = None if vref_block is None else np.ascontiguousarray(vref_block).reshape(-1)
+        res = solve_nsbas(block.reshape(m, ny * nx), network, spec, vflat, min_valid,
+                          pair_major=True)
+        out = np.empty((n_out, ny * nx), np.float32)
+        out[:n_dates] = res["displacement"].T
+        out[n_dates] = res["n_valid"]
+        out[n_dates + 1] = res["residual_rms"]
+        out[n_dates + 2 :] = res["params"].T
+        return out.reshape(n_out, ny, nx)
+
+    stack = los.drop_vars(["reference_date", "secondary_date"], errors="ignore")
+    stack = stack.transpose("pair", "y", "x")
     if spec.velocity_reference:
         if v_ref is None:
             raise ValueError("v_ref is required for a velocity-referenced inversion")
-        if los.chunks is not None and v_ref.chunks is None:
-            v_ref = v_ref.chunk({d: los.chunksizes[d] for d in v_ref.dims if d in los.chunksizes})
-        args.append(v_ref)
-        in_dims.append([])
-    disp, n_valid, rms, params = xr.apply_ufunc(
-        kernel,
-        *args,
-        input_core_dims=in_dims,
-        output_core_dims=[["time"], [], [], ["param"]],
-        dask="parallelized",
-        keep_attrs=False,
-        output_dtypes=[np.float32, np.int32, np.float32, np.float32],
-        dask_gufunc_kwargs={"output_sizes": {"time": network.n_dates, "param": k}},
-    )
+        v_ref = v_ref.transpose("y", "x")
+    if stack.chunks is not None:
+        import dask.array as dsa
+
+        data = stack.data.rechunk({0: -1})
+        blocks = [data]
+        if spec.velocity_reference:
+            blocks.append(dsa.asarray(v_ref.data).rechunk(data.chunks[1:]))
+        result = dsa.map_blocks(kernel, *blocks, dtype=np.float32,
+                                chunks=((n_out,), *data.chunks[1:]))
+    else:
+        result = kernel(np.asarray(stack.values), v_ref.values if spec.velocity_reference else None)
+    coords = {"y": stack["y"], "x": stack["x"]} if "y" in stack.coords else {}
+    full = xr.DataArray(result, dims=("out", "y", "x"), coords=coords)
+    disp = full.isel(out=slice(0, n_dates)).rename(out="time").drop_vars("out", errors="ignore")
+    n_valid = full.isel(out=n_dates, drop=True).astype(np.int32)
+    rms = full.isel(out=n_dates + 1, drop=True)
+    params = full.isel(out=slice(n_dates + 2, None)).rename(out="param")
     times = network.dates.astype("datetime64[ns]")
     ds = xr.Dataset(
         {
-            "displacement": disp.transpose("time", ...).assign_attrs(
+            "displacement": disp.assign_attrs(
                 units="mm",
                 long_name="cumulative LOS displacement relative to the first date",
                 sign_convention="positive toward the satellite",
@@ -495,11 +510,12 @@ def invert_nsbas(
             "n_valid_ifg": n_valid.assign_attrs(units="1", long_name="valid interferograms"),
             "residual_rms": rms.assign_attrs(
                 units="mm", long_name="RMS of interferogram residuals"),
-            "constraint_params": params.transpose("param", ...).assign_attrs(
-                long_name="constraint model parameters (mm, mm/yr)"),
         },
-        coords={"time": times, "param": names},
+        coords={"time": times},
     )
+    if k:  # ("none" has no parameters; a zero-size output would make dask run the kernel twice)
+        ds["constraint_params"] = params.assign_coords(param=names).assign_attrs(
+            long_name="constraint model parameters (mm, mm/yr)")
     ds.attrs.update(constraint_model=spec.model, gamma=spec.gamma, period_yr=spec.period_yr,
                     velocity_reference=int(spec.velocity_reference))
     return ds

@@ -6,7 +6,7 @@ bounding box when one is given. Products on that lattice are pasted in place; an
 (another CRS, pixel size or origin: DEM, ground-ice map, L-band pairs) is reprojected with
 rioxarray.
 
-Stores written (Zarr, one chunk per pair and spatial tile):
+Stores written (Zarr, one chunk per batch of pairs and spatial tile):
 
 * ``sentinel1.zarr``: ``los_mm (pair, y, x)`` LOS displacement in mm (positive toward the
   satellite, each pair still referenced to its own HyP3 reference point), ``coherence
@@ -186,6 +186,8 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
     dem_product = next((p for p in products if "dem" in p.layers), None)
     elevation = (read_on_grid(dem_product.layers["dem"], grid, Resampling.bilinear)
                  if dem_product else np.full((grid.height, grid.width), np.nan, np.float32))
+    # Pairs are written (and stored) in batches: one Zarr chunk holds a batch of pairs of a tile.
+    batch = int(min(32, n, max(1, batch_bytes // (8 * grid.height * grid.width))))
     pair = np.arange(n)
     coords = {
         "pair": pair,
@@ -203,12 +205,12 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
         {
             "los_mm": (("pair", "y", "x"),
                        dsa.full((n, grid.height, grid.width), np.nan, dtype=np.float32,
-                                chunks=(1, cy, cx)),
+                                chunks=(batch, cy, cx)),
                        {"units": "mm", "long_name": "LOS displacement (own reference point)",
                         "sign_convention": "positive toward the satellite"}),
             "coherence": (("pair", "y", "x"),
                           dsa.full((n, grid.height, grid.width), np.nan, dtype=np.float32,
-                                   chunks=(1, cy, cx)),
+                                   chunks=(batch, cy, cx)),
                           {"units": "1", "long_name": "interferometric coherence"}),
             "incidence_deg": (("y", "x"), incidence, {"units": "degree",
                                                       "long_name": "ellipsoid incidence angle"}),
@@ -219,7 +221,6 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
                "source": "ASF HyP3 INSAR_GAMMA"},
     )
     encoding = {"coherence": {"dtype": "uint8", "scale_factor": 1 / 250, "_FillValue": 255}}
-    batch = int(min(64, max(1, batch_bytes // (8 * grid.height * grid.width))))
     write_zarr(template, out, mode="w", compute=False, encoding=encoding)
     for start in range(0, n, batch):
         stop = min(start + batch, n)
