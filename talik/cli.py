@@ -230,6 +230,82 @@ def lband_rate(
                f"{sensor} pairs")
 
 
+def _months(text: str) -> list[int]:
+    months: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = (int(v) for v in part.split("-"))
+            months += list(range(a, b + 1)) if a <= b else list(range(a, 13)) + list(range(1, b + 1))
+        else:
+            months.append(int(part))
+    return months
+
+
+@app.command()
+def recession(
+    discharge: Annotated[Path, typer.Argument(help="Daily discharge table (CSV or text).")],
+    out: Annotated[Path, typer.Option("--out", help="Output CSV, one row per window.")],
+    window_years: Annotated[int, typer.Option(help="Moving-window length, years.")] = 5,
+    months: Annotated[str, typer.Option(help="Months of recession points, e.g. 8-10.")] = "8-10",
+    min_days: Annotated[int, typer.Option(help="Minimum consecutive declining days (steps).")
+                        ] = 7,
+    date_col: Annotated[str, typer.Option(help="Date column, or year,month,day columns.")
+                        ] = "date",
+    flow_col: Annotated[str, typer.Option(help="Flow column.")] = "discharge_m3s",
+    units: Annotated[str, typer.Option(help="Flow units: m3/s, m3/d, cfs or mm/d.")] = "m3/s",
+    area_km2: Annotated[float | None, typer.Option(help="Basin area, km² (for mm/d).")] = None,
+    flow_units: Annotated[str, typer.Option(help="Units to fit in: mm/d or m3/s.")] = "mm/d",
+    date_format: Annotated[str | None, typer.Option(help="strptime format of the dates.")
+                           ] = None,
+    sep: Annotated[str, typer.Option(help="Field separator; 'whitespace' for any.")] = ",",
+    no_header: Annotated[bool, typer.Option(help="The file has no header line.")] = False,
+    names: Annotated[str | None, typer.Option(help="Comma-separated column names (with "
+                                                   "--no-header).")] = None,
+    difference: Annotated[str, typer.Option(help="brutsaert_nieber or backward.")
+                          ] = "brutsaert_nieber",
+    exclude_peak: Annotated[bool, typer.Option(help="Drop each run's first step.")] = False,
+    select: Annotated[str, typer.Option(help="clip: detect on the whole record, keep the "
+                                             "months; mask: blank other months first.")] = "clip",
+    min_points: Annotated[int, typer.Option(help="Fewer points = 'insufficient'.")] = 10,
+) -> None:
+    """Recession time constant Ks in moving windows from a daily discharge record."""
+    from pydantic import ValidationError
+
+    from talik.config import DischargeFile, RecessionOptions
+    from talik.errors import InputError
+    from talik.tasks.recession import KS_COLUMNS, analyse_recession, read_discharge_file
+
+    if flow_units == "mm/d" and units != "mm/d" and area_km2 is None:
+        flow_units = "m3/s"
+        typer.secho("no --area-km2: fitting flows in m3/s", fg=typer.colors.YELLOW, err=True)
+    try:
+        spec = DischargeFile(
+            path=discharge,
+            date_column=date_col.split(",") if "," in date_col else date_col,
+            flow_column=flow_col, units=units, basin_area_km2=area_km2,
+            date_format=date_format, sep=None if sep == "whitespace" else sep,
+            header=not no_header, column_names=names.split(",") if names else None)
+        options = RecessionOptions(min_recession_days=min_days, months=_months(months),
+                                   exclude_peak=exclude_peak, difference=difference,
+                                   window_years=[window_years], main_window_years=window_years,
+                                   min_points=min_points, flow_units=flow_units, select=select)
+    except ValidationError as exc:
+        _fail(f"invalid option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+    try:
+        record = read_discharge_file(spec)
+        points, windows, unit = analyse_recession(record, options)
+    except InputError as exc:
+        _fail(str(exc))
+    table = windows[windows["window_years"] == window_years]
+    extra = ["q_median", "tau_median_days", "b_ci_low", "b_ci_high", "status"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table[KS_COLUMNS + extra].to_csv(out, index=False)
+    ok = table[table["status"] == "ok"]
+    typer.echo(f"wrote {out}: {len(table)} windows of {window_years} years ({len(ok)} fitted), "
+               f"{len(points)} recession points in {points['event'].nunique()} events; "
+               f"record: {record.counts}")
+
+
 def main() -> None:
     """Entry point of the ``talik`` script."""
     try:

@@ -173,10 +173,20 @@ class WorldSource(_Model):
 
 
 class DischargeFile(_Model):
-    """A daily discharge CSV and how to read it."""
+    """A daily discharge table and how to read it."""
 
-    path: StudyPath = Field(description="CSV file of daily discharge.")
-    date_column: str = Field(default="date", description="Column holding the date (ISO or as parsed).")
+    path: StudyPath = Field(description="Text table of daily discharge.")
+    date_column: str | list[str] = Field(
+        default="date", description="Column of dates, or three columns [year, month, day]."
+    )
+    date_format: str | None = Field(
+        default=None, description="strptime format of the dates (ISO dates need none)."
+    )
+    sep: str | None = Field(default=",", description="Field separator; unset for whitespace.")
+    header: bool = Field(default=True, description="Whether the first line names the columns.")
+    column_names: list[str] | None = Field(
+        default=None, description="Names of the columns of a file without a header line."
+    )
     flow_column: str = Field(default="discharge_m3s", description="Column holding daily flow.")
     units: Literal["m3/s", "m3/d", "cfs", "mm/d"] = Field(
         default="m3/s", description="Units of the flow column."
@@ -357,12 +367,18 @@ class RecessionOptions(_Model):
     """Streamflow recession analysis (method.md §5)."""
 
     min_recession_days: int = Field(
-        default=7, ge=2, le=60, description="Minimum run of consecutive declining days (dQ/dt < 0)."
+        default=7,
+        ge=2,
+        le=60,
+        description="Minimum run of consecutive declining days, counted as declining steps "
+        "Q(t) < Q(t−1) (7 steps span 8 daily values).",
     )
     months: list[int] = Field(
         default_factory=lambda: [8, 9, 10], description="Calendar months of recession points (1–12)."
     )
-    exclude_peak: bool = Field(default=True, description="Drop the peak day starting a recession.")
+    exclude_peak: bool = Field(
+        default=False, description="Drop the first step of each run (the step leaving the peak)."
+    )
     difference: Literal["brutsaert_nieber", "backward"] = Field(
         default="brutsaert_nieber", description="How dQ/dt and its paired Q are formed."
     )
@@ -372,6 +388,11 @@ class RecessionOptions(_Model):
     main_window_years: int = Field(default=5, ge=1, description="Window used for attribution.")
     min_points: int = Field(
         default=10, ge=3, description="Windows with fewer recession points are 'insufficient'."
+    )
+    select: Literal["clip", "mask"] = Field(
+        default="clip",
+        description="Detect runs on the whole record and keep the points in `months` ('clip'), "
+        "or blank the other months before detecting runs ('mask').",
     )
     flow_units: Literal["m3/s", "mm/d"] = Field(
         default="mm/d", description="Units flows are converted to before fitting."

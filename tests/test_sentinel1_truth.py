@@ -72,7 +72,7 @@ def test_loop_closure_catches_unwrapping_errors(science_world, runs, science_rep
 
 def test_velocity_referenced_linear_periodic_beats_linear(runs, truth, science_report):
     rows = {}
-    for name, (products, report, _) in runs.items():
+    for name, (products, _report, _) in runs.items():
         ref_truth = referenced_truth(truth, products)
         disp = products["displacement"]
         coherent = np.isfinite(products["velocity"].values)

@@ -6,6 +6,7 @@ from prefect import flow
 
 from talik.config import LocalSource, WorldSource, load_study
 from talik.flows.common import step_options
+from talik.flows.recession import recession_flow
 from talik.flows.sentinel1 import sentinel1_flow
 from talik.tasks.ingest.local import ingest_local
 from talik.tasks.ingest.world import ingest_world
@@ -17,7 +18,7 @@ __all__ = ["monitor"]
 
 @flow(name="monitor")
 def monitor(study: str, refresh: bool = False) -> PublishOutcome:
-    """Run a study end to end: ingest → stage → Sentinel-1 time series → publish.
+    """Run a study end to end: ingest → stage → Sentinel-1 time series, recession → publish.
 
     Parameters
     ----------
@@ -35,5 +36,8 @@ def monitor(study: str, refresh: bool = False) -> PublishOutcome:
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise TypeError(f"unknown source kind {cfg.source!r}")
     steps = sentinel1_flow(cfg, manifest, refresh)
-    contents = step_options(release_contents, work, refresh)(cfg, manifest, steps[-1], work)
-    return publish_release(cfg, manifest, steps, contents["files"], contents["report"])
+    recession = recession_flow(cfg, manifest, refresh)
+    contents = step_options(release_contents, work, refresh)(
+        cfg, manifest, steps[-1], recession[0] if recession else None, work)
+    return publish_release(cfg, manifest, steps + recession, contents["files"],
+                           contents["report"])

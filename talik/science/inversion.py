@@ -344,11 +344,11 @@ def _solve_pixels(
             if count < min_valid or ok[q] == 0.0:
                 continue
             out_rms[p] = np.sqrt(sq[q] / count)
-            out_disp[p, 0] = 0.0
+            out_disp[0, p] = 0.0
             for j in range(n):
-                out_disp[p, j + 1] = z[j, q]
+                out_disp[j + 1, p] = z[j, q]
             for c in range(k):
-                out_params[p, c] = z[n + c, q]
+                out_params[c, p] = z[n + c, q]
 
 
 def solve_nsbas(
@@ -381,7 +381,7 @@ def solve_nsbas(
     dict with ``displacement`` ``(P, N)`` (mm, relative to the first date), ``n_valid``
     ``(P,)``, ``residual_rms`` ``(P,)`` (mm, over valid interferograms), ``params``
     ``(P, k)`` (constraint parameters in the order of :func:`constraint_basis`) and
-    ``param_names``.
+    ``param_names``. Arrays are float32 (transposed views of date-major buffers).
     """
     data = np.asarray(data)
     if data.dtype not in (np.float32, np.float64):
@@ -401,10 +401,11 @@ def solve_nsbas(
     k = basis.shape[1]
     span = network.sec_index - network.ref_index
     bw = int(max(span.max(initial=1), 1))
-    out_disp = np.full((n_pix, n_dates), np.nan)
+    # Outputs are date-major (N, P), float32: the layout of a (time, y, x) result.
+    out_disp = np.full((n_dates, n_pix), np.nan, dtype=np.float32)
     out_valid = np.zeros(n_pix, dtype=np.int64)
-    out_rms = np.full(n_pix, np.nan)
-    out_params = np.full((n_pix, k), np.nan)
+    out_rms = np.full(n_pix, np.nan, dtype=np.float32)
+    out_params = np.full((k, n_pix), np.nan, dtype=np.float32)
     vref = (np.zeros(n_pix) if v_ref is None
             else np.ascontiguousarray(np.broadcast_to(v_ref, (n_pix,)), dtype=np.float64))
     _solve_pixels(
@@ -428,10 +429,10 @@ def solve_nsbas(
         out_params,
     )
     return {
-        "displacement": out_disp,
+        "displacement": out_disp.T,  # (P, N) views of the date-major arrays
         "n_valid": out_valid,
         "residual_rms": out_rms,
-        "params": out_params,
+        "params": out_params.T,
         "param_names": np.array(names),
     }
 
@@ -470,7 +471,7 @@ def invert_nsbas(
         res = solve_nsbas(block.reshape(m, ny * nx), network, spec, vflat, min_valid,
                           pair_major=True)
         out = np.empty((n_out, ny * nx), np.float32)
-        out[:n_dates] = res["displacement"].T
+        out[:n_dates] = res["displacement"].T  # contiguous date-major already: a plain copy
         out[n_dates] = res["n_valid"]
         out[n_dates + 1] = res["residual_rms"]
         out[n_dates + 2 :] = res["params"].T

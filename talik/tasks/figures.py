@@ -16,7 +16,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
-__all__ = ["constraint_figure", "cdf_figure", "maps_figure", "network_figure"]
+__all__ = [
+    "attribution_figure",
+    "cdf_figure",
+    "constraint_figure",
+    "ks_windows_figure",
+    "maps_figure",
+    "network_figure",
+    "recession_fit_figure",
+]
 
 MODEL_STYLE = {
     "none": ("plain SBAS (minimum norm)", "tab:gray"),
@@ -132,6 +140,89 @@ def constraint_figure(points: xr.Dataset, path: Path, product: xr.Dataset | None
         ax.set_ylabel("LOS displacement (mm)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8, ncol=3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def recession_fit_figure(flow: pd.Series, points: pd.DataFrame, options, path: Path) -> Path:
+    """Recession days on a year's hydrograph and the log–log fit of all points (Fig. 4b–c)."""
+    from talik.science.recession import fit_recession
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+    years = pd.DatetimeIndex(points.index).year
+    year = int(pd.Series(years).mode().iloc[0]) if len(points) else int(flow.index[-1].year)
+    season = flow[str(year)].dropna()
+    axes[0].plot(season.index, season.values, "-", color="0.4", lw=1)
+    sel = points[years == year]
+    axes[0].plot(sel.index, flow.reindex(sel.index).values, "o", ms=3, color="tab:red",
+                 label=f"recession points (≥ {options.min_recession_days} declining days)")
+    axes[0].set_ylabel(f"discharge ({options.flow_units})")
+    axes[0].set_title(f"Recession selection, {year}")
+    axes[0].legend(fontsize=8)
+    fit = fit_recession(points, options.min_points)
+    if np.isfinite(fit.a):
+        axes[1].loglog(points["q"], -points["dqdt"], ".", ms=2, alpha=0.5, color="tab:blue")
+        q = np.geomspace(points["q"].min(), points["q"].max(), 50)
+        axes[1].loglog(q, fit.a * q**fit.b, "-", color="k",
+                       label=f"−dQ/dt = {fit.a:.3g}·Q^{fit.b:.2f}  (R² {fit.r2:.2f}, "
+                             f"Ks {fit.ks_days:.1f} d)")
+        axes[1].legend(fontsize=8)
+    axes[1].set_xlabel(f"Q ({options.flow_units})")
+    axes[1].set_ylabel(f"−dQ/dt ({options.flow_units}/d)")
+    axes[1].set_title(f"All recession points ({fit.n_points} in {fit.n_events} events)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def ks_windows_figure(windows: pd.DataFrame, path: Path) -> Path:
+    """Ks from 1-, 3- and 5-year windows with 95 % intervals, and R² (Fig. S5)."""
+    fig, axes = plt.subplots(2, 1, figsize=(11, 6), sharex=True, constrained_layout=True)
+    colors = {1: "k", 3: "tab:blue", 5: "tab:red"}
+    for length, w in windows.groupby("window_years"):
+        w = w[w["status"] == "ok"]
+        c = colors.get(int(length), None)
+        axes[0].plot(w["center_year"], w["ks_days"], "-", color=c, label=f"{length}-year windows")
+        axes[0].fill_between(w["center_year"], w["ks_ci_low"], w["ks_ci_high"], color=c,
+                             alpha=0.15, lw=0)
+        axes[1].plot(w["center_year"], w["r2"], "-", color=c)
+    units = windows["units"].iloc[0] if len(windows) else ""
+    axes[0].set_ylabel(f"Ks = 1/a (d, flow in {units})")
+    axes[0].legend()
+    axes[1].set_ylabel("R²")
+    axes[1].set_xlabel("window centre year")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def attribution_figure(predictions: pd.DataFrame, predictors: pd.DataFrame, summary: dict,
+                       path: Path) -> Path:
+    """Observed and climate-predicted Ks with 95 % prediction band; predictor correlations."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [3, 1.3]},
+                             constrained_layout=True)
+    ax = axes[0]
+    ax.fill_between(predictions.index, predictions["pi_low"], predictions["pi_high"],
+                    color="tab:green", alpha=0.2, lw=0, label="95 % prediction interval")
+    ax.plot(predictions.index, predictions["predicted"], "-", color="tab:green",
+            label=f"climate only (fitted {summary['before'][0]}–{summary['before'][1]}, "
+                  f"R² {summary['r2']:.2f})")
+    ax.plot(predictions.index, predictions["observed"], "o-", ms=3, color="k",
+            label="observed (5-year windows)")
+    ax.axvline(summary["before"][1] + 0.5, color="0.5", ls="--")
+    ax.set_ylabel("Ks (d)")
+    ax.set_title(f"observed − predicted after {summary['before'][1]}: "
+                 f"{summary['mean_observed_minus_predicted']:+.1f} d "
+                 f"(p = {summary['gap_p_value']:.2g})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    corr = pd.DataFrame(summary["correlations_before"]).T["r"]
+    axes[1].barh(corr.index, corr.values, color=np.where(corr.values > 0, "tab:red", "tab:blue"))
+    axes[1].set_xlabel("r with Ks (before)")
+    axes[1].set_xlim(-1, 1)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -162,11 +162,60 @@ def _report(cfg: StudyConfig, manifest: InputSet, product: xr.Dataset, qc: dict,
     return "\n".join(lines) + "\n"
 
 
+def ks_truth_comparison(windows: pd.DataFrame, truth: pd.DataFrame, disturbance: dict,
+                        window_years: int) -> dict:
+    """Ratio of mean Ks during vs before the disturbance: estimated (windows) and true.
+
+    "Before" windows end before the disturbance starts; "during" windows lie within
+    [start, peak]; the truth averages its yearly Ks over the same years.
+    """
+    w = windows[(windows["window_years"] == window_years) & (windows["status"] == "ok")]
+    start, peak = int(disturbance["start"]), int(disturbance["peak"])
+    before = w[w["window_end"] < start]
+    during = w[(w["window_start"] >= start) & (w["window_end"] <= peak)]
+    est = during["ks_days"].mean() / before["ks_days"].mean()
+    t = truth["ks_days"]
+    true = t.loc[start:peak].mean() / t.loc[: start - 1].mean()
+    return {"estimated_ratio": float(est), "true_ratio": float(true),
+            "relative_error": float(est / true - 1), "n_before": len(before),
+            "n_during": len(during)}
+
+
+def _recession_report(rec: StepOutput, truth_dir: Path | None) -> tuple[str, dict | None]:
+    summary = json.loads((Path(rec.path) / "summary.json").read_text())
+    pooled = summary["pooled"]
+    lines = ["## Streamflow recession", "",
+             f"- {pooled['n_points']} recession points in {pooled['n_events']} events "
+             f"(flow in {summary['units']}); pooled fit −dQ/dt = {pooled['a']:.4g}·Q^"
+             f"{pooled['b']:.3f}, Ks = {pooled['ks_days']:.1f} d "
+             f"[{pooled['ks_ci_low']:.1f}–{pooled['ks_ci_high']:.1f}], R² {pooled['r2']:.2f}",
+             f"- record: {summary['counts']}"]
+    attr = summary.get("attribution")
+    if attr:
+        lines.append(f"- climate-only model fitted {attr['before'][0]}–{attr['before'][1]}: "
+                     f"R² {attr['r2']:.2f} (F-test p = {attr['p_value']:.2g}); after "
+                     f"{attr['before'][1]}, observed − predicted = "
+                     f"{attr['mean_observed_minus_predicted']:+.1f} d (p = "
+                     f"{attr['gap_p_value']:.2g}, {attr['fraction_above_prediction_interval']:.0%}"
+                     f" of windows above the 95 % prediction interval)")
+    truth_rows = None
+    if truth_dir is not None and (truth_dir / "ks_truth.csv").exists():
+        world = json.loads((truth_dir.parent / "world.json").read_text())
+        windows = pd.read_csv(Path(rec.path) / "ks_windows.csv")
+        truth = pd.read_csv(truth_dir / "ks_truth.csv", index_col="year")
+        truth_rows = ks_truth_comparison(windows, truth, world["disturbance"], 5)
+        lines.append(f"- demo world: Ks during/before the disturbance = "
+                     f"{truth_rows['estimated_ratio']:.2f} (truth {truth_rows['true_ratio']:.2f},"
+                     f" error {truth_rows['relative_error']:+.0%})")
+    return "\n".join(lines) + "\n", truth_rows
+
+
 @task(name="release-contents", cache_policy=STEP_CACHE, persist_result=True)
 def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
-                     work_dir: str) -> dict:
+                     recession: StepOutput | None, work_dir: str) -> dict:
     """GeoTIFF exports, figures, report (and truth comparison for the demo world)."""
-    digest = digest_of("release-contents", cfg, manifest.digest, s1.digest, code_digest())
+    digest = digest_of("release-contents", cfg, manifest.digest, s1.digest,
+                       recession.digest if recession else None, code_digest())
     with step_folder(work_dir, "release-contents", digest) as sd:
         if not sd.done:
             product = xr.open_dataset(Path(s1.path) / "sentinel1.nc").load()
@@ -183,12 +232,27 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                     truth_rows = compare_with_truth(product, truth)
                     pd.DataFrame(truth_rows).to_csv(sd.work / "truth_comparison.csv", index=False)
             _figures(product, qc, Path(s1.path), sd.work, truth)
-            (sd.work / "report.md").write_text(_report(cfg, manifest, product, qc, truth_rows))
+            text = _report(cfg, manifest, product, qc, truth_rows)
+            if recession is not None:
+                truth_dir = (Path(manifest.root) / "truth" if manifest.source_kind == "world"
+                             else None)
+                rec_text, ks_rows = _recession_report(recession, truth_dir)
+                text += "\n" + rec_text
+                if ks_rows:
+                    (sd.work / "ks_truth_comparison.json").write_text(json.dumps(ks_rows))
+            (sd.work / "report.md").write_text(text)
             step_logger().info("release contents prepared in %s", sd.final)
     files = {p.name if p.suffix != ".png" else f"figures/{p.name}": str(sd.final / p.name)
              for p in sorted(sd.final.iterdir())
              if p.suffix in (".tif", ".png", ".csv")}
     files["products/sentinel1.nc"] = str(Path(s1.path) / "sentinel1.nc")
+    if recession is not None:
+        rec = Path(recession.path)
+        for p in sorted(rec.iterdir()):
+            if p.suffix == ".csv":
+                files[f"products/recession/{p.name}"] = str(p)
+            elif p.suffix == ".png":
+                files[f"figures/{p.name}"] = str(p)
     files = {(k if "/" in k else f"products/{k}"): v for k, v in files.items()}
     return {"files": files, "report": (sd.final / "report.md").read_text(),
             "digest": digest}

@@ -69,7 +69,7 @@ def read_era5_land(path: str | Path) -> xr.Dataset:
     times = pd.DatetimeIndex(ds["time"].values)
     if len(times) < 2:
         raise InputError(path, "time", "at least two time steps")
-    step_hours = float(np.median(np.diff(times.asi8)) / 3.6e12)
+    step_hours = float(np.median((times[1:] - times[:-1]) / pd.Timedelta(hours=1)))
     if step_hours > 24 * 20:
         monthly = ds.assign_coords(time=times.to_period("M").to_timestamp())
         days = xr.DataArray(monthly.time.dt.days_in_month.values, dims="time",
