@@ -121,7 +121,7 @@ def run_inversion(path: Path, model: str, in_memory: bool) -> dict:
     from talik.science.interferogram import mask_incoherent
     from talik.science.inversion import ConstraintSpec, invert_nsbas, solve_nsbas
     from talik.science.network import Network
-    from talik.tasks.zarr_io import write_zarr
+    from talik.tasks.zarr_io import write_zarr_by_tiles
 
     stack = xr.open_zarr(path, chunks={"pair": -1, "y": CHUNK, "x": CHUNK})
     spec = ConstraintSpec(model, 1e-4)
@@ -138,7 +138,7 @@ def run_inversion(path: Path, model: str, in_memory: bool) -> dict:
         result = invert_nsbas(los, spec, min_valid=10)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             start = time.perf_counter()
-            write_zarr(result, Path(tmp) / "ts.zarr", mode="w")
+            write_zarr_by_tiles(result, Path(tmp) / "ts.zarr")
             wall = time.perf_counter() - start
     return {"wall_s": wall, "pixels": stack.sizes["y"] * stack.sizes["x"],
             "pairs": stack.sizes["pair"], "dates": result.sizes["time"]}

@@ -54,7 +54,7 @@ from talik.tasks.readers.raster import read_raster
 from talik.tasks.records import StepOutput
 from talik.tasks.stage import AnalysisGrid, _on_grid
 from talik.tasks.steps import STEP_CACHE, step_folder
-from talik.tasks.zarr_io import write_zarr
+from talik.tasks.zarr_io import write_zarr, write_zarr_by_tiles
 
 __all__ = [
     "ChainInputs",
@@ -408,8 +408,18 @@ def run_sentinel1_chain(
     report.constraint = {"model": spec.model, "gamma": spec.gamma, "period_yr": spec.period_yr,
                          "velocity_reference": "alos2-cdf-matched" if v_ref is not None else "none"}
 
-    # 5. Inversion, 6. atmospheric filter.
+    # 5. Inversion, stored before filtering: the filter's spatial window reaches into
+    # neighbouring tiles, which must not be inverted again for it.
     result = invert_nsbas(los, spec, v_ref, min_valid=min_valid)
+    if v_ref is not None:
+        result["velocity_reference"] = v_ref.astype(np.float32).assign_attrs(
+            units="mm/yr", long_name="CDF-matched L-band rate (velocity reference), S1 LOS")
+    if out_dir is not None:
+        write_zarr_by_tiles(result.chunk({"time": -1}), out_dir / "inversion.zarr")
+        result = xr.open_zarr(out_dir / "inversion.zarr")
+    else:
+        result = result.compute()
+    # 6. Atmospheric filter.
     if options.filter_enabled:
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
         # The acquisition interval is the revisit inside the connected parts: a winter gap is
@@ -424,14 +434,11 @@ def run_sentinel1_chain(
         result = result.assign(displacement_unfiltered=result["displacement"],
                                displacement=filtered.astype(np.float32))
         result.attrs["filter_temporal_sigma_days"] = sigma_t
-    if v_ref is not None:
-        result["velocity_reference"] = v_ref.astype(np.float32).assign_attrs(
-            units="mm/yr", long_name="CDF-matched L-band rate (velocity reference), S1 LOS")
-    if out_dir is not None:
-        write_zarr(result.chunk({"time": -1}), out_dir / "timeseries.zarr", mode="w")
-        result = xr.open_zarr(out_dir / "timeseries.zarr")
-    else:
-        result = result.compute()
+        if out_dir is not None:
+            write_zarr_by_tiles(result.chunk({"time": -1}), out_dir / "timeseries.zarr")
+            result = xr.open_zarr(out_dir / "timeseries.zarr")
+        else:
+            result = result.compute()
     points = _comparison_points(los, result, v_ref, used, options, stack)
     products = _products(result, stack["incidence_deg"], options)
     products.attrs.update(_attrs(report, options))

@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import dask
 import xarray as xr
 
-__all__ = ["write_zarr"]
+__all__ = ["write_zarr", "write_zarr_by_tiles"]
 
 
 def write_zarr(ds: xr.Dataset, path: str | Path, **kwargs) -> None:
     """Write ``ds`` to a Zarr store (format 2, consolidated metadata); kwargs go to ``to_zarr``."""
     kwargs.setdefault("consolidated", True)
     ds.to_zarr(path, zarr_format=2, **kwargs)
+
+
+def write_zarr_by_tiles(ds: xr.Dataset, path: str | Path, tiles_per_step: int | None = None
+                        ) -> None:
+    """Write a dask-backed ``(…, y, x)`` dataset a few spatial tiles at a time.
+
+    Dask, given a whole image, starts reading many input tiles ahead of the computation, so
+    memory grows with the image. Computing ``tiles_per_step`` tiles (default: two per CPU) of
+    one row of chunks at a time keeps peak memory set by the tile size, whatever the image.
+    """
+    if not {"y", "x"} <= set(ds.dims) or ds.chunks is None or not ds.chunks:
+        write_zarr(ds, path, mode="w")
+        return
+    step = tiles_per_step or max(2, 2 * (os.cpu_count() or 1))
+    write_zarr(ds, path, mode="w", compute=False)
+    ys, xs = ds.chunks["y"], ds.chunks["x"]
+    y0 = 0
+    spatial = [name for name, v in ds.variables.items() if {"y", "x"} <= set(v.dims)]
+    for ny in ys:
+        x0 = 0
+        for i in range(0, len(xs), step):
+            nx = sum(xs[i : i + step])
+            region = {"y": slice(y0, y0 + ny), "x": slice(x0, x0 + nx)}
+            part = ds[spatial].isel(region)
+            part = part.drop_vars(list(part.coords))  # coordinates were written up front
+            with dask.config.set(scheduler="threads"):
+                write_zarr(part, path, region=region, consolidated=False)
+            x0 += nx
+        y0 += ny
