@@ -161,14 +161,16 @@ def run_chain(raw: Path, out: Path) -> dict:
     from talik.cli import app
 
     runner = CliRunner()
+    out.parent.mkdir(parents=True, exist_ok=True)
     rate = out.parent / "alos2_rate.tif"
-    res = runner.invoke(app, ["lband-rate", str(raw / "pairs"), "--out", str(rate)])
+    res = runner.invoke(app, ["lband-rate", str(raw / "pairs"), "--out", str(rate)],
+                        catch_exceptions=False)
     assert res.exit_code == 0, res.output
     start = time.perf_counter()
     res = runner.invoke(app, ["sentinel1", str(raw / "hyp3"), "--out", str(out),
                               "--alos2-rate", str(rate), "--gacos", str(raw / "gacos"),
                               "--ground-ice", str(raw / "ground_ice.tif"),
-                              "--work", str(out.parent / "chain-work")])
+                              "--work", str(out.parent / "chain-work")], catch_exceptions=False)
     wall = time.perf_counter() - start
     assert res.exit_code == 0, res.output
     world = json.loads((raw / "world.json").read_text())

@@ -225,6 +225,7 @@ def lband_rate(
     rate = rate.rio.write_crs(los.rio.crs).rio.write_nodata(np.nan)
     rate.attrs = {"quantity": "los_rate", "incidence_deg": found[0][1].incidence_deg,
                   "units": "mm/yr", "sensor": sensor, "n_pairs": rate.attrs.get("n_pairs", 0)}
+    out.parent.mkdir(parents=True, exist_ok=True)
     rate.rio.to_raster(out, tags=rate.attrs)
     typer.echo(f"wrote {out}: mean annual LOS rate of {int((span >= min_span_days).sum())} "
                f"{sensor} pairs")

@@ -10,6 +10,7 @@ from talik.flows.recession import recession_flow
 from talik.flows.sentinel1 import sentinel1_flow
 from talik.tasks.ingest.local import ingest_local
 from talik.tasks.ingest.world import ingest_world
+from talik.tasks.joint import joint_assessment
 from talik.tasks.publish import PublishOutcome, publish_release
 from talik.tasks.report import release_contents
 
@@ -18,7 +19,7 @@ __all__ = ["monitor"]
 
 @flow(name="monitor")
 def monitor(study: str, refresh: bool = False) -> PublishOutcome:
-    """Run a study end to end: ingest → stage → Sentinel-1 time series, recession → publish.
+    """Run a study end to end: ingest → stage → Sentinel-1 time series, recession, joint → publish.
 
     Parameters
     ----------
@@ -36,8 +37,14 @@ def monitor(study: str, refresh: bool = False) -> PublishOutcome:
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise TypeError(f"unknown source kind {cfg.source!r}")
     steps = sentinel1_flow(cfg, manifest, refresh)
+    staged, rasters, _gacos, pairs, series = steps
     recession = recession_flow(cfg, manifest, refresh)
+    joint = []
+    if recession and cfg.periods:
+        joint = [step_options(joint_assessment, work, refresh)(
+            cfg, series, pairs, rasters, recession[-1], work)]
     contents = step_options(release_contents, work, refresh)(
-        cfg, manifest, steps[-1], recession[0] if recession else None, work)
-    return publish_release(cfg, manifest, steps + recession, contents["files"],
+        cfg, manifest, series, recession[-1] if recession else None,
+        joint[0] if joint else None, work)
+    return publish_release(cfg, manifest, steps + recession + joint, contents["files"],
                            contents["report"])

@@ -9,6 +9,7 @@ from talik.flows.common import step_options
 from talik.tasks.ingest.world import world_as_local
 from talik.tasks.recession import recession_analysis
 from talik.tasks.records import InputSet, StepOutput
+from talik.tasks.stage import stage_climate
 
 __all__ = ["recession_flow"]
 
@@ -21,6 +22,7 @@ def recession_flow(cfg: StudyConfig, inputs: InputSet, refresh: bool = False) ->
     if source.discharge is None:
         return []
     work = str(cfg.stores.work_dir)
+    climate = step_options(stage_climate, work, refresh)(inputs, cfg.aoi, work)
     step = step_options(recession_analysis, work, refresh)(
-        inputs, source.discharge, cfg.recession, cfg.attribution, work)
-    return [step]
+        inputs, source.discharge, climate, cfg.recession, cfg.attribution, work)
+    return [climate, step]

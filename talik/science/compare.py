@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-__all__ = ["agreement"]
+__all__ = ["agreement", "period_correlation"]
 
 
 def agreement(estimate: xr.DataArray | np.ndarray, reference: xr.DataArray | np.ndarray,
@@ -29,3 +29,16 @@ def agreement(estimate: xr.DataArray | np.ndarray, reference: xr.DataArray | np.
     r = float(np.corrcoef(a[use], b[use])[0, 1]) if varies else np.nan
     return {"n": n, "bias": float(d.mean()), "mae": float(np.abs(d).mean()),
             "rmse": float(np.sqrt((d**2).mean())), "r": r}
+
+
+def period_correlation(a, b) -> dict[str, float]:
+    """Pearson r and p between two per-period series (aligned on their index, NaN dropped)."""
+    import pandas as pd
+    from scipy import stats
+
+    pair = pd.concat([pd.Series(a), pd.Series(b)], axis=1).dropna()
+    n = len(pair)
+    if n < 3 or pair.iloc[:, 0].std() == 0 or pair.iloc[:, 1].std() == 0:
+        return {"r": float("nan"), "p_value": float("nan"), "n": n}
+    r, p = stats.pearsonr(pair.iloc[:, 0], pair.iloc[:, 1])
+    return {"r": float(r), "p_value": float(p), "n": n}

@@ -154,6 +154,8 @@ def remove_ramps(los: xr.DataArray, coefs: xr.DataArray) -> xr.DataArray:
     yy, xx = xr.broadcast(los["y"] - coefs.attrs["y_centre"], los["x"] - coefs.attrs["x_centre"])
     design = ramp_design(yy.values, xx.values, kind)  # (y, x, k)
     columns = xr.DataArray(design, dims=(*yy.dims, "coef"), coords={"y": los["y"], "x": los["x"]})
+    if los.chunks is not None:  # keep the ramp lazy, tile by tile, like the stack
+        columns = columns.chunk({d: los.chunksizes[d] for d in ("y", "x")})
     ramp = xr.dot(columns, coefs.fillna(0.0), dim="coef")
     return (los - ramp).assign_attrs(los.attrs)
 

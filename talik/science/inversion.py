@@ -33,6 +33,7 @@ With ``v_ref`` given, ``v`` is not a parameter but fixed per pixel (velocity-ref
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -442,6 +443,7 @@ def invert_nsbas(
     spec: ConstraintSpec,
     v_ref: xr.DataArray | None = None,
     min_valid: int = 1,
+    reference_from: tuple[ConstraintSpec, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> xr.Dataset:
     """NSBAS inversion of a ``(pair, y, x)`` stack (numpy- or dask-backed) → time series.
 
@@ -449,11 +451,17 @@ def invert_nsbas(
     dask, the ``pair`` dimension must be a single chunk (spatial chunks are processed
     independently and in parallel).
 
+    ``reference_from = (initial_spec, mapping)`` makes the velocity reference inside the same
+    pass: each tile is first inverted with ``initial_spec``, the least-squares rate of that
+    series (mm/yr) goes through ``mapping`` (e.g. a CDF matching) to give ``v_ref``, and the
+    tile is inverted again with ``spec`` referenced to it — the data are read once.
+
     Returns
     -------
     Dataset with ``displacement (time, y, x)`` (mm, LOS positive toward the satellite,
-    relative to the first date), ``n_valid_ifg (y, x)``, ``residual_rms (y, x)`` (mm) and
-    ``constraint_params (param, y, x)``.
+    relative to the first date), ``n_valid_ifg (y, x)``, ``residual_rms (y, x)`` (mm),
+    ``constraint_params (param, y, x)`` and, with ``reference_from``, ``velocity_reference``
+    and ``initial_rate`` (mm/yr).
     """
     network = Network.from_stack(los)
     _, names = constraint_basis(network.years(), spec)
@@ -462,24 +470,39 @@ def invert_nsbas(
         los = los.chunk({"pair": -1})
 
     n_dates = network.n_dates
-    n_out = n_dates + 2 + k
+    extra = 2 if reference_from is not None else 0
+    n_out = n_dates + 2 + k + extra
+    t = network.years()
+    slope_weights = (t - t.mean()) / ((t - t.mean()) ** 2).sum()  # LS slope = weights · series
 
     def kernel(block: np.ndarray, vref_block: np.ndarray | None = None) -> np.ndarray:
-        """``(pair, ny, nx)`` → ``(time + 2 + k, ny, nx)``: series, n_valid, rms, params."""
+        """``(pair, ny, nx)`` → ``(time + 2 + k [+ 2], ny, nx)``: series, n_valid, rms, params."""
         m, ny, nx = block.shape
+        flat = block.reshape(m, ny * nx)
         vflat = None if vref_block is None else np.ascontiguousarray(vref_block).reshape(-1)
-        res = solve_nsbas(block.reshape(m, ny * nx), network, spec, vflat, min_valid,
-                          pair_major=True)
+        if reference_from is not None:
+            initial_spec, mapping = reference_from
+            first = solve_nsbas(flat, network, initial_spec, None, min_valid, pair_major=True)
+            initial_rate = first["displacement"] @ slope_weights.astype(np.float32)
+            vflat = np.asarray(mapping(initial_rate), dtype=np.float64)
+        res = solve_nsbas(flat, network, spec, vflat, min_valid, pair_major=True)
         out = np.empty((n_out, ny * nx), np.float32)
         out[:n_dates] = res["displacement"].T  # contiguous date-major already: a plain copy
         out[n_dates] = res["n_valid"]
         out[n_dates + 1] = res["residual_rms"]
-        out[n_dates + 2 :] = res["params"].T
+        out[n_dates + 2 : n_dates + 2 + k] = res["params"].T
+        if reference_from is not None:
+            out[n_out - 2] = vflat
+            out[n_out - 1] = initial_rate
         return out.reshape(n_out, ny, nx)
 
     stack = los.drop_vars(["reference_date", "secondary_date"], errors="ignore")
     stack = stack.transpose("pair", "y", "x")
-    if spec.velocity_reference:
+    if reference_from is not None:
+        if not spec.velocity_reference:
+            raise ValueError("reference_from needs a velocity-referenced spec")
+        v_ref = None
+    elif spec.velocity_reference:
         if v_ref is None:
             raise ValueError("v_ref is required for a velocity-referenced inversion")
         v_ref = v_ref.transpose("y", "x")
@@ -488,18 +511,18 @@ def invert_nsbas(
 
         data = stack.data.rechunk({0: -1})
         blocks = [data]
-        if spec.velocity_reference:
+        if v_ref is not None:
             blocks.append(dsa.asarray(v_ref.data).rechunk(data.chunks[1:]))
         result = dsa.map_blocks(kernel, *blocks, dtype=np.float32,
                                 chunks=((n_out,), *data.chunks[1:]))
     else:
-        result = kernel(np.asarray(stack.values), v_ref.values if spec.velocity_reference else None)
+        result = kernel(np.asarray(stack.values), v_ref.values if v_ref is not None else None)
     coords = {"y": stack["y"], "x": stack["x"]} if "y" in stack.coords else {}
     full = xr.DataArray(result, dims=("out", "y", "x"), coords=coords)
     disp = full.isel(out=slice(0, n_dates)).rename(out="time").drop_vars("out", errors="ignore")
     n_valid = full.isel(out=n_dates, drop=True).astype(np.int32)
     rms = full.isel(out=n_dates + 1, drop=True)
-    params = full.isel(out=slice(n_dates + 2, None)).rename(out="param")
+    params = full.isel(out=slice(n_dates + 2, n_dates + 2 + k)).rename(out="param")
     times = network.dates.astype("datetime64[ns]")
     ds = xr.Dataset(
         {
@@ -514,6 +537,11 @@ def invert_nsbas(
         },
         coords={"time": times},
     )
+    if reference_from is not None:
+        ds["velocity_reference"] = full.isel(out=n_out - 2, drop=True).assign_attrs(
+            units="mm/yr", long_name="velocity reference v_ref (mapped initial rate), LOS")
+        ds["initial_rate"] = full.isel(out=n_out - 1, drop=True).assign_attrs(
+            units="mm/yr", long_name=f"rate of the initial '{reference_from[0].model}' inversion")
     if k:  # ("none" has no parameters; a zero-size output would make dask run the kernel twice)
         ds["constraint_params"] = params.assign_coords(param=names).assign_attrs(
             long_name="constraint model parameters (mm, mm/yr)")

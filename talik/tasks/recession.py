@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import xarray as xr
 from prefect import task
 
 from talik.config import AttributionOptions, DischargeFile, RecessionOptions
@@ -31,7 +32,6 @@ from talik.science.regression import (
 )
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
-from talik.tasks.readers.era5 import read_era5_land
 from talik.tasks.readers.tables import DischargeRecord, read_discharge, read_station_temperature
 from talik.tasks.records import InputSet, StepOutput
 from talik.tasks.steps import STEP_CACHE, step_folder
@@ -76,10 +76,11 @@ def analyse_recession(record: DischargeRecord, options: RecessionOptions
     return points, windows, units
 
 
-def basin_monthly_climate(era5_path: Path) -> pd.DataFrame:
-    """ERA5-Land monthly basin means (all grid cells of the file) as a frame by month."""
-    era5 = read_era5_land(era5_path)
-    return era5.mean(("latitude", "longitude")).to_dataframe()
+def basin_monthly_climate(era5_path: Path, bbox=None) -> pd.DataFrame:
+    """ERA5-Land monthly basin means as a frame by month (from raw ERA5-Land files)."""
+    from talik.tasks.stage import basin_mean_climate
+
+    return basin_mean_climate(era5_path, bbox).to_dataframe()
 
 
 def climate_attribution(ks: pd.Series, predictors: pd.DataFrame, options: AttributionOptions,
@@ -102,12 +103,13 @@ def climate_attribution(ks: pd.Series, predictors: pd.DataFrame, options: Attrib
 
 
 @task(name="recession", cache_policy=STEP_CACHE, persist_result=True)
-def recession_analysis(inputs: InputSet, discharge: DischargeFile, options: RecessionOptions,
-                       attribution_options: AttributionOptions, work_dir: str) -> StepOutput:
-    """Discharge → Ks windows; with ERA5-Land (and the station record) → climate attribution."""
+def recession_analysis(inputs: InputSet, discharge: DischargeFile, climate: StepOutput | None,
+                       options: RecessionOptions, attribution_options: AttributionOptions,
+                       work_dir: str) -> StepOutput:
+    """Discharge → Ks windows; with staged ERA5-Land (+ station record) → climate attribution."""
     logger = step_logger()
-    digest = digest_of("recession", inputs.digest, discharge, options, attribution_options,
-                       code_digest())
+    digest = digest_of("recession", inputs.digest, discharge, climate.digest if climate else None,
+                       options, attribution_options, code_digest())
     with step_folder(work_dir, "recession", digest) as sd:
         if not sd.done:
             record = read_discharge_file(discharge)
@@ -117,12 +119,14 @@ def recession_analysis(inputs: InputSet, discharge: DischargeFile, options: Rece
             pooled = fit_recession(points, options.min_points)
             summary: dict = {"units": units, "counts": record.counts,
                              "pooled": pooled.as_dict()}
-            era5 = inputs.location("era5")
-            if era5 is not None:
+            staged = Path(climate.path) / "era5_basin_monthly.nc" if climate else None
+            if staged is not None and staged.exists():
                 station = inputs.location("temperature")
                 temp = read_station_temperature(station) if station else None
+                with xr.open_dataset(staged) as ds:
+                    monthly = ds.load().to_dataframe()
                 predictors = annual_climate_predictors(
-                    basin_monthly_climate(era5), temp,
+                    monthly, temp,
                     tuple(attribution_options.thaw_season_months),
                     tuple(attribution_options.cold_season_months))
                 predictors.to_csv(sd.work / "climate_predictors.csv")

@@ -211,11 +211,34 @@ def _recession_report(rec: StepOutput, truth_dir: Path | None) -> tuple[str, dic
 
 
 @task(name="release-contents", cache_policy=STEP_CACHE, persist_result=True)
+def _joint_report(joint: StepOutput) -> str:
+    table = pd.read_csv(Path(joint.path) / "period_means.csv")
+    res = json.loads((Path(joint.path) / "joint.json").read_text())
+    lines = ["## Joint assessment (Fig. 14c)", "",
+             "| period | sensor | vertical rate (mm/yr, common area) | thaw season (mm) | Ks (d) |",
+             "|---|---|---|---|---|"]
+    for r in table.itertuples():
+        thaw = ("—" if np.isnan(r.thaw_season_mm_mean)
+                else f"{r.thaw_season_mm_mean:.1f} ± {r.thaw_season_mm_std:.1f}")
+        rate = ("—" if np.isnan(r.rate_mm_yr_mean)
+                else f"{r.rate_mm_yr_mean:.1f} ± {r.rate_mm_yr_std:.1f}")
+        lines.append(f"| {r.label} | {r.sensor} | {rate} | {thaw} | {r.ks_days_mean:.1f} |")
+    c = res["ks_vs_subsidence_rate"]
+    lines += ["", f"Ks vs subsidence rate across periods: r = {c['r']:.2f} (p = "
+                  f"{c['p_value']:.2g}, {c['n']} periods; positive = more subsidence with slower "
+                  "recession). Ks vs thaw-season subsidence: needs the long-term thaw-season "
+                  "dataset (not built yet)." if res["ks_vs_thaw_season_subsidence"]["r"] is None
+              else f"Ks vs subsidence rate: r = {c['r']:.2f} (p = {c['p_value']:.2g})."]
+    return "\n".join(lines) + "\n"
+
+
 def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
-                     recession: StepOutput | None, work_dir: str) -> dict:
+                     recession: StepOutput | None, joint: StepOutput | None, work_dir: str
+                     ) -> dict:
     """GeoTIFF exports, figures, report (and truth comparison for the demo world)."""
     digest = digest_of("release-contents", cfg, manifest.digest, s1.digest,
-                       recession.digest if recession else None, code_digest())
+                       recession.digest if recession else None,
+                       joint.digest if joint else None, code_digest())
     with step_folder(work_dir, "release-contents", digest) as sd:
         if not sd.done:
             product = xr.open_dataset(Path(s1.path) / "sentinel1.nc").load()
@@ -240,12 +263,17 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                 text += "\n" + rec_text
                 if ks_rows:
                     (sd.work / "ks_truth_comparison.json").write_text(json.dumps(ks_rows))
+            if joint is not None:
+                text += "\n" + _joint_report(joint)
             (sd.work / "report.md").write_text(text)
             step_logger().info("release contents prepared in %s", sd.final)
     files = {p.name if p.suffix != ".png" else f"figures/{p.name}": str(sd.final / p.name)
              for p in sorted(sd.final.iterdir())
              if p.suffix in (".tif", ".png", ".csv")}
     files["products/sentinel1.nc"] = str(Path(s1.path) / "sentinel1.nc")
+    if joint is not None:
+        files["products/period_means.csv"] = str(Path(joint.path) / "period_means.csv")
+        files["products/joint.json"] = str(Path(joint.path) / "joint.json")
     if recession is not None:
         rec = Path(recession.path)
         for p in sorted(rec.iterdir()):

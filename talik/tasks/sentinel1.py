@@ -24,6 +24,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -83,7 +84,8 @@ class ChainInputs:
     rasters
         ``ground_ice`` (stable-ground mask), ``elevation``, ``slope_deg`` (in memory).
     gacos
-        ``ztd_m (date, y, x)`` zenith delays (m).
+        The staged GACOS store: ``los_correction_mm (pair, y, x)`` and ``has_gacos (pair)``
+        for the stack's pairs, and ``ztd_m (date, y, x)`` zenith delays (m) for other sensors.
     lband_rate
         L-band annual rate already expressed in Sentinel-1 LOS (mm/yr, + toward), NaN where
         not covered.
@@ -91,7 +93,7 @@ class ChainInputs:
 
     stack: xr.Dataset
     rasters: xr.Dataset | None = None
-    gacos: xr.DataArray | None = None
+    gacos: xr.Dataset | None = None
     lband_rate: xr.DataArray | None = None
 
 
@@ -149,7 +151,7 @@ def _stable_mask(rasters: xr.Dataset | None, shape: tuple[int, int], max_ice: fl
 def lband_rate_from_pairs(pairs: xr.Dataset, platform: str, min_span_days: float,
                           coherence_threshold: float, s1_incidence: xr.DataArray,
                           stable: np.ndarray | None = None, ramp: str = "plane",
-                          gacos: xr.DataArray | None = None) -> xr.DataArray:
+                          gacos: xr.Dataset | None = None) -> xr.DataArray:
     """Mean annual rate of a sensor's long pairs, in Sentinel-1 LOS (mm/yr, + toward).
 
     Each pair gets the same post-processing as a Sentinel-1 interferogram: coherence mask,
@@ -198,10 +200,11 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
 
     from talik.errors import InputError
 
+    raster = read_raster(path, "mm/yr")  # refuses a missing or unreadable file by name
     with rasterio.open(path) as src:
         tags = src.tags()
     quantity = tags.get("quantity", "los_rate")
-    values = xr.DataArray(_on_grid(read_raster(path, "mm/yr"), grid, Resampling.average),
+    values = xr.DataArray(_on_grid(raster, grid, Resampling.average),
                           dims=("y", "x"), coords={"y": s1_incidence["y"], "x": s1_incidence["x"]})
     if quantity == "vertical_rate":
         return (values * np.cos(np.radians(s1_incidence))).assign_attrs(units="mm/yr")
@@ -214,18 +217,17 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
     return los_to_los(values, float(inc), s1_incidence).assign_attrs(units="mm/yr")
 
 
-def _apply_gacos(los: xr.DataArray, gacos: xr.DataArray, incidence: xr.DataArray,
-                 names: np.ndarray, report: ChainReport) -> tuple[xr.DataArray, np.ndarray]:
-    dates = set(pd.DatetimeIndex(gacos["date"].values))
-    ref = pd.DatetimeIndex(los["reference_date"].values)
-    sec = pd.DatetimeIndex(los["secondary_date"].values)
-    have = np.array([a in dates and b in dates for a, b in zip(ref, sec, strict=True)])
+def _apply_gacos(los: xr.DataArray, correction: xr.Dataset, names: np.ndarray,
+                 report: ChainReport) -> tuple[xr.DataArray, np.ndarray]:
+    """Add each pair's staged GACOS correction; leave out pairs without one (as LiCSBAS)."""
+    have = correction["has_gacos"].values.astype(bool)
     report.no_gacos_pairs = [str(n) for n in names[~have]]
     idx = np.flatnonzero(have)
-    los = los.isel(pair=idx)
-    z_ref = gacos.sel(date=xr.DataArray(ref[idx].to_numpy(), dims="pair")).drop_vars("date")
-    z_sec = gacos.sel(date=xr.DataArray(sec[idx].to_numpy(), dims="pair")).drop_vars("date")
-    corrected = los + gacos_los_correction_mm(z_ref, z_sec, incidence)
+    corr = correction["los_correction_mm"].isel(pair=idx).drop_vars("pair", errors="ignore")
+    corr = corr.assign_coords(pair=los["pair"].values[idx])
+    if los.chunks is not None:
+        corr = corr.chunk({"y": los.chunksizes["y"], "x": los.chunksizes["x"]})
+    corrected = los.isel(pair=idx) + corr
     report.gacos_applied = True
     return corrected.assign_attrs(los.attrs, gacos="applied"), idx
 
@@ -235,17 +237,20 @@ def _rate_of(disp: xr.DataArray) -> xr.DataArray:
 
 
 def _initial_model(sub: xr.DataArray, lband_sub: np.ndarray, options: Sentinel1Options,
-                   min_valid: int) -> tuple[str, dict]:
-    """The initial constraint whose rates rank the overlap most like the L-band map."""
+                   min_valid: int) -> tuple[str, dict, np.ndarray]:
+    """The initial constraint whose rates rank the overlap most like the L-band map.
+
+    Returns its name, every candidate's rank agreement, and its rates on the subsample.
+    """
     candidates = (INITIAL_MODELS if options.velocity_reference_initial == "auto"
                   else (options.velocity_reference_initial,))
-    scores = {}
+    scores, rates = {}, {}
     for model in candidates:
         spec = ConstraintSpec(model, options.gamma, options.period_yr)
-        rate = _rate_of(invert_nsbas(sub, spec, min_valid=min_valid)["displacement"]).values
-        scores[model] = rank_agreement(rate, lband_sub)
+        rates[model] = _rate_of(invert_nsbas(sub, spec, min_valid=min_valid)["displacement"]).values
+        scores[model] = rank_agreement(rates[model], lband_sub)
     best = max(scores, key=lambda m: -np.inf if np.isnan(scores[m]) else scores[m])
-    return best, scores
+    return best, scores, rates[best]
 
 
 @dataclass
@@ -287,15 +292,24 @@ def prepare_interferograms(inputs: ChainInputs, options: Sentinel1Options
     los = mask_incoherent(stack["los_mm"], stack["coherence"], thr)
     keep_idx = np.arange(stack.sizes["pair"])
     if options.gacos and inputs.gacos is not None:
-        los, keep_idx = _apply_gacos(los, inputs.gacos, stack["incidence_deg"], names, report)
+        los, keep_idx = _apply_gacos(los, inputs.gacos, names, report)
         if report.no_gacos_pairs:
             logger.warning("%d pairs have no GACOS delay for one of their dates and are left out",
                            len(report.no_gacos_pairs))
     names = names[keep_idx]
 
+    # One pass over the data for every statistic that needs all of it: coherence statistics
+    # (reference window) and a spatial subsample (loop closure, ramps, model choice).
+    step = max(1, int(np.ceil(max(stack.sizes["y"], stack.sizes["x"]) / SUBSAMPLE_TARGET)))
+    sub_sel = {"y": slice(None, None, step), "x": slice(None, None, step)}
+    coherent = stack["coherence"] >= thr
+    valid_fraction, mean_coh, sub = dask.compute(
+        coherent.mean("pair").data, stack["coherence"].mean("pair").data,
+        los.isel(**sub_sel))
+    valid_fraction = np.asarray(valid_fraction, dtype=float)
+    mean_coh = np.nan_to_num(np.asarray(mean_coh, dtype=float))
+
     # 1. Common reference area: a window of stable, most-often-coherent pixels.
-    valid_fraction = (stack["coherence"] >= thr).mean("pair").values.astype(float)
-    mean_coh = np.nan_to_num(stack["coherence"].mean("pair").values.astype(float))
     stable = _stable_mask(inputs.rasters, valid_fraction.shape, options.stable_max_ground_ice)
     report.stable_pixels = int(stable.sum())
     window = choose_reference_window(valid_fraction, mean_coh, stable, options.reference_window_px)
@@ -303,12 +317,11 @@ def prepare_interferograms(inputs: ChainInputs, options: Sentinel1Options
         "rows": [window[0].start, window[0].stop], "cols": [window[1].start, window[1].stop],
         "x": float(stack["x"][window[1]].mean()), "y": float(stack["y"][window[0]].mean()),
     }
-    los = apply_reference(los, _window_offsets(los, window))
+    offsets = _window_offsets(los, window)
+    los = apply_reference(los, offsets)
+    sub = apply_reference(sub, offsets)
 
-    # 2. Loop closure on a spatial subsample held in memory.
-    step = max(1, int(np.ceil(max(stack.sizes["y"], stack.sizes["x"]) / SUBSAMPLE_TARGET)))
-    sub_sel = {"y": slice(None, None, step), "x": slice(None, None, step)}
-    sub = los.isel(**sub_sel).compute()
+    # 2. Loop closure on the spatial subsample held in memory.
     network = Network.from_stack(los)
     qc = loop_closure(sub, network, wavelength, options.loop_closure_rms_rad)
     report.n_loops = int(len(qc.loops))
@@ -374,7 +387,7 @@ def run_sentinel1_chain(
     sub_sel = {"y": slice(None, None, step), "x": slice(None, None, step)}
 
     # 4. Velocity reference from the L-band rates by CDF matching.
-    v_ref = None
+    reference = None
     if options.velocity_reference != "none" and inputs.lband_rate is not None:
         # The L-band pairs were each referenced to their own point; put stable ground at zero,
         # as the Sentinel-1 pairs are (their reference window is stable ground).
@@ -385,11 +398,12 @@ def run_sentinel1_chain(
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
         lband = spatial_lowpass(lband, options.velocity_reference_smoothing_m / pixel)
         lband_sub = lband.isel(**sub_sel).values
-        model0, scores = _initial_model(sub, lband_sub, options, min_valid)
+        model0, scores, initial_sub = _initial_model(sub, lband_sub, options, min_valid)
         spec0 = ConstraintSpec(model0, options.gamma, options.period_yr)
-        initial = _rate_of(invert_nsbas(los, spec0, min_valid=min_valid)["displacement"]).compute()
-        mapping = fit_cdf_matching(initial, lband)
-        v_ref = mapping(initial).compute()
+        # The mapping only needs the two distributions: the subsample gives them. Each tile
+        # then computes its own initial rates and v_ref in the same pass as the inversion.
+        mapping = fit_cdf_matching(initial_sub, lband_sub)
+        reference = (spec0, mapping)
         report.velocity_reference = {
             "lband_stable_offset_mm_yr": round(lband_offset, 3),
             "initial_constraint": model0,
@@ -403,17 +417,16 @@ def run_sentinel1_chain(
                     "pixels", model0, mapping.n_overlap)
     elif options.velocity_reference != "none":
         logger.warning("no L-band rate map: inverting without a velocity reference")
+    referenced = reference is not None and options.constraint != "none"
     spec = ConstraintSpec(options.constraint, options.gamma, options.period_yr,
-                          velocity_reference=v_ref is not None)
+                          velocity_reference=referenced)
     report.constraint = {"model": spec.model, "gamma": spec.gamma, "period_yr": spec.period_yr,
-                         "velocity_reference": "alos2-cdf-matched" if v_ref is not None else "none"}
+                         "velocity_reference": "alos2-cdf-matched" if referenced else "none"}
 
     # 5. Inversion, stored before filtering: the filter's spatial window reaches into
     # neighbouring tiles, which must not be inverted again for it.
-    result = invert_nsbas(los, spec, v_ref, min_valid=min_valid)
-    if v_ref is not None:
-        result["velocity_reference"] = v_ref.astype(np.float32).assign_attrs(
-            units="mm/yr", long_name="CDF-matched L-band rate (velocity reference), S1 LOS")
+    result = invert_nsbas(los, spec, min_valid=min_valid,
+                          reference_from=reference if referenced else None)
     if out_dir is not None:
         write_zarr_by_tiles(result.chunk({"time": -1}), out_dir / "inversion.zarr")
         result = xr.open_zarr(out_dir / "inversion.zarr")
@@ -439,6 +452,7 @@ def run_sentinel1_chain(
             result = xr.open_zarr(out_dir / "timeseries.zarr")
         else:
             result = result.compute()
+    v_ref = result.get("velocity_reference")
     points = _comparison_points(los, result, v_ref, used, options, stack)
     products = _products(result, stack["incidence_deg"], options)
     products.attrs.update(_attrs(report, options))
@@ -612,9 +626,8 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
     r = xr.open_zarr(rasters).compute() if rasters is not None and rasters.exists() else None
     g = None
     if gacos is not None and gacos.exists():
-        g = xr.open_zarr(gacos)["ztd_m"].chunk({"date": 1, "y": options.chunk_px,
-                                                "x": options.chunk_px})
-        if g.sizes["date"] == 0:
+        g = xr.open_zarr(gacos)
+        if "los_correction_mm" not in g:
             g = None
     incidence = stack["incidence_deg"].compute()
     lband = None
@@ -630,8 +643,8 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
                                               options.velocity_reference_min_span_days,
                                               options.coherence_threshold, incidence, stable,
                                               options.ramp,
-                                              g.compute() if g is not None and options.gacos
-                                              else None).compute()
+                                              g["ztd_m"].compute() if g is not None
+                                              and options.gacos else None).compute()
     return ChainInputs(stack=stack, rasters=r, gacos=g, lband_rate=lband)
 
 
@@ -707,7 +720,8 @@ def sentinel1_from_products(
     gacos = None
     if gacos_dir is not None and options.gacos:
         dates = sorted({p.reference_date for p in products} | {p.secondary_date for p in products})
-        write_gacos_store(gacos_dir, dates, grid, work_dir / "gacos.zarr")
+        write_gacos_store(gacos_dir, dates, grid, work_dir / "gacos.zarr",
+                          work_dir / "sentinel1.zarr")
         gacos = work_dir / "gacos.zarr"
     inputs = open_chain_inputs(work_dir / "sentinel1.zarr", options, rasters, gacos,
                                lband_geotiff=lband_geotiff,

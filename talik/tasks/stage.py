@@ -14,6 +14,8 @@ Stores written (Zarr, one chunk per batch of pairs and spatial tile):
   ``reference_date``, ``secondary_date``, ``product``.
 * ``rasters.zarr``: ``elevation``, ``slope_deg``, ``ground_ice`` on the grid.
 * ``pairs.zarr``: sparse-sensor pairs as ``los_mm (pair, y, x)`` + ``coherence``.
+* ``gacos.zarr``: GACOS zenith delays of the Sentinel-1 and pair dates.
+* ``era5_basin_monthly.nc``: ERA5-Land monthly basin means (for the climate attribution).
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from rasterio.windows import Window
 
 from talik.config import AreaOfInterest
 from talik.errors import InputError
-from talik.science.interferogram import phase_to_los_mm, to_los_mm
+from talik.science.interferogram import gacos_los_correction_mm, phase_to_los_mm, to_los_mm
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
+from talik.tasks.readers.era5 import read_era5_land
 from talik.tasks.readers.gacos import find_gacos, read_gacos
 from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products
 from talik.tasks.readers.pairs import find_pairs, read_pair
@@ -51,6 +54,8 @@ __all__ = [
     "AnalysisGrid",
     "grid_from_products",
     "open_staged",
+    "basin_mean_climate",
+    "stage_climate",
     "stage_pairs",
     "stage_rasters",
     "stage_sentinel1",
@@ -247,22 +252,122 @@ def _baseline(product: Hyp3Product) -> float:
         return float("nan")
 
 
-def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Path) -> dict:
-    """GACOS zenith delays of the given dates, bilinearly resampled onto the grid (metres)."""
+class _GacosResampler:
+    """Bilinear resampling of GACOS lat/lon grids onto the analysis grid.
+
+    The fractional GACOS row/column of every analysis pixel is computed once per GACOS grid
+    geometry (all files of a request share one), so each date costs one interpolation.
+    """
+
+    def __init__(self, grid: AnalysisGrid) -> None:
+        self.grid = grid
+        ys, xs = grid.coords()
+        xx, yy = np.meshgrid(xs, ys)
+        to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+        self.lon, self.lat = to_ll.transform(xx, yy)
+        self._coords: dict = {}
+
+    def __call__(self, path: Path) -> np.ndarray:
+        ztd = read_gacos(path)
+        t = ztd.rio.transform()
+        ny, nx = ztd.shape
+        key = (tuple(t)[:6], ztd.shape)
+        if key not in self._coords:
+            col = (self.lon - t.c) / t.a - 0.5
+            row = (self.lat - t.f) / t.e - 0.5
+            inside = (row >= 0) & (row <= ny - 1) & (col >= 0) & (col <= nx - 1)
+            r0 = np.clip(np.floor(row).astype(np.int64), 0, max(ny - 2, 0))
+            c0 = np.clip(np.floor(col).astype(np.int64), 0, max(nx - 2, 0))
+            fr, fc = row - r0, col - c0
+            flat = (r0 * nx + c0).ravel()
+            weights = np.stack([((1 - fr) * (1 - fc)).ravel(), ((1 - fr) * fc).ravel(),
+                                (fr * (1 - fc)).ravel(), (fr * fc).ravel()])
+            self._coords[key] = (flat, weights, inside.ravel())
+        flat, w, inside = self._coords[key]
+        v = ztd.values.astype(np.float32).ravel()
+        nx1 = 1 if nx > 1 else 0
+        out = (v[flat] * w[0] + v[flat + nx1] * w[1] + v[flat + nx] * w[2]
+               + v[flat + nx + nx1] * w[3])
+        out = np.where(inside, out, np.nan)
+        return out.reshape(self.grid.height, self.grid.width).astype(np.float32)
+
+
+def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Path,
+                      s1_store: Path | None = None, chunk: int = 256) -> dict:
+    """GACOS zenith delays on the grid, and each Sentinel-1 pair's LOS correction.
+
+    ``ztd_m (date, y, x)``: zenith total delay (m), bilinearly resampled.
+    With ``s1_store``: ``los_correction_mm (pair, y, x)`` — the correction to *add* to each
+    pair's LOS displacement, ``(ZTD_sec − ZTD_ref)/cos θ`` in mm, stored with the pairs'
+    chunking so that applying it costs one addition; ``has_gacos (pair)`` says whether both
+    dates had a delay map. Dates are resampled once and kept only while pairs need them.
+    """
+    import dask.array as dsa
+
     files = find_gacos(gacos_dir)
     wanted = [pd.Timestamp(d).date() for d in dates]
     found = sorted({d for d in wanted if d in files})
+    position = {pd.Timestamp(d): i for i, d in enumerate(found)}
     ys, xs = grid.coords()
-    ztd = np.empty((len(found), grid.height, grid.width), np.float32)
-    for i, d in enumerate(found):
-        ztd[i] = _on_grid(read_gacos(files[d]), grid, Resampling.bilinear)
-    ds = xr.Dataset({"ztd_m": (("date", "y", "x"), ztd,
-                               {"units": "m", "long_name": "GACOS zenith total delay"})},
-                    coords={"date": pd.to_datetime(found), "y": ys, "x": xs},
-                    attrs=grid.to_attrs())
-    write_zarr(ds, out, mode="w")
-    return {"n_dates": len(found),
-            "missing": sorted({str(d) for d in wanted if d not in files})}
+    cy, cx = min(chunk, grid.height), min(chunk, grid.width)
+    variables = {"ztd_m": (("date", "y", "x"),
+                           dsa.zeros((len(found), grid.height, grid.width), np.float32,
+                                     chunks=(1, cy, cx)),
+                           {"units": "m", "long_name": "GACOS zenith total delay"})}
+    summary: dict = {"n_dates": len(found),
+                     "missing": sorted({str(d) for d in wanted if d not in files})}
+    pairs = None
+    if s1_store is not None and found:
+        with xr.open_zarr(s1_store) as s1:
+            ref = pd.DatetimeIndex(s1["reference_date"].values)
+            sec = pd.DatetimeIndex(s1["secondary_date"].values)
+            incidence = xr.DataArray(s1["incidence_deg"].values.astype(np.float32), dims=("y", "x"))
+            batch = int(s1["los_mm"].encoding.get("chunks", (32,))[0])
+        has = np.array([a in position and b in position for a, b in zip(ref, sec, strict=True)])
+        n = len(ref)
+        variables["los_correction_mm"] = (
+            ("pair", "y", "x"),
+            dsa.full((n, grid.height, grid.width), np.nan, np.float32, chunks=(batch, cy, cx)),
+            {"units": "mm", "long_name": "GACOS correction to add to the LOS displacement"})
+        variables["has_gacos"] = (("pair",), has)
+        pairs = (ref, sec, has, batch)
+        summary["pairs_without_gacos"] = int((~has).sum())
+    write_zarr(xr.Dataset(variables, coords={"date": pd.to_datetime(found), "y": ys, "x": xs},
+                          attrs=grid.to_attrs()), out, mode="w", compute=False)
+    cache: dict[pd.Timestamp, np.ndarray] = {}
+    done: set[pd.Timestamp] = set()
+    resample = _GacosResampler(grid)
+
+    def delay(day: pd.Timestamp) -> np.ndarray:
+        if day not in cache:
+            i = position[day]
+            cache[day] = resample(files[found[i]])
+            done.add(day)
+            write_zarr(xr.Dataset({"ztd_m": (("date", "y", "x"), cache[day][None])}), out,
+                       region={"date": slice(i, i + 1)})
+        return cache[day]
+
+    if pairs is not None:
+        ref, sec, has, batch = pairs
+        for start in range(0, len(ref), batch):
+            stop = min(start + batch, len(ref))
+            nan = np.full((grid.height, grid.width), np.nan, np.float32)
+            z_ref = np.stack([delay(ref[k]) if has[k] else nan for k in range(start, stop)])
+            z_sec = np.stack([delay(sec[k]) if has[k] else nan for k in range(start, stop)])
+            block = gacos_los_correction_mm(xr.DataArray(z_ref, dims=("pair", "y", "x")),
+                                            xr.DataArray(z_sec, dims=("pair", "y", "x")),
+                                            incidence).values.astype(np.float32)
+            write_zarr(xr.Dataset({"los_correction_mm": (("pair", "y", "x"), block)}), out,
+                       region={"pair": slice(start, stop)})
+            # Pairs are sorted by date: delays older than the next batch's first date are done.
+            if stop < len(ref):
+                for day in [d for d in cache if d < ref[stop]]:
+                    del cache[day]
+    for day in position:  # dates no pair used (e.g. other sensors' dates)
+        if day not in done:
+            delay(day)
+        cache.pop(day, None)
+    return summary
 
 
 def open_staged(path: str | Path, chunks: dict | None = None) -> xr.Dataset:
@@ -391,8 +496,42 @@ def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
                 for _, meta in find_pairs(pairs_dir):
                     dates |= {pd.Timestamp(meta.reference_date), pd.Timestamp(meta.secondary_date)}
             dates = sorted(dates)
-            summary = write_gacos_store(gacos_dir, dates, grid, sd.work / "gacos.zarr")
+            summary = write_gacos_store(gacos_dir, dates, grid, sd.work / "gacos.zarr",
+                                        Path(staged_s1.path) / "sentinel1.zarr")
             (sd.work / "summary.json").write_text(json.dumps(summary))
         elif sd.done and (sd.final / "summary.json").exists():
             summary = json.loads((sd.final / "summary.json").read_text())
     return StepOutput(step="stage-gacos", path=str(sd.final), digest=digest, summary=summary)
+
+
+def basin_mean_climate(era5_path: Path, bbox: tuple[float, float, float, float] | None
+                       ) -> xr.Dataset:
+    """Monthly ERA5-Land variables averaged over the grid cells inside ``bbox`` (all if None).
+
+    Cells are weighted by the cosine of their latitude (their area).
+    """
+    era5 = read_era5_land(era5_path)
+    if bbox is not None:
+        west, south, east, north = bbox
+        inside = era5.sel(latitude=slice(north, south), longitude=slice(west, east))
+        if inside.sizes["latitude"] and inside.sizes["longitude"]:
+            era5 = inside
+    weights = np.cos(np.radians(era5["latitude"]))
+    out = era5.weighted(weights).mean(("latitude", "longitude"))
+    for name in out.data_vars:
+        out[name].attrs = era5[name].attrs
+    out.attrs = {**era5.attrs, "aggregation": "monthly, area-weighted basin mean"}
+    return out
+
+
+@task(name="stage-climate", cache_policy=STEP_CACHE, persist_result=True)
+def stage_climate(manifest: InputSet, aoi: AreaOfInterest, work_dir: str) -> StepOutput:
+    """ERA5-Land → ``era5_basin_monthly.nc`` (basin means, talik names and units)."""
+    digest = digest_of("stage-climate", manifest.digest, aoi, code_digest())
+    era5 = manifest.location("era5")
+    with step_folder(work_dir, "stage-climate", digest) as sd:
+        if not sd.done and era5 is not None:
+            basin_mean_climate(era5, aoi.bbox).to_netcdf(sd.work / "era5_basin_monthly.nc")
+    present = (sd.final / "era5_basin_monthly.nc").exists()
+    return StepOutput(step="stage-climate", path=str(sd.final), digest=digest,
+                      summary={"era5": present})

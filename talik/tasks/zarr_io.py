@@ -25,9 +25,10 @@ def write_zarr_by_tiles(ds: xr.Dataset, path: str | Path, tiles_per_step: int | 
     memory grows with the image. Computing ``tiles_per_step`` tiles (default: two per CPU) of
     one row of chunks at a time keeps peak memory set by the tile size, whatever the image.
     """
-    if not {"y", "x"} <= set(ds.dims) or ds.chunks is None or not ds.chunks:
+    if not {"y", "x"} <= set(ds.dims) or not any(v.chunks for v in ds.variables.values()):
         write_zarr(ds, path, mode="w")
         return
+    ds = ds.unify_chunks()
     step = tiles_per_step or max(2, 2 * (os.cpu_count() or 1))
     write_zarr(ds, path, mode="w", compute=False)
     ys, xs = ds.chunks["y"], ds.chunks["x"]
