@@ -49,6 +49,7 @@ from talik.science.inversion import ConstraintSpec, invert_nsbas, solve_nsbas
 from talik.science.network import Network, components, loop_closure
 from talik.science.scaling import los_to_los, mean_annual_rate
 from talik.science.seasonal import linear_rate, seasonal_fit, thaw_season_deformation
+from talik.tasks.cluster import dask_cluster
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.raster import read_raster
@@ -666,7 +667,10 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
                 Path(staged_gacos.path) / "gacos.zarr" if staged_gacos else None,
                 Path(staged_pairs.path) / "pairs.zarr" if staged_pairs else None,
                 lband_platform=lband_platform)
-            products, report, points = run_sentinel1_chain(inputs, options, sd.work)
+            with dask_cluster() as address:
+                if address:
+                    logger.info("computing on the Dask cluster at %s", address)
+                products, report, points = run_sentinel1_chain(inputs, options, sd.work)
             grid = AnalysisGrid.from_attrs(inputs.stack.attrs)
             write_cf_netcdf(products, grid, sd.work / "sentinel1.nc", title)
             points.to_netcdf(sd.work / "points.nc")
