@@ -381,7 +381,10 @@ def run_sentinel1_chain(
     computed in memory (small stacks, notebooks, tests).
     """
     logger = step_logger()
-    prepared = prepare_interferograms(inputs, options)
+    # Selecting pairs out of a (pair, y, x) stack makes dask split the spatial chunks to keep
+    # chunk sizes down; the tiles must stay whole (one inversion per tile, regular Zarr chunks).
+    with dask.config.set({"array.slicing.split_large_chunks": False}):
+        prepared = prepare_interferograms(inputs, options)
     los, sub, step, used = prepared.los, prepared.subsample, prepared.step, prepared.network
     stable, report, min_valid = prepared.stable, prepared.report, prepared.min_valid
     stack = inputs.stack

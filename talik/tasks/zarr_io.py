@@ -17,6 +17,15 @@ def write_zarr(ds: xr.Dataset, path: str | Path, **kwargs) -> None:
     ds.to_zarr(path, zarr_format=2, **kwargs)
 
 
+def _regular_chunks(ds: xr.Dataset) -> xr.Dataset:
+    """Rechunk dimensions whose chunks Zarr cannot store (all equal but a smaller last one)."""
+    fix = {}
+    for dim, sizes in ds.chunks.items():
+        if len(sizes) > 1 and (len(set(sizes[:-1])) > 1 or sizes[-1] > sizes[0]):
+            fix[dim] = max(sizes)
+    return ds.chunk(fix) if fix else ds
+
+
 def write_zarr_by_tiles(ds: xr.Dataset, path: str | Path, tiles_per_step: int | None = None
                         ) -> None:
     """Write a dask-backed ``(…, y, x)`` dataset a few spatial tiles at a time.
@@ -28,7 +37,7 @@ def write_zarr_by_tiles(ds: xr.Dataset, path: str | Path, tiles_per_step: int | 
     if not {"y", "x"} <= set(ds.dims) or not any(v.chunks for v in ds.variables.values()):
         write_zarr(ds, path, mode="w")
         return
-    ds = ds.unify_chunks()
+    ds = _regular_chunks(ds.unify_chunks())
     step = tiles_per_step or max(2, 2 * (os.cpu_count() or 1))
     write_zarr(ds, path, mode="w", compute=False)
     ys, xs = ds.chunks["y"], ds.chunks["x"]
