@@ -147,17 +147,34 @@ def fit_ramps(los: xr.DataArray, stable: xr.DataArray, kind: RampKind) -> xr.Dat
 
 
 def remove_ramps(los: xr.DataArray, coefs: xr.DataArray) -> xr.DataArray:
-    """Subtract the fitted ramps (the constant term included) from every pair."""
+    """Subtract the fitted ramps (the constant term included) from every pair.
+
+    Works tile by tile on a dask-backed ``los`` (each block evaluates its own part of the
+    ramps), so the chunks of the stack are kept as they are.
+    """
     kind = coefs.attrs.get("kind", "none")
     if kind == "none":
         return los
-    yy, xx = xr.broadcast(los["y"] - coefs.attrs["y_centre"], los["x"] - coefs.attrs["x_centre"])
-    design = ramp_design(yy.values, xx.values, kind)  # (y, x, k)
-    columns = xr.DataArray(design, dims=(*yy.dims, "coef"), coords={"y": los["y"], "x": los["x"]})
-    if los.chunks is not None:  # keep the ramp lazy, tile by tile, like the stack
-        columns = columns.chunk({d: los.chunksizes[d] for d in ("y", "x")})
-    ramp = xr.dot(columns, coefs.fillna(0.0), dim="coef")
-    return (los - ramp).assign_attrs(los.attrs)
+    order = ("pair", "y", "x")
+    stack = los.transpose(*order)
+    y = stack["y"].values - coefs.attrs["y_centre"]
+    x = stack["x"].values - coefs.attrs["x_centre"]
+    c = coefs.sel(pair=stack["pair"]).fillna(0.0).values  # (pair, k)
+
+    def subtract(block: np.ndarray, location: tuple[tuple[int, int], ...]) -> np.ndarray:
+        (p0, p1), (y0, y1), (x0, x1) = location
+        yy, xx = np.meshgrid(y[y0:y1], x[x0:x1], indexing="ij")
+        ramp = c[p0:p1] @ ramp_design(yy.ravel(), xx.ravel(), kind).T
+        return block - ramp.reshape(block.shape).astype(block.dtype, copy=False)
+
+    if stack.chunks is None:
+        data = subtract(stack.values, tuple((0, n) for n in stack.shape))
+    else:
+        data = stack.data.map_blocks(
+            lambda b, block_info=None: subtract(b, block_info[0]["array-location"]),
+            dtype=stack.dtype)
+    out = stack.copy(data=data).transpose(*los.dims)
+    return out.assign_attrs(los.attrs)
 
 
 def gacos_los_correction_mm(

@@ -227,7 +227,7 @@ def _apply_gacos(los: xr.DataArray, correction: xr.Dataset, names: np.ndarray,
     corr = correction["los_correction_mm"].isel(pair=idx).drop_vars("pair", errors="ignore")
     corr = corr.assign_coords(pair=los["pair"].values[idx])
     if los.chunks is not None:
-        corr = corr.chunk({"y": los.chunksizes["y"], "x": los.chunksizes["x"]})
+        corr = corr.chunk({"pair": -1, "y": los.chunksizes["y"], "x": los.chunksizes["x"]})
     corrected = los.isel(pair=idx) + corr
     report.gacos_applied = True
     return corrected.assign_attrs(los.attrs, gacos="applied"), idx
@@ -630,7 +630,7 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
     r = xr.open_zarr(rasters).compute() if rasters is not None and rasters.exists() else None
     g = None
     if gacos is not None and gacos.exists():
-        g = xr.open_zarr(gacos)
+        g = xr.open_zarr(gacos, chunks={"pair": -1})
         if "los_correction_mm" not in g:
             g = None
     incidence = stack["incidence_deg"].compute()
