@@ -80,6 +80,24 @@ def test_ramp_is_fitted_on_stable_ground_and_subtracted():
     assert np.abs((los + (los - clean))[0] - bowl).max() > 5.0
 
 
+def test_ramp_removal_on_tiles_equals_in_memory_and_keeps_the_tiles():
+    yy, xx = np.meshgrid(Y - Y.mean(), X - X.mean(), indexing="ij")
+    rng = np.random.default_rng(3)
+    pairs = np.stack([k * (1.0 + 1e-3 * xx - 2e-3 * yy) + rng.normal(size=yy.shape)
+                      for k in range(1, 6)])
+    los = xr.DataArray(pairs, dims=("pair", "y", "x"),
+                       coords={"pair": [f"p{k}" for k in range(5)], "y": Y, "x": X})
+    coefs = fit_ramps(los, _grid(np.ones(yy.shape, bool)), "quadratic")
+    whole = remove_ramps(los, coefs)
+    tiled = remove_ramps(los.chunk({"pair": -1, "y": 16, "x": 16}), coefs)
+    assert tiled.chunks == ((5,), (16, 16, 8), (16, 16, 16, 2))
+    np.testing.assert_allclose(tiled.values, whole.values, atol=1e-9)
+    # Dimension order does not matter.
+    np.testing.assert_allclose(remove_ramps(los.transpose("y", "x", "pair"), coefs)
+                               .transpose("pair", "y", "x").values, whole.values, atol=1e-9)
+    assert float(np.abs(whole).mean()) < 1.0  # the ramps (up to ±10 mm) are gone
+
+
 def test_gacos_correction_removes_a_delay_increase():
     inc = _grid(np.full((40, 50), 39.47))
     yy, _ = np.meshgrid(np.arange(40), np.arange(50), indexing="ij")
@@ -141,3 +159,47 @@ def test_rate_and_thaw_season_on_an_analytic_series():
     assert list(thaw["year"].values) == [2018, 2019, 2020, 2021]
     np.testing.assert_allclose(thaw.values, -30.0, atol=1.5)  # 6-day sampling of the kinks
     assert thaw.values.max() < 0  # thaw-season subsidence is negative
+
+
+def test_spatial_lowpass_layers_match_one_by_one_in_both_precisions():
+    from talik.science.filtering import spatial_lowpass
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(4, 40, 50))
+    data[:, 5:9, 10:20] = np.nan  # the same hole in every layer (a time series)
+    stack = xr.DataArray(data, dims=("time", "y", "x"), coords={"y": Y, "x": X})
+    together = spatial_lowpass(stack, 2.5).values
+    one_by_one = np.stack([spatial_lowpass(stack[i], 2.5).values for i in range(4)])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-12)
+    assert np.isnan(together[:, 5:9, 10:20]).all()
+    single = spatial_lowpass(stack.astype(np.float32).chunk({"y": 16, "x": 16}), 2.5)
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single.values, together, atol=1e-5)
+    data[2, 30, 30] = np.nan  # different holes per layer: the general path
+    mixed = spatial_lowpass(stack.copy(data=data), 2.5).values
+    np.testing.assert_allclose(mixed[2], spatial_lowpass(stack.copy(data=data)[2], 2.5).values,
+                               atol=1e-12)
+
+
+def test_fused_filter_equals_detrend_then_temporal_then_spatial_steps():
+    """The one-matrix filter is the paper's recipe, step by step, also across dask tiles."""
+    from talik.science.filtering import spatial_lowpass, temporal_lowpass
+    from talik.science.seasonal import detrend
+
+    rng = np.random.default_rng(7)
+    times = pd.DatetimeIndex(np.sort(rng.choice(pd.date_range("2017-05-01", periods=900),
+                                                70, replace=False)))
+    data = rng.normal(0, 3, (70, 40, 50)).cumsum(axis=0)
+    data[:, 12:15, 20:31] = np.nan  # pixels never inverted
+    disp = xr.DataArray(data, dims=("time", "y", "x"), coords={"time": times, "y": Y, "x": X})
+    detrended = detrend(disp, linear_rate(disp))
+    expected_screen = spatial_lowpass(detrended - temporal_lowpass(detrended, 30.0), 2.0)
+    expected_screen = expected_screen.where(np.isfinite(disp))
+    filtered, screen = atmospheric_filter(disp, 30.0, 160.0, 80.0)
+    np.testing.assert_allclose(screen.values, expected_screen.values, atol=1e-9)
+    np.testing.assert_allclose(filtered.values, (disp - expected_screen).values, atol=1e-9)
+    tiled, _ = atmospheric_filter(disp.chunk({"time": -1, "y": 16, "x": 16}), 30.0, 160.0, 80.0)
+    np.testing.assert_allclose(tiled.values, filtered.values, atol=1e-9)
+    swapped, _ = atmospheric_filter(disp.transpose("y", "x", "time"), 30.0, 160.0, 80.0)
+    assert swapped.dims == ("y", "x", "time")
+    np.testing.assert_allclose(swapped.transpose(*disp.dims).values, filtered.values, atol=1e-9)

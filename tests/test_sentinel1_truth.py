@@ -116,6 +116,17 @@ def test_fig3c_points_compare_constraint_models(runs):
     assert float(fastest.sel(model="linear")[-1]) < float(fastest.sel(model="linear_periodic_vref")[-1]) - 50
 
 
+def test_preparation_keeps_spatial_tiles_whole(science_world):
+    """Masking, GACOS, pair selection and ramps must not split the tiles the inversion runs on."""
+    cfg, staged = science_world
+    options = cfg.sentinel1.model_copy(update={"chunk_px": 32})
+    inputs = _inputs(cfg, staged, options)
+    prepared = prepare_interferograms(inputs, options)
+    los = prepared.los.transpose("pair", "y", "x")
+    assert los.chunks[0] == (los.sizes["pair"],)
+    assert los.chunks[1:] == inputs.stack["los_mm"].transpose("pair", "y", "x").chunks[1:]
+
+
 def test_solution_inside_connected_parts_does_not_depend_on_gamma(science_world):
     cfg, staged = science_world
     prepared = prepare_interferograms(_inputs(cfg, staged, cfg.sentinel1), cfg.sentinel1)

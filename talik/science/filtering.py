@@ -12,9 +12,7 @@ import numpy as np
 import xarray as xr
 from scipy.ndimage import gaussian_filter
 
-from talik.science.seasonal import detrend, linear_rate
-
-__all__ = ["atmospheric_filter", "temporal_lowpass", "spatial_lowpass"]
+__all__ = ["atmospheric_filter", "highpass_operator", "spatial_lowpass", "temporal_lowpass"]
 
 
 def _temporal_weights(days: np.ndarray, sigma_days: float) -> np.ndarray:
@@ -30,25 +28,41 @@ def temporal_lowpass(displacement: xr.DataArray, sigma_days: float) -> xr.DataAr
     the series and of winter gaps the window is one-sided.
     """
     days = ((displacement["time"] - displacement["time"][0]) / np.timedelta64(1, "D")).values
-    weights_t = _temporal_weights(days.astype(np.float64), sigma_days).T.copy()
+    dtype = _float(displacement.dtype)
+    weights_t = _temporal_weights(days.astype(np.float64), sigma_days).T.astype(dtype)
 
     def smooth(block: np.ndarray) -> np.ndarray:  # (..., time) @ Wᵀ, a BLAS matmul
         return block @ weights_t
 
     out = xr.apply_ufunc(smooth, displacement, input_core_dims=[["time"]],
                          output_core_dims=[["time"]], dask="parallelized",
-                         output_dtypes=[np.float64], keep_attrs=True)
+                         output_dtypes=[dtype], keep_attrs=True)
     return out.transpose(*displacement.dims)
 
 
 def _nan_gaussian(block: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian low-pass of the last two axes that ignores NaNs (normalised convolution)."""
+    """Gaussian low-pass of the last two axes that ignores NaNs (normalised convolution).
+
+    Computes in the block's precision (float32 stays float32). When every layer has the same
+    valid pixels (a time series: a pixel is inverted at all dates or at none), the weights are
+    filtered once instead of once per layer.
+    """
+    dtype = block.dtype if block.dtype in (np.float32, np.float64) else np.float64
     valid = np.isfinite(block)
     sig = (0,) * (block.ndim - 2) + (sigma, sigma)
-    num = gaussian_filter(np.where(valid, block, 0.0), sig, mode="nearest")
-    den = gaussian_filter(valid.astype(np.float64), sig, mode="nearest")
+    num = gaussian_filter(np.where(valid, block, 0).astype(dtype, copy=False), sig,
+                          mode="nearest")
+    first = valid[(0,) * (block.ndim - 2)]
+    if block.ndim > 2 and (valid == first).all():
+        den = gaussian_filter(first.astype(dtype), (sigma, sigma), mode="nearest")
+    else:
+        den = gaussian_filter(valid.astype(dtype), sig, mode="nearest")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(valid & (den > 1e-6), num / den, np.nan)
+        return np.where(valid & (den > 1e-6), num / den, np.nan).astype(dtype, copy=False)
+
+
+def _float(dtype: np.dtype) -> type:
+    return np.float32 if dtype == np.float32 else np.float64
 
 
 def spatial_lowpass(field: xr.DataArray, sigma_px: float) -> xr.DataArray:
@@ -60,10 +74,32 @@ def spatial_lowpass(field: xr.DataArray, sigma_px: float) -> xr.DataArray:
     if hasattr(data, "map_overlap"):
         axes = {data.ndim - 2: depth, data.ndim - 1: depth}
         out = data.map_overlap(_nan_gaussian, depth=axes, boundary="none", sigma=sigma_px,
-                               dtype=np.float64)
+                               dtype=_float(data.dtype))
     else:
-        out = _nan_gaussian(np.asarray(data, dtype=np.float64), sigma_px)
+        out = _nan_gaussian(np.asarray(data, dtype=_float(data.dtype)), sigma_px)
     return field.transpose(..., "y", "x").copy(data=out).transpose(*field.dims)
+
+
+def highpass_operator(days: np.ndarray, sigma_days: float) -> np.ndarray:
+    """``(time, time)`` matrix taking a series to its detrended temporal high-pass.
+
+    The high-pass of ``d − rate·t`` (``rate`` the least-squares slope of ``d``) is linear in
+    ``d``: ``(I − W)(I − t sᵀ) d`` with ``W`` the Gaussian low-pass weights and ``s`` the
+    slope weights (the intercept drops out because each row of ``W`` sums to one). One
+    matrix product per tile replaces a rate fit, a detrend and a smoothing pass.
+    """
+    days = np.asarray(days, dtype=np.float64)
+    t = days / 365.25
+    slope = np.linalg.pinv(np.stack([np.ones_like(t), t], axis=1))[1]  # rate = slope · d
+    eye = np.eye(days.size)
+    return (eye - _temporal_weights(days, sigma_days)) @ (eye - np.outer(t, slope))
+
+
+def _screen_block(block: np.ndarray, operator: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``(time, ny, nx)`` series → their atmospheric screen (same shape)."""
+    n = block.shape[0]
+    highpass = (operator @ block.reshape(n, -1)).reshape(block.shape)
+    return _nan_gaussian(highpass, sigma_px)
 
 
 def atmospheric_filter(
@@ -74,12 +110,25 @@ def atmospheric_filter(
 
     ``screen = lowpass_space(d − lowpass_time(d))`` with ``d`` the series minus its linear
     trend: removing the trend first keeps the one-sided averages at the ends of the series from
-    leaking the trend into the screen (which would change the rate).
+    leaking the trend into the screen (which would change the rate). Series must be complete or
+    all NaN (as NSBAS returns them); on dask arrays, ``time`` must be one chunk and each tile
+    is filtered with a margin of its neighbours' pixels (4 σ), reading them once.
     """
-    detrended = detrend(displacement, linear_rate(displacement))
-    highpass = detrended - temporal_lowpass(detrended, temporal_sigma_days)
-    screen = spatial_lowpass(highpass, spatial_sigma_m / pixel_m)
-    screen = screen.where(np.isfinite(displacement))
+    dims = displacement.dims
+    series = displacement.transpose("time", ..., "y", "x")
+    dtype = _float(series.dtype)
+    days = ((series["time"] - series["time"][0]) / np.timedelta64(1, "D")).values
+    operator = highpass_operator(days, temporal_sigma_days).astype(dtype)
+    sigma_px = spatial_sigma_m / pixel_m
+    data = series.data
+    if hasattr(data, "map_overlap"):
+        depth = int(np.ceil(4 * sigma_px))
+        screen = data.astype(dtype).map_overlap(
+            _screen_block, depth={data.ndim - 2: depth, data.ndim - 1: depth},
+            boundary="none", operator=operator, sigma_px=sigma_px, dtype=dtype)
+    else:
+        screen = _screen_block(np.asarray(data, dtype=dtype), operator, sigma_px)
+    screen = series.copy(data=screen).where(np.isfinite(series)).transpose(*dims)
     filtered = (displacement - screen).assign_attrs(displacement.attrs,
                                                     atmospheric_filter="temporal high-pass, "
                                                     "spatial low-pass screen removed")

@@ -283,7 +283,16 @@ class PreparedInterferograms:
 
 def prepare_interferograms(inputs: ChainInputs, options: Sentinel1Options
                            ) -> PreparedInterferograms:
-    """Steps 1–4 of the chain: mask, GACOS, common reference, loop closure, ramps."""
+    """Steps 1–4 of the chain: mask, GACOS, common reference, loop closure, ramps.
+
+    The spatial tiles of the stack are kept whole (one inversion per tile, regular Zarr
+    chunks): selecting pairs would otherwise let dask split them to bound chunk sizes.
+    """
+    with dask.config.set({"array.slicing.split_large_chunks": False}):
+        return _prepare(inputs, options)
+
+
+def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterferograms:
     logger = step_logger()
     report = ChainReport()
     stack = inputs.stack
@@ -381,10 +390,7 @@ def run_sentinel1_chain(
     computed in memory (small stacks, notebooks, tests).
     """
     logger = step_logger()
-    # Selecting pairs out of a (pair, y, x) stack makes dask split the spatial chunks to keep
-    # chunk sizes down; the tiles must stay whole (one inversion per tile, regular Zarr chunks).
-    with dask.config.set({"array.slicing.split_large_chunks": False}):
-        prepared = prepare_interferograms(inputs, options)
+    prepared = prepare_interferograms(inputs, options)
     los, sub, step, used = prepared.los, prepared.subsample, prepared.step, prepared.network
     stable, report, min_valid = prepared.stable, prepared.report, prepared.min_valid
     stack = inputs.stack
@@ -447,15 +453,16 @@ def run_sentinel1_chain(
                                                          else np.diff(days).mean())
         filtered, screen = atmospheric_filter(result["displacement"], sigma_t,
                                               options.filter_spatial_m, pixel)
-        filtered = filtered - filtered.isel(time=0)  # still relative to the first date
-        result = result.assign(displacement_unfiltered=result["displacement"],
-                               displacement=filtered.astype(np.float32))
-        result.attrs["filter_temporal_sigma_days"] = sigma_t
-        if out_dir is not None:
-            write_zarr_by_tiles(result.chunk({"time": -1}), out_dir / "timeseries.zarr")
-            result = xr.open_zarr(out_dir / "timeseries.zarr")
+        filtered = (filtered - filtered.isel(time=0)).astype(np.float32)  # from the first date
+        if out_dir is not None:  # only the filtered series is new: the rest stays where it is
+            write_zarr_by_tiles(filtered.to_dataset(name="displacement").chunk({"time": -1}),
+                                out_dir / "timeseries.zarr")
+            filtered = xr.open_zarr(out_dir / "timeseries.zarr")["displacement"]
         else:
-            result = result.compute()
+            filtered = filtered.compute()
+        result = result.assign(displacement_unfiltered=result["displacement"],
+                               displacement=filtered)
+        result.attrs["filter_temporal_sigma_days"] = sigma_t
     v_ref = result.get("velocity_reference")
     points = _comparison_points(los, result, v_ref, used, options, stack)
     products = _products(result, stack["incidence_deg"], options)
@@ -514,14 +521,14 @@ def _comparison_points(los: xr.DataArray, result: xr.Dataset, v_ref: xr.DataArra
 
 def _products(ts: xr.Dataset, incidence: xr.DataArray, options: Sentinel1Options) -> xr.Dataset:
     disp = ts["displacement"]
-    rate = linear_rate(disp).compute()
+    rate = linear_rate(disp)
     seasonal_src = disp
     if options.seasonal_products_from == "unfiltered" and "displacement_unfiltered" in ts:
         seasonal_src = ts["displacement_unfiltered"]
-    thaw = thaw_season_deformation(seasonal_src, options.thaw_onset, options.thaw_end,
-                                   rate).compute()
-    seasonal = seasonal_fit(seasonal_src, options.period_yr).compute()
-    inc = incidence.compute()
+    thaw = thaw_season_deformation(seasonal_src, options.thaw_onset, options.thaw_end, rate)
+    seasonal = seasonal_fit(seasonal_src, options.period_yr)
+    # One pass over the series for all three maps (each tile is read once).
+    rate, thaw, seasonal, inc = dask.compute(rate, thaw, seasonal, incidence)
     out = xr.Dataset(
         {
             "displacement": disp.assign_attrs(
@@ -589,6 +596,9 @@ def constraint_comparison(los_points: np.ndarray, network: Network, options: Sen
     return out
 
 
+NETCDF_TIME_CHUNK = 16  # dates per NetCDF chunk of a (time, y, x) variable
+
+
 def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title: str) -> None:
     """Write the products as CF-1.8 NetCDF with the grid's CRS."""
     ds = products.copy()
@@ -614,8 +624,24 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
                    "Doin et al. 2011 (NSBAS)",
         sign_convention="LOS displacement positive toward the satellite; vertical positive up",
     )
-    encoding = {name: {"zlib": True, "complevel": 4} for name in ds.data_vars
-                if ds[name].dtype.kind == "f"}
+    encoding = {}
+    for name in ds.data_vars:
+        var = ds[name]
+        if var.dtype.kind != "f":
+            continue
+        # NetCDF chunks that tile the dask chunks exactly: each dask block fills whole NetCDF
+        # chunks, so nothing is decompressed and rewritten while writing (which made the
+        # library's default chunking ten times slower), and a map or a tile reads few chunks.
+        dask_chunks = dict(zip(var.dims, var.chunks, strict=True)) if var.chunks else {}
+        sizes = tuple(min(NETCDF_TIME_CHUNK, n) if dim not in ("y", "x")
+                      else (dask_chunks[dim][0] if dim in dask_chunks else n)
+                      for dim, n in zip(var.dims, var.shape, strict=True))
+        encoding[name] = {"zlib": True, "complevel": 1, "shuffle": True,
+                          "chunksizes": sizes} if var.ndim else {"zlib": False}
+        if var.ndim and var.attrs.get("units") in ("mm", "mm/yr"):
+            # Keep 0.001 mm (far below InSAR's millimetre noise): the noise bits that make
+            # float32 incompressible are dropped; netCDF4 records it in an attribute.
+            encoding[name]["least_significant_digit"] = 3
     ds.to_netcdf(path, encoding=encoding, engine="netcdf4")
 
 
