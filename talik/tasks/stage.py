@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,10 +233,15 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
         stop = min(start + batch, n)
         los = np.empty((stop - start, grid.height, grid.width), np.float32)
         coh = np.empty_like(los)
-        for i, p in enumerate(products[start:stop]):
+
+        def read(i: int, p: Hyp3Product, los=los, coh=coh) -> None:
             phase = xr.DataArray(read_on_grid(p.layers["unw_phase"], grid, Resampling.nearest))
             los[i] = phase_to_los_mm(phase, wavelength_m).values
             coh[i] = read_on_grid(p.layers["corr"], grid, Resampling.nearest)
+
+        # GDAL decompresses and warps outside the GIL: one reader thread per core.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(read, range(stop - start), products[start:stop]))
         part = xr.Dataset(
             {"los_mm": (("pair", "y", "x"), los), "coherence": (("pair", "y", "x"), coh)},
             coords={"pair": pair[start:stop]},
