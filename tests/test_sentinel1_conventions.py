@@ -203,3 +203,32 @@ def test_fused_filter_equals_detrend_then_temporal_then_spatial_steps():
     swapped, _ = atmospheric_filter(disp.transpose("y", "x", "time"), 30.0, 160.0, 80.0)
     assert swapped.dims == ("y", "x", "time")
     np.testing.assert_allclose(swapped.transpose(*disp.dims).values, filtered.values, atol=1e-9)
+
+
+def test_gacos_applied_per_tile_equals_the_pairwise_correction():
+    """Corrections formed inside dask tiles from per-date delays = the formula pair by pair."""
+    from talik.tasks.sentinel1 import ChainReport, _apply_gacos
+
+    rng = np.random.default_rng(11)
+    n_dates, ref, sec = 5, np.array([0, 0, 1, 2, 3, 1]), np.array([1, 2, 2, 3, 4, 4])
+    ztd = rng.normal(2.3, 0.02, (n_dates, 40, 50))
+    inc = _grid(np.linspace(30, 45, 50)[None, :].repeat(40, 0))
+    los = xr.DataArray(rng.normal(size=(6, 40, 50)).astype(np.float32), dims=("pair", "y", "x"),
+                       coords={"pair": np.arange(6), "y": Y, "x": X})
+    has = np.array([True, True, True, False, True, True])  # pair 3 misses a date's map
+    gacos = xr.Dataset({
+        "ztd_m": (("date", "y", "x"), ztd),
+        "gacos_reference_index": ("pair", np.where(has, ref, -1)),
+        "gacos_secondary_index": ("pair", sec),
+        "has_gacos": ("pair", has),
+    })
+    names = np.array([f"p{i}" for i in range(6)])
+    expected = np.stack([los.values[p] + gacos_los_correction_mm(ztd[ref[p]], ztd[sec[p]],
+                                                                 inc.values)
+                         for p in np.flatnonzero(has)])
+    for stack in (los, los.chunk({"pair": -1, "y": 16, "x": 16})):
+        report = ChainReport()
+        out, kept = _apply_gacos(stack, gacos, inc, names, report)
+        np.testing.assert_array_equal(kept, np.flatnonzero(has))
+        assert report.no_gacos_pairs == ["p3"]
+        np.testing.assert_allclose(out.values, expected, rtol=1e-6, atol=1e-4)

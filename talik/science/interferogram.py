@@ -177,17 +177,18 @@ def remove_ramps(los: xr.DataArray, coefs: xr.DataArray) -> xr.DataArray:
     return out.assign_attrs(los.attrs)
 
 
-def gacos_los_correction_mm(
-    ztd_reference_m: xr.DataArray, ztd_secondary_m: xr.DataArray, incidence_deg: xr.DataArray
-) -> xr.DataArray:
+def gacos_los_correction_mm(ztd_reference_m, ztd_secondary_m, incidence_deg):
     """Correction to **add** to LOS displacement (mm, positive toward) for tropospheric delay.
 
     A delay increase between the two dates lengthens the path, which looks like motion away
     from the satellite (negative displacement); adding ``(ZTD_sec − ZTD_ref)/cos θ`` undoes it.
     Only the differences matter: a constant offset disappears when the pair is referenced.
+    Delays in metres; numpy arrays or DataArrays (which come back with ``units = "mm"``).
     """
-    slant = (ztd_secondary_m - ztd_reference_m) / np.cos(np.radians(incidence_deg))
-    return (slant * 1000.0).assign_attrs(units="mm")
+    slant_mm = (ztd_secondary_m - ztd_reference_m) * (1000.0 / np.cos(np.radians(incidence_deg)))
+    if isinstance(slant_mm, xr.DataArray):
+        return slant_mm.assign_attrs(units="mm")
+    return slant_mm
 
 
 def los_to_vertical(los: xr.DataArray, incidence_deg: xr.DataArray) -> xr.DataArray:

@@ -85,8 +85,8 @@ class ChainInputs:
     rasters
         ``ground_ice`` (stable-ground mask), ``elevation``, ``slope_deg`` (in memory).
     gacos
-        The staged GACOS store: ``los_correction_mm (pair, y, x)`` and ``has_gacos (pair)``
-        for the stack's pairs, and ``ztd_m (date, y, x)`` zenith delays (m) for other sensors.
+        The staged GACOS store: ``ztd_m (date, y, x)`` zenith delays (m), and for the stack's
+        pairs ``gacos_reference_index``/``gacos_secondary_index``/``has_gacos (pair)``.
     lband_rate
         L-band annual rate already expressed in Sentinel-1 LOS (mm/yr, + toward), NaN where
         not covered.
@@ -218,17 +218,37 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
     return los_to_los(values, float(inc), s1_incidence).assign_attrs(units="mm/yr")
 
 
-def _apply_gacos(los: xr.DataArray, correction: xr.Dataset, names: np.ndarray,
-                 report: ChainReport) -> tuple[xr.DataArray, np.ndarray]:
-    """Add each pair's staged GACOS correction; leave out pairs without one (as LiCSBAS)."""
-    have = correction["has_gacos"].values.astype(bool)
+def _apply_gacos(los: xr.DataArray, gacos: xr.Dataset, incidence: xr.DataArray,
+                 names: np.ndarray, report: ChainReport) -> tuple[xr.DataArray, np.ndarray]:
+    """Add each pair's GACOS correction; leave out pairs without one (as LiCSBAS).
+
+    The correction ``(ZTD_sec − ZTD_ref)/cos θ`` (mm, see ``gacos_los_correction_mm``) is
+    formed inside each tile from the tile's delay maps, one per date.
+    """
+    have = gacos["has_gacos"].values.astype(bool)
     report.no_gacos_pairs = [str(n) for n in names[~have]]
     idx = np.flatnonzero(have)
-    corr = correction["los_correction_mm"].isel(pair=idx).drop_vars("pair", errors="ignore")
-    corr = corr.assign_coords(pair=los["pair"].values[idx])
-    if los.chunks is not None:
-        corr = corr.chunk({"pair": -1, "y": los.chunksizes["y"], "x": los.chunksizes["x"]})
-    corrected = los.isel(pair=idx) + corr
+    ref_i = gacos["gacos_reference_index"].values[idx]
+    sec_i = gacos["gacos_secondary_index"].values[idx]
+    stack = los.isel(pair=idx).transpose("pair", "y", "x")
+    ztd = gacos["ztd_m"].transpose("date", "y", "x")
+    inc = incidence.transpose("y", "x").astype(np.float64)
+
+    def add(block: np.ndarray, delays: np.ndarray, inc_block: np.ndarray) -> np.ndarray:
+        slant_mm = gacos_los_correction_mm(delays[ref_i], delays[sec_i], inc_block)
+        return block + slant_mm.astype(block.dtype, copy=False)
+
+    if stack.chunks is not None:
+        import dask.array as dsa
+
+        tiles = {"y": stack.chunksizes["y"], "x": stack.chunksizes["x"]}
+        data = dsa.blockwise(add, "pyx", stack.data, "pyx",
+                             ztd.chunk({"date": -1, **tiles}).data, "dyx",
+                             inc.chunk(tiles).data, "yx",
+                             dtype=stack.dtype, concatenate=True)
+    else:
+        data = add(stack.values, ztd.values, inc.values)
+    corrected = stack.copy(data=data).transpose(*los.dims)
     report.gacos_applied = True
     return corrected.assign_attrs(los.attrs, gacos="applied"), idx
 
@@ -302,7 +322,8 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     los = mask_incoherent(stack["los_mm"], stack["coherence"], thr)
     keep_idx = np.arange(stack.sizes["pair"])
     if options.gacos and inputs.gacos is not None:
-        los, keep_idx = _apply_gacos(los, inputs.gacos, names, report)
+        los, keep_idx = _apply_gacos(los, inputs.gacos, stack["incidence_deg"], names,
+                                      report)
         if report.no_gacos_pairs:
             logger.warning("%d pairs have no GACOS delay for one of their dates and are left out",
                            len(report.no_gacos_pairs))
@@ -656,8 +677,8 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
     r = xr.open_zarr(rasters).compute() if rasters is not None and rasters.exists() else None
     g = None
     if gacos is not None and gacos.exists():
-        g = xr.open_zarr(gacos, chunks={"pair": -1})
-        if "los_correction_mm" not in g:
+        g = xr.open_zarr(gacos, chunks={"date": -1})
+        if "has_gacos" not in g:
             g = None
     incidence = stack["incidence_deg"].compute()
     lband = None

@@ -40,7 +40,7 @@ from rasterio.windows import Window
 
 from talik.config import AreaOfInterest
 from talik.errors import InputError
-from talik.science.interferogram import gacos_los_correction_mm, phase_to_los_mm, to_los_mm
+from talik.science.interferogram import phase_to_los_mm, to_los_mm
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.era5 import read_era5_land
@@ -301,13 +301,14 @@ class _GacosResampler:
 
 def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Path,
                       s1_store: Path | None = None, chunk: int = 256) -> dict:
-    """GACOS zenith delays on the grid, and each Sentinel-1 pair's LOS correction.
+    """GACOS zenith delays on the grid, and where each Sentinel-1 pair finds its two dates.
 
-    ``ztd_m (date, y, x)``: zenith total delay (m), bilinearly resampled.
-    With ``s1_store``: ``los_correction_mm (pair, y, x)`` — the correction to *add* to each
-    pair's LOS displacement, ``(ZTD_sec − ZTD_ref)/cos θ`` in mm, stored with the pairs'
-    chunking so that applying it costs one addition; ``has_gacos (pair)`` says whether both
-    dates had a delay map. Dates are resampled once and kept only while pairs need them.
+    ``ztd_m (date, y, x)``: zenith total delay (m), bilinearly resampled, each date once.
+    With ``s1_store``: ``gacos_reference_index`` and ``gacos_secondary_index (pair)``, the
+    positions of a pair's two dates along ``date`` (−1 where GACOS has no map), and
+    ``has_gacos (pair)``. The chain forms each pair's correction ``(ZTD_sec − ZTD_ref)/cos θ``
+    tile by tile from these (``talik.tasks.sentinel1``), so there are as many delay maps to
+    store and read as dates, not pairs.
     """
     import dask.array as dsa
 
@@ -317,63 +318,36 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     position = {pd.Timestamp(d): i for i, d in enumerate(found)}
     ys, xs = grid.coords()
     cy, cx = min(chunk, grid.height), min(chunk, grid.width)
-    variables = {"ztd_m": (("date", "y", "x"),
-                           dsa.zeros((len(found), grid.height, grid.width), np.float32,
-                                     chunks=(1, cy, cx)),
-                           {"units": "m", "long_name": "GACOS zenith total delay"})}
+    variables: dict = {"ztd_m": (("date", "y", "x"),
+                                 dsa.zeros((len(found), grid.height, grid.width), np.float32,
+                                           chunks=(1, cy, cx)),
+                                 {"units": "m", "long_name": "GACOS zenith total delay"})}
     summary: dict = {"n_dates": len(found),
                      "missing": sorted({str(d) for d in wanted if d not in files})}
-    pairs = None
-    if s1_store is not None and found:
+    if s1_store is not None:
         with xr.open_zarr(s1_store) as s1:
             ref = pd.DatetimeIndex(s1["reference_date"].values)
             sec = pd.DatetimeIndex(s1["secondary_date"].values)
-            incidence = xr.DataArray(s1["incidence_deg"].values.astype(np.float32), dims=("y", "x"))
-            batch = int(s1["los_mm"].encoding.get("chunks", (32,))[0])
-        has = np.array([a in position and b in position for a, b in zip(ref, sec, strict=True)])
-        n = len(ref)
-        variables["los_correction_mm"] = (
-            ("pair", "y", "x"),
-            dsa.full((n, grid.height, grid.width), np.nan, np.float32, chunks=(batch, cy, cx)),
-            {"units": "mm", "long_name": "GACOS correction to add to the LOS displacement"})
+        ref_i = np.array([position.get(d, -1) for d in ref], dtype=np.int32)
+        sec_i = np.array([position.get(d, -1) for d in sec], dtype=np.int32)
+        has = (ref_i >= 0) & (sec_i >= 0)
+        variables["gacos_reference_index"] = (("pair",), ref_i, {
+            "long_name": "position of the pair's reference date along date (-1: no map)"})
+        variables["gacos_secondary_index"] = (("pair",), sec_i, {
+            "long_name": "position of the pair's secondary date along date (-1: no map)"})
         variables["has_gacos"] = (("pair",), has)
-        pairs = (ref, sec, has, batch)
         summary["pairs_without_gacos"] = int((~has).sum())
     write_zarr(xr.Dataset(variables, coords={"date": pd.to_datetime(found), "y": ys, "x": xs},
                           attrs=grid.to_attrs()), out, mode="w", compute=False)
-    cache: dict[pd.Timestamp, np.ndarray] = {}
-    done: set[pd.Timestamp] = set()
     resample = _GacosResampler(grid)
 
-    def delay(day: pd.Timestamp) -> np.ndarray:
-        if day not in cache:
-            i = position[day]
-            cache[day] = resample(files[found[i]])
-            done.add(day)
-            write_zarr(xr.Dataset({"ztd_m": (("date", "y", "x"), cache[day][None])}), out,
-                       region={"date": slice(i, i + 1)})
-        return cache[day]
+    def stage_date(i: int) -> None:
+        delay = resample(files[found[i]])
+        write_zarr(xr.Dataset({"ztd_m": (("date", "y", "x"), delay[None])}), out,
+                   region={"date": slice(i, i + 1)}, consolidated=False)
 
-    if pairs is not None:
-        ref, sec, has, batch = pairs
-        for start in range(0, len(ref), batch):
-            stop = min(start + batch, len(ref))
-            nan = np.full((grid.height, grid.width), np.nan, np.float32)
-            z_ref = np.stack([delay(ref[k]) if has[k] else nan for k in range(start, stop)])
-            z_sec = np.stack([delay(sec[k]) if has[k] else nan for k in range(start, stop)])
-            block = gacos_los_correction_mm(xr.DataArray(z_ref, dims=("pair", "y", "x")),
-                                            xr.DataArray(z_sec, dims=("pair", "y", "x")),
-                                            incidence).values.astype(np.float32)
-            write_zarr(xr.Dataset({"los_correction_mm": (("pair", "y", "x"), block)}), out,
-                       region={"pair": slice(start, stop)})
-            # Pairs are sorted by date: delays older than the next batch's first date are done.
-            if stop < len(ref):
-                for day in [d for d in cache if d < ref[stop]]:
-                    del cache[day]
-    for day in position:  # dates no pair used (e.g. other sensors' dates)
-        if day not in done:
-            delay(day)
-        cache.pop(day, None)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(stage_date, range(len(found))))
     return summary
 
 
