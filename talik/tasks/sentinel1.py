@@ -319,24 +319,31 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     wavelength = float(stack.attrs["wavelength_m"])
     thr = options.coherence_threshold
     names = stack["product"].values if "product" in stack.coords else np.arange(stack.sizes["pair"])
-    los = mask_incoherent(stack["los_mm"], stack["coherence"], thr)
-    keep_idx = np.arange(stack.sizes["pair"])
-    if options.gacos and inputs.gacos is not None:
-        los, keep_idx = _apply_gacos(los, inputs.gacos, stack["incidence_deg"], names,
-                                      report)
-        if report.no_gacos_pairs:
-            logger.warning("%d pairs have no GACOS delay for one of their dates and are left out",
-                           len(report.no_gacos_pairs))
+    step = max(1, int(np.ceil(max(stack.sizes["y"], stack.sizes["x"]) / SUBSAMPLE_TARGET)))
+    sub_sel = {"y": slice(None, None, step), "x": slice(None, None, step)}
+
+    def masked_and_corrected(part: xr.Dataset, gacos: xr.Dataset | None
+                             ) -> tuple[xr.DataArray, np.ndarray]:
+        out = mask_incoherent(part["los_mm"], part["coherence"], thr)
+        if options.gacos and gacos is not None:
+            return _apply_gacos(out, gacos, part["incidence_deg"], names, report)
+        return out, np.arange(part.sizes["pair"])
+
+    los, keep_idx = masked_and_corrected(stack, inputs.gacos)
+    if report.no_gacos_pairs:
+        logger.warning("%d pairs have no GACOS delay for one of their dates and are left out",
+                       len(report.no_gacos_pairs))
+    # The subsample (loop closure, ramps, model choice) is taken from the inputs, so only its
+    # pixels are masked and corrected.
+    sub_los, _ = masked_and_corrected(
+        stack.isel(**sub_sel), inputs.gacos.isel(**sub_sel) if inputs.gacos is not None else None)
     names = names[keep_idx]
 
     # One pass over the data for every statistic that needs all of it: coherence statistics
-    # (reference window) and a spatial subsample (loop closure, ramps, model choice).
-    step = max(1, int(np.ceil(max(stack.sizes["y"], stack.sizes["x"]) / SUBSAMPLE_TARGET)))
-    sub_sel = {"y": slice(None, None, step), "x": slice(None, None, step)}
+    # (reference window) and the spatial subsample.
     coherent = stack["coherence"] >= thr
     valid_fraction, mean_coh, sub = dask.compute(
-        coherent.mean("pair").data, stack["coherence"].mean("pair").data,
-        los.isel(**sub_sel))
+        coherent.mean("pair").data, stack["coherence"].mean("pair").data, sub_los)
     valid_fraction = np.asarray(valid_fraction, dtype=float)
     mean_coh = np.nan_to_num(np.asarray(mean_coh, dtype=float))
 
