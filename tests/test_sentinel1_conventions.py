@@ -211,7 +211,7 @@ def test_gacos_applied_per_tile_equals_the_pairwise_correction():
 
     rng = np.random.default_rng(11)
     n_dates, ref, sec = 5, np.array([0, 0, 1, 2, 3, 1]), np.array([1, 2, 2, 3, 4, 4])
-    ztd = rng.normal(2.3, 0.02, (n_dates, 40, 50))
+    ztd = rng.normal(2.3, 0.02, (n_dates, 40, 50)).astype(np.float32)  # as staged
     inc = _grid(np.linspace(30, 45, 50)[None, :].repeat(40, 0))
     los = xr.DataArray(rng.normal(size=(6, 40, 50)).astype(np.float32), dims=("pair", "y", "x"),
                        coords={"pair": np.arange(6), "y": Y, "x": X})

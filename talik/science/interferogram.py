@@ -164,8 +164,11 @@ def remove_ramps(los: xr.DataArray, coefs: xr.DataArray) -> xr.DataArray:
     def subtract(block: np.ndarray, location: tuple[tuple[int, int], ...]) -> np.ndarray:
         (p0, p1), (y0, y1), (x0, x1) = location
         yy, xx = np.meshgrid(y[y0:y1], x[x0:x1], indexing="ij")
-        ramp = c[p0:p1] @ ramp_design(yy.ravel(), xx.ravel(), kind).T
-        return block - ramp.reshape(block.shape).astype(block.dtype, copy=False)
+        dtype = block.dtype if block.dtype.kind == "f" else np.float64
+        design = ramp_design(yy.ravel(), xx.ravel(), kind).astype(dtype)  # (pixels, k)
+        ramp = c[p0:p1].astype(dtype) @ design.T  # in the block's precision
+        np.subtract(block, ramp.reshape(block.shape), out=ramp.reshape(block.shape))
+        return ramp.reshape(block.shape)
 
     if stack.chunks is None:
         data = subtract(stack.values, tuple((0, n) for n in stack.shape))

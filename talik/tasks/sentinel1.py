@@ -232,11 +232,15 @@ def _apply_gacos(los: xr.DataArray, gacos: xr.Dataset, incidence: xr.DataArray,
     sec_i = gacos["gacos_secondary_index"].values[idx]
     stack = los.isel(pair=idx).transpose("pair", "y", "x")
     ztd = gacos["ztd_m"].transpose("date", "y", "x")
-    inc = incidence.transpose("y", "x").astype(np.float64)
+    # In the stack's precision: float64 here would double every temporary of the tile.
+    inc = incidence.transpose("y", "x").astype(stack.dtype)
 
     def add(block: np.ndarray, delays: np.ndarray, inc_block: np.ndarray) -> np.ndarray:
-        slant_mm = gacos_los_correction_mm(delays[ref_i], delays[sec_i], inc_block)
-        return block + slant_mm.astype(block.dtype, copy=False)
+        slant_mm = gacos_los_correction_mm(delays[ref_i].astype(block.dtype, copy=False),
+                                           delays[sec_i].astype(block.dtype, copy=False),
+                                           inc_block)
+        slant_mm += block
+        return slant_mm
 
     if stack.chunks is not None:
         import dask.array as dsa
@@ -679,8 +683,11 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
                       lband_incidence_deg: float | None = None,
                       lband_platform: str = "ALOS-2") -> ChainInputs:
     """Open the staged stores (lazily) and build the L-band rate map if one is available."""
-    stack = xr.open_zarr(staged_s1, chunks={"pair": -1})
-    stack = stack.chunk({"y": options.chunk_px, "x": options.chunk_px})
+    stack = xr.open_zarr(staged_s1, chunks={})  # the store's own chunks, read as they are
+    # Coherence is stored as uint8 × 0.004 and decodes to float64; float32 is plenty, and
+    # casting each stored chunk before tiles are assembled halves a tile's largest arrays.
+    stack["coherence"] = stack["coherence"].astype(np.float32)
+    stack = stack.chunk({"pair": -1, "y": options.chunk_px, "x": options.chunk_px})
     r = xr.open_zarr(rasters).compute() if rasters is not None and rasters.exists() else None
     g = None
     if gacos is not None and gacos.exists():
