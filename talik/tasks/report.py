@@ -227,7 +227,7 @@ def _joint_report(joint: StepOutput) -> str:
                   f"{c['n']} periods; positive = more subsidence with slower recession)."]
     t = res["ks_vs_thaw_season_subsidence"]
     if t["r"] is None:
-        lines.append(f"Ks vs thaw-season subsidence: not computed ({t['n']} periods with a "
+        lines.append(f"Ks vs thaw-season subsidence: not computed ({t['n']} period(s) with a "
                      "thaw-season value; needs the long-term thaw-season dataset, not built yet).")
     else:
         lines.append(f"Ks vs thaw-season subsidence: r = {t['r']:.2f} (p = {t['p_value']:.2g}, "
