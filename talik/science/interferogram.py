@@ -137,8 +137,10 @@ def fit_ramps(los: xr.DataArray, stable: xr.DataArray, kind: RampKind) -> xr.Dat
     coefs = np.full((data.shape[0], k), np.nan)
     # Normal equations per pair, all pairs at once: A_p = Xᵀ W_p X, b_p = Xᵀ W_p d_p.
     w = use.astype(np.float64)
-    normal = np.einsum("pn,nk,nl->pkl", w, design, design)
-    rhs = np.einsum("pn,nk,pn->pk", w, design, np.where(use, data, 0.0))
+    # As matrix products (BLAS), not einsum: A_p[k, l] = Σ_n w_pn X_nk X_nl.
+    outer = (design[:, :, None] * design[:, None, :]).reshape(design.shape[0], k * k)
+    normal = (w @ outer).reshape(-1, k, k)
+    rhs = np.where(use, data, 0.0) @ design
     enough = use.sum(axis=1) >= 10 * k
     if enough.any():
         coefs[enough] = np.linalg.solve(normal[enough], rhs[enough][..., None])[..., 0]
