@@ -536,7 +536,7 @@ def _comparison_points(los: xr.DataArray, result: xr.Dataset, v_ref: xr.DataArra
                        stack: xr.Dataset) -> xr.Dataset:
     """Series of the Fig. 3c points under each constraint model (mm)."""
     points = _point_indices(stack, result, options)
-    data = np.stack([los.isel(y=iy, x=ix).values for _, iy, ix in points])
+    data = np.stack(dask.compute(*[los.isel(y=iy, x=ix).data for _, iy, ix in points]))
     vref = (np.array([float(v_ref.values[iy, ix]) for _, iy, ix in points])
             if v_ref is not None else None)
     series = constraint_comparison(data, network, options, vref)

@@ -229,24 +229,33 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
     )
     encoding = {"coherence": {"dtype": "uint8", "scale_factor": 1 / 250, "_FillValue": 255}}
     write_zarr(template, out, mode="w", compute=False, encoding=encoding)
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
+    def read_batch(start: int, stop: int, pool: ThreadPoolExecutor) -> xr.Dataset:
         los = np.empty((stop - start, grid.height, grid.width), np.float32)
         coh = np.empty_like(los)
 
-        def read(i: int, p: Hyp3Product, los=los, coh=coh) -> None:
+        def read(i: int, p: Hyp3Product) -> None:
             phase = xr.DataArray(read_on_grid(p.layers["unw_phase"], grid, Resampling.nearest))
             los[i] = phase_to_los_mm(phase, wavelength_m).values
             coh[i] = read_on_grid(p.layers["corr"], grid, Resampling.nearest)
 
-        # GDAL decompresses and warps outside the GIL: one reader thread per core.
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            list(pool.map(read, range(stop - start), products[start:stop]))
-        part = xr.Dataset(
-            {"los_mm": (("pair", "y", "x"), los), "coherence": (("pair", "y", "x"), coh)},
-            coords={"pair": pair[start:stop]},
-        )
-        write_zarr(part.drop_vars("pair"), out, region={"pair": slice(start, stop)})
+        list(pool.map(read, range(stop - start), products[start:stop]))
+        return xr.Dataset({"los_mm": (("pair", "y", "x"), los),
+                           "coherence": (("pair", "y", "x"), coh)})
+
+    # GDAL decompresses and warps outside the GIL: one reader thread per core; each batch is
+    # compressed and written (its own Zarr chunks) while the next one is read.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as readers, \
+            ThreadPoolExecutor(max_workers=1) as writer:
+        pending = None
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            part = read_batch(start, stop, readers)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write_zarr, part, out, region={"pair": slice(start, stop)},
+                                    consolidated=False)
+        if pending is not None:
+            pending.result()
     return {"n_pairs": n, "height": grid.height, "width": grid.width,
             "first_date": str(products[0].reference_date),
             "last_date": str(max(p.secondary_date for p in products))}
