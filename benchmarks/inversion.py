@@ -208,7 +208,7 @@ def _phase(argv: list[str]) -> None:
 def _line(label: str, r: dict) -> str:
     rate = r["pixels"] * r["pairs"] / r["wall_s"]
     return (f"{label:<46} {r['wall_s']:8.1f} s  {rate / 1e6:8.1f} M pixel·ifg/s  "
-            f"peak RSS {r['peak_rss_mb']:7.0f} MB   ({r['pixels'] / 1e6:.2f} M px, "
+            f"peak RSS {r['peak_rss_mb']:7.0f} MiB  ({r['pixels'] / 1e6:.2f} M px, "
             f"{r['pairs']} ifgs, {r['dates']} dates)")
 
 
