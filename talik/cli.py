@@ -14,6 +14,9 @@ import typer
 # Telemetry off unless the user decided otherwise (docs/prefect.md).
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect waits 20 s for its throwaway local server; a cold start on a busy 2-core machine
+# (imports, database check) was seen to take longer.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 app = typer.Typer(help="talik: permafrost degradation monitoring from InSAR and streamflow.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
