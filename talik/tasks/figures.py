@@ -34,6 +34,13 @@ MODEL_STYLE = {
 }
 
 
+def _save(fig, path: Path) -> Path:
+    """Write a figure as PNG (110 dpi) and release it."""
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _date_baselines(ref: pd.DatetimeIndex, sec: pd.DatetimeIndex, bperp: np.ndarray
                     ) -> pd.Series:
     """Per-date perpendicular baseline from pair baselines (least squares, first date = 0)."""
@@ -70,9 +77,7 @@ def network_figure(network: dict, components: list[dict], path: Path) -> Path:
     ax.set_title(f"Interferogram network: {len(ref)} pairs, {int(rejected.sum())} rejected by "
                  f"loop closure (red), {len(components)} connected parts (gaps shaded)")
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def cdf_figure(vref: dict, path: Path) -> Path:
@@ -97,9 +102,7 @@ def cdf_figure(vref: dict, path: Path) -> Path:
     axes[1].set_title("quantile mapping")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def maps_figure(product: xr.Dataset, path: Path) -> Path:
@@ -113,9 +116,7 @@ def maps_figure(product: xr.Dataset, path: Path) -> Path:
     axes[1].set_title("Mean thaw-season deformation (1 May → 1 Oct)")
     for ax in axes:
         ax.set_aspect("equal")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def constraint_figure(points: xr.Dataset, path: Path, product: xr.Dataset | None = None,
@@ -140,9 +141,7 @@ def constraint_figure(points: xr.Dataset, path: Path, product: xr.Dataset | None
         ax.set_ylabel("LOS displacement (mm)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8, ncol=3)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def recession_fit_figure(flow: pd.Series, points: pd.DataFrame, options, path: Path) -> Path:
@@ -171,9 +170,7 @@ def recession_fit_figure(flow: pd.Series, points: pd.DataFrame, options, path: P
     axes[1].set_xlabel(f"Q ({options.flow_units})")
     axes[1].set_ylabel(f"−dQ/dt ({options.flow_units}/d)")
     axes[1].set_title(f"All recession points ({fit.n_points} in {fit.n_events} events)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def ks_windows_figure(windows: pd.DataFrame, path: Path) -> Path:
@@ -194,9 +191,7 @@ def ks_windows_figure(windows: pd.DataFrame, path: Path) -> Path:
     axes[1].set_xlabel("window centre year")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def attribution_figure(predictions: pd.DataFrame, predictors: pd.DataFrame, summary: dict,
@@ -223,6 +218,4 @@ def attribution_figure(predictions: pd.DataFrame, predictors: pd.DataFrame, summ
     axes[1].barh(corr.index, corr.values, color=np.where(corr.values > 0, "tab:red", "tab:blue"))
     axes[1].set_xlabel("r with Ks (before)")
     axes[1].set_xlim(-1, 1)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
