@@ -20,6 +20,7 @@ from prefect import task
 
 from talik.config import StudyConfig
 from talik.science.compare import period_correlation
+from talik.science.interferogram import los_to_vertical
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.records import StepOutput
@@ -34,7 +35,6 @@ def period_means(cfg: StudyConfig, product: xr.Dataset, pairs: xr.Dataset | None
     """Per period: vertical rate mean ± std over the common area, S1 thaw season, mean Ks."""
     options = cfg.sentinel1
     incidence = product["incidence_deg"]
-    cos_inc = np.cos(np.radians(incidence))
     stable = _stable_mask(rasters, incidence.shape, options.stable_max_ground_ice)
     maps, thaw = {}, {}
     for period in cfg.periods:
@@ -57,7 +57,7 @@ def period_means(cfg: StudyConfig, product: xr.Dataset, pairs: xr.Dataset | None
                                              options.ramp)
         except ValueError:  # no long pair in the period
             continue
-        maps[period.name] = los_rate / cos_inc
+        maps[period.name] = los_to_vertical(los_rate, incidence)
     common = np.ones(incidence.shape, bool)
     for m in maps.values():
         common &= np.isfinite(m.values)
