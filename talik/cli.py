@@ -35,6 +35,24 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _s1_help(name: str) -> str:
+    """The help of a ``[sentinel1]`` option, taken from its description in ``talik.config``."""
+    from talik.config import Sentinel1Options
+
+    return Sentinel1Options.model_fields[name].description or name
+
+
+def _date(text: str | None, option: str):
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        _fail(f"{option}: expected a date YYYY-MM-DD, got {text!r}")
+
+
 def _load(path: Path):
     from talik.config import load_study
     from talik.errors import ConfigError
@@ -163,12 +181,26 @@ def sentinel1(
                      ] = None,
     ground_ice: Annotated[Path | None, typer.Option(
         "--ground-ice", help="Ground-ice GeoTIFF (stable ground = ice-poor pixels).")] = None,
+    lband_incidence: Annotated[float | None, typer.Option(
+        "--lband-incidence", help="Incidence angle (degrees) of an L-band LOS rate GeoTIFF that "
+        "has no incidence_deg tag.")] = None,
+    lband_quantity: Annotated[str | None, typer.Option(
+        "--lband-quantity", help="What an untagged L-band rate GeoTIFF holds: los_rate (the "
+        "L-band sensor's LOS, + toward it) or vertical_rate (+ up).")] = None,
+    reference_date: Annotated[str | None, typer.Option(
+        "--reference-date", help=_s1_help("reference_date") + " YYYY-MM-DD.")] = None,
+    first_date: Annotated[str | None, typer.Option(
+        "--first-date", help=_s1_help("first_date") + " YYYY-MM-DD.")] = None,
+    last_date: Annotated[str | None, typer.Option(
+        "--last-date", help=_s1_help("last_date") + " YYYY-MM-DD.")] = None,
     work: Annotated[Path | None, typer.Option(
         "--work", help="Folder for intermediate stores (default: beside OUT).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Sentinel-1 time series from your own HyP3 products, written to OUT as CF NetCDF."""
     from talik.config import AreaOfInterest, LocalSource, Sentinel1Options
     from talik.errors import InputError
+    from talik.tasks.progress import progress_output
     from talik.tasks.sentinel1 import sentinel1_from_products
     from talik.world.sentinel1 import S1_WAVELENGTH_M
 
@@ -183,19 +215,43 @@ def sentinel1(
             ground_ice = ground_ice or cfg.source.ground_ice
     if alos2_rate is None:
         options = options.model_copy(update={"velocity_reference": "none"})
+    if lband_quantity not in (None, "los_rate", "vertical_rate"):
+        _fail(f"--lband-quantity: expected los_rate or vertical_rate, got {lband_quantity!r}")
+    if lband_incidence is not None:
+        if not 0 < lband_incidence < 90:
+            _fail(f"--lband-incidence: expected an angle in (0, 90) degrees, got {lband_incidence}")
+        lband_inc = lband_incidence
+    dates = {"reference_date": _date(reference_date, "--reference-date"),
+             "first_date": _date(first_date, "--first-date"),
+             "last_date": _date(last_date, "--last-date")}
+    try:
+        options = Sentinel1Options.model_validate(
+            {**options.model_dump(), **{k: v for k, v in dates.items() if v is not None}})
+    except ValueError as exc:
+        _fail(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc))
     aoi = aoi or AreaOfInterest(name=products_dir.name)
     work = work or out.with_name(f".{out.stem}-work")
     started = time.time()
     try:
-        report = sentinel1_from_products(products_dir, out, options, aoi, wavelength, work,
-                                         alos2_rate, lband_inc, gacos, ground_ice,
-                                         title or f"Sentinel-1 time series of {products_dir.name}")
+        with progress_output(enabled=not quiet):
+            report = sentinel1_from_products(
+                products_dir, out, options, aoi, wavelength, work, alos2_rate, lband_inc, gacos,
+                ground_ice, title or f"Sentinel-1 time series of {products_dir.name}",
+                lband_quantity=lband_quantity)
     except InputError as exc:
         _fail(str(exc))
     typer.echo(f"wrote {out} ({report.n_dates} dates, {report.n_pairs_used} interferograms, "
                f"{len(report.rejected_pairs)} rejected by loop closure, constraint "
                f"{report.constraint['model']}, velocity reference "
                f"{report.constraint['velocity_reference']}) in {time.time() - started:.0f} s")
+    if not quiet:
+        m, r = report.mask, report.reference_date
+        if m:
+            share = m["n_trusted"] / max(m["n_solved"], 1)
+            reasons = ", ".join(f"{k} {v}" for k, v in m["masked_by"].items() if v)
+            typer.echo(f"  series relative to {r.get('date')} ({r.get('how')}); "
+                       f"{m['n_trusted']} of {m['n_solved']} solved pixels trusted "
+                       f"({share:.1%}); masked: {reasons or 'none'}")
 
 
 @app.command("lband-rate")

@@ -162,6 +162,46 @@ class WorldSource(_Model):
     gacos: bool = Field(default=True, description="Write GACOS .ztd/.rsc zenith-delay files.")
     hydro_start_year: int = Field(default=1973, ge=1900, description="First year of discharge.")
     hydro_end_year: int = Field(default=2022, le=2100, description="Last year of discharge.")
+    # Options of the "hard" test world; their defaults reproduce the demo world exactly.
+    center_offset_km: tuple[float, float] = Field(
+        default=(0.0, 0.0),
+        description="Shift (east, north) of the scene centre from the Fig. 3c site, km.",
+    )
+    winter_acquisitions: bool = Field(
+        default=False,
+        description=(
+            "Flag (no unit): keep winter Sentinel-1 dates and pair them like any other; a pair "
+            "is then incoherent (coherence < 0.3) wherever the ground is snow-covered on one "
+            "of its dates, with per-pixel snow onset and melt days."
+        ),
+    )
+    snow_spread_days: float = Field(
+        default=9.0,
+        ge=0,
+        le=30,
+        description="Standard deviation of the per-pixel shift of snow onset and melt, days "
+        "(with winter_acquisitions).",
+    )
+    snow_ridge_days: float = Field(
+        default=14.0,
+        ge=0,
+        le=60,
+        description="How much later snow arrives on, and earlier leaves, wind-scoured ridges, "
+        "days (with winter_acquisitions).",
+    )
+    reference_offset_std_rad: float = Field(
+        default=0.0,
+        ge=0,
+        le=50,
+        description="Standard deviation of a random constant phase offset added to each "
+        "Sentinel-1 product after its own referencing (an unknown reference-point error), "
+        "radians.",
+    )
+    lake_nodata: bool = Field(
+        default=False,
+        description="Flag (no unit): put a lake of about 3 % of the scene area on the valley "
+        "floor, written as HyP3 no-data (unw_phase = 0 rad, corr = 0) in every product.",
+    )
 
     @model_validator(mode="after")
     def _check_dates(self) -> WorldSource:
@@ -169,6 +209,9 @@ class WorldSource(_Model):
             raise ValueError("s1_end must be after s1_start")
         if self.hydro_end_year <= self.hydro_start_year + 10:
             raise ValueError("the discharge record must span more than 10 years")
+        if max(abs(v) for v in self.center_offset_km) > 200.0:
+            raise ValueError("center_offset_km must stay within 200 km of the Fig. 3c site "
+                             "(the world's UTM zone)")
         return self
 
 
@@ -335,6 +378,67 @@ class Sentinel1Options(_Model):
     chunk_px: int = Field(
         default=256, ge=16, le=4096, description="Spatial chunk side for dask processing, pixels."
     )
+    first_date: dt.date | None = Field(
+        default=None, description="Use only pairs whose dates are both on or after this date."
+    )
+    last_date: dt.date | None = Field(
+        default=None, description="Use only pairs whose dates are both on or before this date."
+    )
+    reference_date: dt.date | None = Field(
+        default=None,
+        description=(
+            "Date whose displacement is zero in every series (the network date closest to it). "
+            "Default: the first date that a valid interferogram touches at no fewer than "
+            "'reference_date_min_coverage' of the pixels with data, i.e. the start of the first "
+            "connected part of the network that carries data. A stack starting in winter thus "
+            "gets the same zero as one starting in spring."
+        ),
+    )
+    reference_date_min_coverage: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Fraction of pixels (with data) at which the automatic reference date must "
+        "be touched by a valid interferogram.",
+    )
+    mask_min_temporal_coherence: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="Products are masked where the temporal coherence (0–1) is below this.",
+    )
+    mask_max_bridged_fraction: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Products are masked where more than this fraction of the epochs is set by "
+        "the constraint model alone (no valid interferogram touches them).",
+    )
+    mask_max_parts_per_year: float = Field(
+        default=3.0,
+        gt=0,
+        description="Products are masked where the pixel's network of valid interferograms falls "
+        "into more connected parts than this per year of the series (each part's offset is "
+        "set by the constraint model).",
+    )
+    mask_max_condition: float = Field(
+        default=1e12,
+        gt=1,
+        description="Products are masked where the condition estimate of the pixel's normal "
+        "matrix exceeds this (1e16 and above is singular in double precision).",
+    )
+    mask_max_velocity_std: float = Field(
+        default=10.0,
+        gt=0,
+        description="Products are masked where the standard error of the rate exceeds this, mm/yr.",
+    )
+
+    @model_validator(mode="after")
+    def _check_date_range(self) -> Sentinel1Options:
+        if self.first_date and self.last_date and self.last_date <= self.first_date:
+            raise ValueError(f"last_date {self.last_date} must be after first_date "
+                             f"{self.first_date}")
+        return self
 
 
 class LongTermOptions(_Model):

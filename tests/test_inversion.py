@@ -37,9 +37,10 @@ def _dense_eq3(d: np.ndarray, net: Network, spec: ConstraintSpec, v_ref: float) 
         y = np.concatenate([dd, np.zeros(n)])
         m = np.linalg.lstsq(a, y, rcond=None)[0]
     else:
-        cum = np.tril(np.ones((n, n)))
-        a = np.vstack([np.hstack([g, np.zeros((len(dd), k))]), np.hstack([gam * cum, -gam * basis[1:]])])
-        r = v_ref * t[1:] if spec.velocity_reference else np.zeros(n)
+        # One constraint row per date, the first included (where the cumulative sum is 0).
+        cum = np.vstack([np.zeros((1, n)), np.tril(np.ones((n, n)))])
+        a = np.vstack([np.hstack([g, np.zeros((len(dd), k))]), np.hstack([gam * cum, -gam * basis])])
+        r = v_ref * t if spec.velocity_reference else np.zeros(n + 1)
         y = np.concatenate([dd, gam * r])
         m = np.linalg.lstsq(a, y, rcond=None)[0][:n]
     return np.concatenate([[0.0], np.cumsum(m)])
@@ -122,3 +123,74 @@ def test_invert_nsbas_dask_equals_numpy():
     lazy = invert_nsbas(los.chunk({"pair": -1, "y": 5, "x": 4}), spec).compute()
     xr.testing.assert_allclose(eager["displacement"], lazy["displacement"])
     assert eager["displacement"].dims == ("time", "y", "x")
+
+
+def _winter_start(n_pix: int = 30, seed: int = 3):
+    """A network starting in winter: pairs touching the first dates are invalid at every pixel."""
+    rng = np.random.default_rng(seed)
+    dates = np.datetime64("2020-01-05") + np.arange(0, 700, 12)
+    pairs = [(i, j) for i in range(len(dates)) for j in range(i + 1, min(i + 4, len(dates)))]
+    net = Network.from_pairs(dates[[p[0] for p in pairs]], dates[[p[1] for p in pairs]])
+    t = net.years()
+    truth = -8.0 * t + 15 * np.sin(2 * np.pi * t) + rng.normal(0, 1, (n_pix, net.n_dates))
+    d = truth[:, net.sec_index] - truth[:, net.ref_index]
+    doy = (net.dates - net.dates.astype("datetime64[Y]")).astype(int)
+    winter = (doy < 95) | (doy > 320)
+    touches_winter = winter[net.ref_index] | winter[net.sec_index]
+    d[:, touches_winter] = np.nan
+    d[rng.random(d.shape) < 0.2] = np.nan
+    return net, d, truth, winter
+
+
+@pytest.mark.parametrize("model", ["linear", "linear_periodic"])
+def test_winter_start_is_well_posed(model):
+    """No valid pair touches the first date: the series must not take an arbitrary offset.
+
+    Before the first date had its own constraint row the normal matrix was singular there and
+    the whole series could shift by metres (the offset pixels of issue 7).
+    """
+    net, d, _, winter = _winter_start()
+    spec = ConstraintSpec(model, velocity_reference=True)
+    out = solve_nsbas(d, net, spec, np.full(d.shape[0], -8.0))
+    assert np.isfinite(out["displacement"]).all()
+    assert (out["condition"] < 1e12).all(), out["condition"].max()
+    assert np.abs(out["displacement"]).max() < 200  # truth stays within ±60 mm
+    for p in range(5):
+        expected = _dense_eq3(d[p], net, spec, -8.0)
+        assert np.allclose(out["displacement"][p], expected, atol=1e-3)
+    # the first dates are bridged at every pixel
+    assert out["bridged"][:, 0].all()
+    assert (out["bridged"][:, ~winter] == 0).mean() > 0.9
+
+
+def test_reference_epoch_shifts_the_series_only():
+    net, d, _, _ = _winter_start()
+    spec = ConstraintSpec("linear_periodic", velocity_reference=True)
+    v = np.full(d.shape[0], -8.0)
+    first = solve_nsbas(d, net, spec, v)["displacement"]
+    ref = 20
+    moved = solve_nsbas(d, net, spec, v, reference_epoch=ref)["displacement"]
+    assert np.allclose(moved[:, ref], 0.0)
+    assert np.allclose(moved, first - first[:, ref : ref + 1], atol=1e-3)
+
+
+def test_quality_layers_against_brute_force():
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    net, d, truth, _ = _winter_start(n_pix=25)
+    d_err = d.copy()
+    d_err[3, np.flatnonzero(np.isfinite(d[3]))[:5]] += 55.465763 / 2  # a 2π error (mm)
+    out = solve_nsbas(d_err, net, ConstraintSpec("linear_periodic"), wavelength_m=0.055465763)
+    for p in range(d.shape[0]):
+        ok = np.isfinite(d_err[p])
+        a, b = net.ref_index[ok], net.sec_index[ok]
+        graph = coo_matrix((np.ones(ok.sum()), (a, b)), shape=(net.n_dates, net.n_dates))
+        touched = np.zeros(net.n_dates, bool)
+        touched[a] = touched[b] = True
+        _, labels = connected_components(graph, directed=False)
+        assert out["n_parts"][p] == len(np.unique(labels[touched]))
+        assert np.array_equal(out["bridged"][p].astype(bool), ~touched)
+    tc = out["temporal_coherence"]
+    assert tc[3] < np.median(tc) - 0.05  # the unwrapping error lowers temporal coherence
+    assert np.median(tc) > 0.9 and (tc <= 1.0 + 1e-6).all()

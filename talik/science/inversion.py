@@ -47,7 +47,9 @@ __all__ = [
     "ConstraintModel",
     "ConstraintSpec",
     "constraint_basis",
+    "QUALITY_LAYERS",
     "invert_nsbas",
+    "reference_epoch_index",
     "solve_nsbas",
 ]
 
@@ -274,6 +276,15 @@ def _solve_lanes(
             z[j, q] *= inv[j, q]
 
 
+@njit(cache=True, nogil=True)
+def _find(parent: np.ndarray, j: int, q: int) -> int:
+    """Root of date ``j`` in lane ``q``'s union-find forest (with path halving)."""
+    while parent[j, q] != j:
+        parent[j, q] = parent[parent[j, q], q]
+        j = parent[j, q]
+    return j
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _solve_pixels(
     data: np.ndarray,
@@ -290,10 +301,16 @@ def _solve_pixels(
     arrow_init: np.ndarray,
     corner_init: np.ndarray,
     min_valid: int,
+    ref_epoch: int,
+    rad_per_mm: float,
     out_disp: np.ndarray,
     out_valid: np.ndarray,
     out_rms: np.ndarray,
     out_params: np.ndarray,
+    out_tcoh: np.ndarray,
+    out_parts: np.ndarray,
+    out_bridged: np.ndarray,
+    out_cond: np.ndarray,
 ) -> None:
     n = n_dates - 1
     k = pb.shape[1]
@@ -310,6 +327,10 @@ def _solve_pixels(
     ok = np.empty(lanes)
     sq = np.empty(lanes)
     cnt = np.empty(lanes)
+    re = np.empty(lanes)
+    im = np.empty(lanes)
+    parent = np.empty((n_dates, lanes), np.int64)
+    touched = np.empty((n_dates, lanes), np.bool_)
     for start in range(0, n_pix, lanes):
         width = min(lanes, n_pix - start)
         for m in range(n_ifg):
@@ -325,31 +346,79 @@ def _solve_pixels(
                      corner_init, band, inv, arrow, corner, z, ok)
         sq[:] = 0.0
         cnt[:] = 0.0
+        re[:] = 0.0
+        im[:] = 0.0
         for m in range(n_ifg):
             a = ref[m]
             b = sec[m]
-            if a > 0:
-                for q in range(lanes):
-                    r = dz[m, q] - (z[b - 1, q] - z[a - 1, q])
-                    sq[q] += w[m, q] * r * r
-                    cnt[q] += w[m, q]
-            else:
-                for q in range(lanes):
-                    r = dz[m, q] - z[b - 1, q]
-                    sq[q] += w[m, q] * r * r
-                    cnt[q] += w[m, q]
+            for q in range(lanes):
+                r = dz[m, q] - (z[b - 1, q] - (z[a - 1, q] if a > 0 else 0.0))
+                sq[q] += w[m, q] * r * r
+                cnt[q] += w[m, q]
+                re[q] += w[m, q] * np.cos(rad_per_mm * r)
+                im[q] += w[m, q] * np.sin(rad_per_mm * r)
+        # Connected parts of each pixel's own network (union-find over its valid pairs) and
+        # the dates no valid pair touches (their value comes from the constraint alone).
+        for j in range(n_dates):
+            for q in range(lanes):
+                parent[j, q] = j
+                touched[j, q] = False
+        for m in range(n_ifg):
+            a = ref[m]
+            b = sec[m]
+            for q in range(lanes):
+                if w[m, q] > 0.0:
+                    touched[a, q] = True
+                    touched[b, q] = True
+                    ra = _find(parent, a, q)
+                    rb = _find(parent, b, q)
+                    if ra != rb:
+                        parent[max(ra, rb), q] = min(ra, rb)
         for q in range(width):
             p = start + q
             count = int(cnt[q])
             out_valid[p] = count
+            parts = 0
+            for j in range(n_dates):
+                if touched[j, q] and _find(parent, j, q) == j:
+                    parts += 1
+                out_bridged[j, p] = 0 if touched[j, q] else 1
+            out_parts[p] = parts
             if count < min_valid or ok[q] == 0.0:
                 continue
-            out_rms[p] = np.sqrt(sq[q] / count)
-            out_disp[0, p] = 0.0
+            # Condition estimate of the normal matrix: squared ratio of the Cholesky factor's
+            # largest to smallest diagonal entry (a lower bound of the 2-norm condition).
+            lo = np.inf
+            hi = 0.0
             for j in range(n):
-                out_disp[j + 1, p] = z[j, q]
+                d = band[j, 0, q]
+                lo = min(lo, d)
+                hi = max(hi, d)
+            for c in range(k):
+                d = corner[c, c, q]
+                lo = min(lo, d)
+                hi = max(hi, d)
+            out_cond[p] = (hi / lo) ** 2 if lo > 0 else np.inf
+            out_rms[p] = np.sqrt(sq[q] / count)
+            out_tcoh[p] = np.sqrt(re[q] * re[q] + im[q] * im[q]) / count
+            zero = z[ref_epoch - 1, q] if ref_epoch > 0 else 0.0
+            out_disp[0, p] = -zero
+            for j in range(n):
+                out_disp[j + 1, p] = z[j, q] - zero
             for c in range(k):
                 out_params[c, p] = z[n + c, q]
+
+
+def reference_epoch_index(dates: np.ndarray, reference_date: np.datetime64 | str | None) -> int:
+    """Index of the date the series are expressed relative to.
+
+    ``None`` means the first date; otherwise the network date closest to ``reference_date``.
+    """
+    if reference_date is None:
+        return 0
+    target = np.datetime64(reference_date, "D")
+    days = np.asarray(dates).astype("datetime64[D]")
+    return int(np.abs((days - target).astype(np.int64)).argmin())
 
 
 def solve_nsbas(
@@ -359,6 +428,8 @@ def solve_nsbas(
     v_ref: np.ndarray | None = None,
     min_valid: int = 1,
     pair_major: bool = False,
+    reference_epoch: int = 0,
+    wavelength_m: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Invert interferograms of many pixels at once.
 
@@ -376,13 +447,23 @@ def solve_nsbas(
         ``(P,)`` reference rates (mm/yr), required when ``spec.velocity_reference``.
     min_valid
         Pixels with fewer valid interferograms are returned as NaN.
+    reference_epoch
+        Index of the date whose displacement is zero in the returned series.
+    wavelength_m
+        Radar wavelength (m), to express residuals as phase for the temporal coherence;
+        Sentinel-1's when not given.
 
     Returns
     -------
-    dict with ``displacement`` ``(P, N)`` (mm, relative to the first date), ``n_valid``
+    dict with ``displacement`` ``(P, N)`` (mm, relative to ``reference_epoch``), ``n_valid``
     ``(P,)``, ``residual_rms`` ``(P,)`` (mm, over valid interferograms), ``params``
-    ``(P, k)`` (constraint parameters in the order of :func:`constraint_basis`) and
-    ``param_names``. Arrays are float32 (transposed views of date-major buffers).
+    ``(P, k)`` (constraint parameters in the order of :func:`constraint_basis`, for the
+    series relative to the first date), ``param_names``, ``temporal_coherence`` ``(P,)``
+    (``|Σ exp(i·4π/λ·residual)| / M``, 0–1), ``n_parts`` ``(P,)`` (connected parts of the
+    pixel's network of valid pairs), ``bridged`` ``(P, N)`` (1 where no valid pair touches the
+    date: its value comes from the constraint model alone) and ``condition`` ``(P,)`` (an
+    estimate of the normal matrix's condition number; ~1e16 and above means singular).
+    Arrays are transposed views of date-major buffers.
     """
     data = np.asarray(data)
     if data.dtype not in (np.float32, np.float64):
@@ -397,37 +478,54 @@ def solve_nsbas(
         raise ValueError("v_ref is required for a velocity-referenced inversion")
     n_pix = data.shape[1]
     n_dates = network.n_dates
+    if not 0 <= reference_epoch < n_dates:
+        raise ValueError(f"reference_epoch {reference_epoch} is not a date index (0…{n_dates - 1})")
     t = network.years()
     basis, names = constraint_basis(t, spec)
     k = basis.shape[1]
     span = network.sec_index - network.ref_index
     bw = int(max(span.max(initial=1), 1))
-    # Outputs are date-major (N, P), float32: the layout of a (time, y, x) result.
+    lam_mm = 1000.0 * (wavelength_m if wavelength_m else 0.055465763)
+    # Outputs are date-major (N, P): the layout of a (time, y, x) result.
     out_disp = np.full((n_dates, n_pix), np.nan, dtype=np.float32)
     out_valid = np.zeros(n_pix, dtype=np.int64)
     out_rms = np.full(n_pix, np.nan, dtype=np.float32)
     out_params = np.full((k, n_pix), np.nan, dtype=np.float32)
+    out_tcoh = np.full(n_pix, np.nan, dtype=np.float32)
+    out_parts = np.zeros(n_pix, dtype=np.int32)
+    out_bridged = np.ones((n_dates, n_pix), dtype=np.uint8)
+    out_cond = np.full(n_pix, np.nan, dtype=np.float32)
     vref = (np.zeros(n_pix) if v_ref is None
             else np.ascontiguousarray(np.broadcast_to(v_ref, (n_pix,)), dtype=np.float64))
+    # Constraint rows are written for every date, the first included (paper Eq. 3): there the
+    # cumulative displacement is 0 by definition, so the row ties the model's offset to the
+    # series. Without it, a pixel whose first date no valid pair touches has a singular normal
+    # matrix (the whole series and the offset can shift together).
     _solve_pixels(
         data,
         network.ref_index.astype(np.int64),
         network.sec_index.astype(np.int64),
         n_dates,
         bw,
-        np.ascontiguousarray(basis[1:]),  # constraint rows are for dates 1..N-1 (Eq. 3)
+        np.ascontiguousarray(basis[1:]),
         np.ascontiguousarray(t[1:]),
         spec.gamma**2,
         spec.model == "none",
         vref,
         bool(spec.velocity_reference),
         np.ascontiguousarray(-(spec.gamma**2) * basis[1:].T),
-        spec.gamma**2 * (basis[1:].T @ basis[1:]),
+        spec.gamma**2 * (basis.T @ basis),
         max(int(min_valid), 1),
+        int(reference_epoch),
+        4.0 * np.pi / lam_mm,
         out_disp,
         out_valid,
         out_rms,
         out_params,
+        out_tcoh,
+        out_parts,
+        out_bridged,
+        out_cond,
     )
     return {
         "displacement": out_disp.T,  # (P, N) views of the date-major arrays
@@ -435,7 +533,16 @@ def solve_nsbas(
         "residual_rms": out_rms,
         "params": out_params.T,
         "param_names": np.array(names),
+        "temporal_coherence": out_tcoh,
+        "n_parts": out_parts,
+        "bridged": out_bridged.T,
+        "condition": out_cond,
     }
+
+
+QUALITY_LAYERS = ("n_valid_ifg", "residual_rms", "temporal_coherence", "n_parts",
+                  "bridged_fraction", "condition", "velocity_std")
+"""Per-pixel layers :func:`invert_nsbas` returns beside the series (see its docstring)."""
 
 
 def invert_nsbas(
@@ -444,6 +551,8 @@ def invert_nsbas(
     v_ref: xr.DataArray | None = None,
     min_valid: int = 1,
     reference_from: tuple[ConstraintSpec, Callable[[np.ndarray], np.ndarray]] | None = None,
+    reference_date: np.datetime64 | str | None = None,
+    wavelength_m: float | None = None,
 ) -> xr.Dataset:
     """NSBAS inversion of a ``(pair, y, x)`` stack (numpy- or dask-backed) → time series.
 
@@ -456,10 +565,18 @@ def invert_nsbas(
     series (mm/yr) goes through ``mapping`` (e.g. a CDF matching) to give ``v_ref``, and the
     tile is inverted again with ``spec`` referenced to it — the data are read once.
 
+    ``reference_date`` is the epoch whose displacement is zero (the network date closest to
+    it; default the first date).
+
     Returns
     -------
     Dataset with ``displacement (time, y, x)`` (mm, LOS positive toward the satellite,
-    relative to the first date), ``n_valid_ifg (y, x)``, ``residual_rms (y, x)`` (mm),
+    relative to ``reference_date``), ``bridged (time, y, x)`` (1 where no valid pair touches
+    the date at that pixel), the quality layers ``n_valid_ifg``, ``residual_rms`` (mm),
+    ``temporal_coherence`` (0–1, as MintPy defines it), ``n_parts`` (connected parts of the
+    pixel's network), ``bridged_fraction`` (share of dates set by the constraint alone),
+    ``condition`` (estimate of the normal matrix's condition number) and ``velocity_std``
+    (mm/yr, standard error of the series' least-squares rate, as LiCSBAS's ``vstd``),
     ``constraint_params (param, y, x)`` and, with ``reference_from``, ``velocity_reference``
     and ``initial_rate`` (mm/yr).
     """
@@ -470,27 +587,47 @@ def invert_nsbas(
         los = los.chunk({"pair": -1})
 
     n_dates = network.n_dates
+    ref_epoch = reference_epoch_index(network.dates, reference_date)
     extra = 2 if reference_from is not None else 0
-    n_out = n_dates + 2 + k + extra
+    n_q = len(QUALITY_LAYERS)
+    n_out = 2 * n_dates + n_q + k + extra
     t = network.years()
-    slope_weights = (t - t.mean()) / ((t - t.mean()) ** 2).sum()  # LS slope = weights · series
+    tc = t - t.mean()
+    sxx = float((tc**2).sum())
+    slope_weights = (tc / sxx).astype(np.float32)  # LS slope = weights · series
 
     def kernel(block: np.ndarray, vref_block: np.ndarray | None = None) -> np.ndarray:
-        """``(pair, ny, nx)`` → ``(time + 2 + k [+ 2], ny, nx)``: series, n_valid, rms, params."""
+        """``(pair, ny, nx)`` → ``(2·time + quality + k [+ 2], ny, nx)``."""
         m, ny, nx = block.shape
         flat = block.reshape(m, ny * nx)
         vflat = None if vref_block is None else np.ascontiguousarray(vref_block).reshape(-1)
         if reference_from is not None:
             initial_spec, mapping = reference_from
-            first = solve_nsbas(flat, network, initial_spec, None, min_valid, pair_major=True)
-            initial_rate = first["displacement"] @ slope_weights.astype(np.float32)
+            first = solve_nsbas(flat, network, initial_spec, None, min_valid, pair_major=True,
+                                wavelength_m=wavelength_m)
+            initial_rate = first["displacement"] @ slope_weights
             vflat = np.asarray(mapping(initial_rate), dtype=np.float64)
-        res = solve_nsbas(flat, network, spec, vflat, min_valid, pair_major=True)
+        res = solve_nsbas(flat, network, spec, vflat, min_valid, pair_major=True,
+                          reference_epoch=ref_epoch, wavelength_m=wavelength_m)
         out = np.empty((n_out, ny * nx), np.float32)
-        out[:n_dates] = res["displacement"].T  # contiguous date-major already: a plain copy
-        out[n_dates] = res["n_valid"]
-        out[n_dates + 1] = res["residual_rms"]
-        out[n_dates + 2 : n_dates + 2 + k] = res["params"].T
+        disp = res["displacement"].T  # contiguous date-major already
+        out[:n_dates] = disp
+        out[n_dates : 2 * n_dates] = res["bridged"].T
+        q0 = 2 * n_dates
+        rate = slope_weights @ disp
+        # Standard error of the least-squares slope: residual variance about the line / Sxx.
+        centred = disp - disp.mean(axis=0)
+        ss = np.einsum("ij,ij->j", centred, centred, dtype=np.float64) - rate.astype(
+            np.float64) ** 2 * sxx
+        vstd = np.sqrt(np.maximum(ss, 0.0) / max(n_dates - 2, 1) / sxx)
+        out[q0] = res["n_valid"]
+        out[q0 + 1] = res["residual_rms"]
+        out[q0 + 2] = res["temporal_coherence"]
+        out[q0 + 3] = res["n_parts"]
+        out[q0 + 4] = res["bridged"].mean(axis=1)
+        out[q0 + 5] = res["condition"]
+        out[q0 + 6] = vstd
+        out[q0 + n_q : q0 + n_q + k] = res["params"].T
         if reference_from is not None:
             out[n_out - 2] = vflat
             out[n_out - 1] = initial_rate
@@ -519,21 +656,47 @@ def invert_nsbas(
         result = kernel(np.asarray(stack.values), v_ref.values if v_ref is not None else None)
     coords = {"y": stack["y"], "x": stack["x"]} if "y" in stack.coords else {}
     full = xr.DataArray(result, dims=("out", "y", "x"), coords=coords)
+    q0 = 2 * n_dates
+
+    def layer(i: int) -> xr.DataArray:
+        return full.isel(out=q0 + i, drop=True)
+
     disp = full.isel(out=slice(0, n_dates)).rename(out="time").drop_vars("out", errors="ignore")
-    n_valid = full.isel(out=n_dates, drop=True).astype(np.int32)
-    rms = full.isel(out=n_dates + 1, drop=True)
-    params = full.isel(out=slice(n_dates + 2, n_dates + 2 + k)).rename(out="param")
+    bridged = full.isel(out=slice(n_dates, 2 * n_dates)).rename(out="time").drop_vars(
+        "out", errors="ignore").astype(np.uint8)
+    params = full.isel(out=slice(q0 + n_q, q0 + n_q + k)).rename(out="param")
     times = network.dates.astype("datetime64[ns]")
+    ref_label = str(network.dates[ref_epoch])
     ds = xr.Dataset(
         {
             "displacement": disp.assign_attrs(
                 units="mm",
-                long_name="cumulative LOS displacement relative to the first date",
+                long_name=f"cumulative LOS displacement relative to {ref_label}",
                 sign_convention="positive toward the satellite",
+                reference_date=ref_label,
             ),
-            "n_valid_ifg": n_valid.assign_attrs(units="1", long_name="valid interferograms"),
-            "residual_rms": rms.assign_attrs(
+            "bridged": bridged.assign_attrs(
+                units="1", long_name="epoch set by the constraint model alone (no valid "
+                "interferogram touches it at this pixel)", flag_values=[0, 1],
+                flag_meanings="data model_bridged"),
+            "n_valid_ifg": layer(0).astype(np.int32).assign_attrs(
+                units="1", long_name="valid interferograms"),
+            "residual_rms": layer(1).assign_attrs(
                 units="mm", long_name="RMS of interferogram residuals"),
+            "temporal_coherence": layer(2).assign_attrs(
+                units="1", long_name="temporal coherence |mean exp(i 4π/λ residual)| over valid "
+                "interferograms"),
+            "n_parts": layer(3).astype(np.int32).assign_attrs(
+                units="1", long_name="connected parts of the pixel's network of valid "
+                "interferograms"),
+            "bridged_fraction": layer(4).assign_attrs(
+                units="1", long_name="fraction of epochs set by the constraint model alone"),
+            "condition": layer(5).assign_attrs(
+                units="1", long_name="condition estimate of the normal matrix (squared ratio "
+                "of the largest to smallest Cholesky pivot)"),
+            "velocity_std": layer(6).assign_attrs(
+                units="mm/yr", long_name="standard error of the least-squares rate of the "
+                "series"),
         },
         coords={"time": times},
     )
@@ -544,7 +707,8 @@ def invert_nsbas(
             units="mm/yr", long_name=f"rate of the initial '{reference_from[0].model}' inversion")
     if k:  # ("none" has no parameters; a zero-size output would make dask run the kernel twice)
         ds["constraint_params"] = params.assign_coords(param=names).assign_attrs(
-            long_name="constraint model parameters (mm, mm/yr)")
+            long_name="constraint model parameters (mm, mm/yr) of the series relative to the "
+            "first date")
     ds.attrs.update(constraint_model=spec.model, gamma=spec.gamma, period_yr=spec.period_yr,
-                    velocity_reference=int(spec.velocity_reference))
+                    velocity_reference=int(spec.velocity_reference), reference_date=ref_label)
     return ds

@@ -37,7 +37,7 @@ TRUTH_QUANTITIES = (
 
 
 def referenced_truth(truth: xr.Dataset, product: xr.Dataset) -> xr.Dataset:
-    """The truth seen as InSAR sees it: displacement relative to the product's reference window.
+    """The truth seen as InSAR sees it: relative to the product's reference window and date.
 
     InSAR measures motion relative to its reference area, and the world's "stable" ground still
     has a small seasonal cycle, so series and thaw-season changes are compared after removing
@@ -49,6 +49,11 @@ def referenced_truth(truth: xr.Dataset, product: xr.Dataset) -> xr.Dataset:
     window = {"y": slice(*w["rows"]), "x": slice(*w["cols"])}
     out = truth.copy()
     out["displacement"] = truth["displacement"] - truth["displacement"].isel(**window).mean(("y", "x"))
+    ref_date = product.attrs.get("reference_date") or product.get(
+        "displacement", xr.DataArray()).attrs.get("reference_date")
+    if ref_date:  # the product's zero epoch is the truth's zero too
+        out["displacement"] = out["displacement"] - out["displacement"].sel(
+            time=np.datetime64(ref_date, "ns"), method="nearest")
     if "thaw_season_deformation" in truth:
         ref = truth["thaw_season_deformation"].isel(**window).mean(("y", "x"))
         out["thaw_season_deformation"] = truth["thaw_season_deformation"] - ref
@@ -59,7 +64,8 @@ def referenced_truth(truth: xr.Dataset, product: xr.Dataset) -> xr.Dataset:
 def compare_with_truth(product: xr.Dataset, truth: xr.Dataset) -> list[dict]:
     """Agreement of the Sentinel-1 products with the demo world's truth, over coherent pixels.
 
-    The truth is first referenced to the product's reference window (:func:`referenced_truth`).
+    The truth is first referenced to the product's reference window and date
+    (:func:`referenced_truth`).
     """
     truth = referenced_truth(truth, product)
     rows = []

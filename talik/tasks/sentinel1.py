@@ -45,8 +45,14 @@ from talik.science.interferogram import (
     reference_offsets,
     remove_ramps,
 )
-from talik.science.inversion import ConstraintSpec, invert_nsbas, solve_nsbas
+from talik.science.inversion import (
+    ConstraintSpec,
+    invert_nsbas,
+    reference_epoch_index,
+    solve_nsbas,
+)
 from talik.science.network import Network, components, loop_closure
+from talik.science.quality import FLAG_BITS, MaskThresholds, quality_mask
 from talik.science.scaling import los_to_los, mean_annual_rate
 from talik.science.seasonal import linear_rate, seasonal_fit, thaw_season_deformation
 from talik.tasks.cluster import dask_cluster
@@ -117,6 +123,9 @@ class ChainReport:
     gacos_applied: bool = False
     velocity_reference: dict = field(default_factory=dict)
     network: dict = field(default_factory=dict)
+    date_range: dict = field(default_factory=dict)
+    reference_date: dict = field(default_factory=dict)
+    mask: dict = field(default_factory=dict)
 
 
 def choose_reference_window(valid_fraction: np.ndarray, mean_coherence: np.ndarray,
@@ -136,6 +145,65 @@ def choose_reference_window(valid_fraction: np.ndarray, mean_coherence: np.ndarr
     y0 = int(np.clip(iy - half, 0, max(valid_fraction.shape[0] - size, 0)))
     x0 = int(np.clip(ix - half, 0, max(valid_fraction.shape[1] - size, 0)))
     return slice(y0, y0 + size), slice(x0, x0 + size)
+
+
+def _within_dates(stack: xr.Dataset, gacos: xr.Dataset | None, options: Sentinel1Options
+                  ) -> tuple[xr.Dataset, xr.Dataset | None]:
+    """The pairs whose two dates lie in ``[first_date, last_date]`` (both optional)."""
+    if options.first_date is None and options.last_date is None:
+        return stack, gacos
+    ref = pd.DatetimeIndex(stack["reference_date"].values)
+    sec = pd.DatetimeIndex(stack["secondary_date"].values)
+    keep = np.ones(stack.sizes["pair"], bool)
+    if options.first_date is not None:
+        keep &= ref >= pd.Timestamp(options.first_date)
+    if options.last_date is not None:
+        keep &= sec <= pd.Timestamp(options.last_date)
+    idx = np.flatnonzero(keep)
+    if idx.size < 3:
+        from talik.errors import InputError
+
+        raise InputError(stack.attrs.get("source", "the staged Sentinel-1 stack"),
+                         "[sentinel1] first_date/last_date",
+                         "a date range holding at least 3 interferograms",
+                         f"{idx.size} of {keep.size} pairs between {options.first_date} and "
+                         f"{options.last_date}")
+    if gacos is not None and "pair" in gacos.dims:
+        gacos = gacos.isel(pair=idx)
+    return stack.isel(pair=idx), gacos
+
+
+def choose_reference_date(subsample: xr.DataArray, network: Network,
+                          options: Sentinel1Options) -> tuple[np.datetime64, dict]:
+    """The date every series is expressed relative to, and the coverage that decided it.
+
+    A date is *covered* at a pixel when a valid interferogram touches it there. The automatic
+    choice is the first date covered at ``reference_date_min_coverage`` of the pixels with any
+    data: the start of the first connected part of the network that carries data, whatever
+    date range was chosen. A configured ``reference_date`` is taken as given (nearest date).
+    """
+    values = np.asarray(subsample.transpose("pair", "y", "x").values)
+    valid = np.isfinite(values).reshape(values.shape[0], -1)
+    has_data = valid.any(axis=0)
+    touched = np.zeros((network.n_dates, valid.shape[1]), bool)
+    for i in range(network.n_pairs):  # a loop over pairs, vectorised over pixels
+        touched[network.ref_index[i]] |= valid[i]
+        touched[network.sec_index[i]] |= valid[i]
+    coverage = touched[:, has_data].mean(axis=1) if has_data.any() else touched.mean(axis=1)
+    if options.reference_date is not None:
+        index = reference_epoch_index(network.dates, np.datetime64(options.reference_date))
+        how = "configured"
+    else:
+        above = np.flatnonzero(coverage >= options.reference_date_min_coverage)
+        index = int(above[0]) if above.size else int(np.argmax(coverage))
+        how = "first date covered at >= {:.0%} of pixels".format(
+            options.reference_date_min_coverage)
+    date = network.dates[index]
+    info = {"date": str(date), "index": index, "how": how,
+            "coverage": round(float(coverage[index]), 4),
+            "first_date": str(network.dates[0]),
+            "first_date_coverage": round(float(coverage[0]), 4)}
+    return date, info
 
 
 def _window_offsets(los: xr.DataArray, window: tuple[slice, slice]) -> xr.DataArray:
@@ -190,12 +258,14 @@ def lband_rate_from_pairs(pairs: xr.Dataset, platform: str, min_span_days: float
 
 
 def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: xr.DataArray,
-                            incidence_deg: float | None = None) -> xr.DataArray:
+                            incidence_deg: float | None = None,
+                            quantity: str | None = None) -> xr.DataArray:
     """An L-band rate GeoTIFF (mm/yr) in Sentinel-1 LOS on the grid.
 
-    The raster's tag ``quantity`` says what it holds: ``los_rate`` (the default: the L-band
-    sensor's own LOS, positive toward it; its incidence from the tag ``incidence_deg`` or the
-    ``incidence_deg`` argument) or ``vertical_rate`` (positive up).
+    What it holds comes from ``quantity`` when given, else the raster's tag ``quantity``, else
+    ``los_rate``: ``los_rate`` is the L-band sensor's own LOS, positive toward it (its
+    incidence from the tag ``incidence_deg``, else the ``incidence_deg`` argument);
+    ``vertical_rate`` is positive up.
     """
     import rasterio
 
@@ -204,7 +274,7 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
     raster = read_raster(path, "mm/yr")  # refuses a missing or unreadable file by name
     with rasterio.open(path) as src:
         tags = src.tags()
-    quantity = tags.get("quantity", "los_rate")
+    quantity = quantity or tags.get("quantity", "los_rate")
     values = xr.DataArray(_on_grid(raster, grid, Resampling.average),
                           dims=("y", "x"), coords={"y": s1_incidence["y"], "x": s1_incidence["x"]})
     if quantity == "vertical_rate":
@@ -214,7 +284,8 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
     inc = tags.get("incidence_deg", incidence_deg)
     if inc is None:
         raise InputError(path, "tag 'incidence_deg'",
-                         "the L-band incidence angle (tag, or the study's sensor incidence)")
+                         "the L-band incidence angle (--lband-incidence DEG, the tag, or the "
+                         "study's sensor incidence), or --lband-quantity vertical_rate")
     return los_to_los(values, float(inc), s1_incidence).assign_attrs(units="mm/yr")
 
 
@@ -319,7 +390,11 @@ def prepare_interferograms(inputs: ChainInputs, options: Sentinel1Options
 def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterferograms:
     logger = step_logger()
     report = ChainReport()
-    stack = inputs.stack
+    stack, gacos_in = _within_dates(inputs.stack, inputs.gacos, options)
+    report.date_range = {"first": str(options.first_date) if options.first_date else None,
+                         "last": str(options.last_date) if options.last_date else None,
+                         "n_pairs_in_range": int(stack.sizes["pair"]),
+                         "n_pairs_staged": int(inputs.stack.sizes["pair"])}
     wavelength = float(stack.attrs["wavelength_m"])
     thr = options.coherence_threshold
     names = stack["product"].values if "product" in stack.coords else np.arange(stack.sizes["pair"])
@@ -333,14 +408,14 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
             return _apply_gacos(out, gacos, part["incidence_deg"], names, report)
         return out, np.arange(part.sizes["pair"])
 
-    los, keep_idx = masked_and_corrected(stack, inputs.gacos)
+    los, keep_idx = masked_and_corrected(stack, gacos_in)
     if report.no_gacos_pairs:
         logger.warning("%d pairs have no GACOS delay for one of their dates and are left out",
                        len(report.no_gacos_pairs))
     # The subsample (loop closure, ramps, model choice) is taken from the inputs, so only its
     # pixels are masked and corrected.
     sub_los, _ = masked_and_corrected(
-        stack.isel(**sub_sel), inputs.gacos.isel(**sub_sel) if inputs.gacos is not None else None)
+        stack.isel(**sub_sel), gacos_in.isel(**sub_sel) if gacos_in is not None else None)
     names = names[keep_idx]
 
     # One pass over the data for every statistic that needs all of it: coherence statistics
@@ -467,8 +542,14 @@ def run_sentinel1_chain(
 
     # 5. Inversion, stored before filtering: the filter's spatial window reaches into
     # neighbouring tiles, which must not be inverted again for it.
+    ref_date, report.reference_date = choose_reference_date(sub, used, options)
+    logger.info("series are relative to %s (%s; covered at %.0f%% of pixels, the first date "
+                "%s at %.0f%%)", report.reference_date["date"], report.reference_date["how"],
+                100 * report.reference_date["coverage"], report.reference_date["first_date"],
+                100 * report.reference_date["first_date_coverage"])
     result = invert_nsbas(los, spec, min_valid=min_valid,
-                          reference_from=reference if referenced else None)
+                          reference_from=reference if referenced else None,
+                          reference_date=ref_date, wavelength_m=float(stack.attrs["wavelength_m"]))
     if out_dir is not None:
         write_zarr_by_tiles(result.chunk({"time": -1}), out_dir / "inversion.zarr")
         result = xr.open_zarr(out_dir / "inversion.zarr")
@@ -485,7 +566,8 @@ def run_sentinel1_chain(
                                                          else np.diff(days).mean())
         filtered, screen = atmospheric_filter(result["displacement"], sigma_t,
                                               options.filter_spatial_m, pixel)
-        filtered = (filtered - filtered.isel(time=0)).astype(np.float32)  # from the first date
+        ref_t = np.datetime64(ref_date, "ns")
+        filtered = (filtered - filtered.sel(time=ref_t)).astype(np.float32)  # from the reference
         if out_dir is not None:  # only the filtered series is new: the rest stays where it is
             write_zarr_by_tiles(filtered.to_dataset(name="displacement").chunk({"time": -1}),
                                 out_dir / "timeseries.zarr")
@@ -497,7 +579,7 @@ def run_sentinel1_chain(
         result.attrs["filter_temporal_sigma_days"] = sigma_t
     v_ref = result.get("velocity_reference")
     points = _comparison_points(los, result, v_ref, used, options, stack)
-    products = _products(result, stack["incidence_deg"], options)
+    products = _products(result, stack["incidence_deg"], options, report)
     products.attrs.update(_attrs(report, options))
     return products, report, points
 
@@ -551,7 +633,30 @@ def _comparison_points(los: xr.DataArray, result: xr.Dataset, v_ref: xr.DataArra
     )
 
 
-def _products(ts: xr.Dataset, incidence: xr.DataArray, options: Sentinel1Options) -> xr.Dataset:
+def mask_thresholds(options: Sentinel1Options) -> MaskThresholds:
+    """The product mask's limits from the study options."""
+    return MaskThresholds(
+        min_temporal_coherence=options.mask_min_temporal_coherence,
+        max_bridged_fraction=options.mask_max_bridged_fraction,
+        max_parts_per_year=options.mask_max_parts_per_year,
+        max_condition=options.mask_max_condition,
+        max_velocity_std=options.mask_max_velocity_std,
+    )
+
+
+PRODUCT_QUALITY_LAYERS = ("n_valid_ifg", "residual_rms", "temporal_coherence", "n_parts",
+                          "bridged_fraction", "condition", "velocity_std")
+
+
+def _products(ts: xr.Dataset, incidence: xr.DataArray, options: Sentinel1Options,
+              report: ChainReport | None = None) -> xr.Dataset:
+    """Rate, thaw-season and seasonal maps and the series, masked where not trusted.
+
+    The quality layers and the mask are published unmasked; every value product (series,
+    rates, thaw-season deformation, amplitude, vertical) is NaN where ``mask`` is 0. The
+    unmasked inversion stays in the step's ``inversion.zarr``.
+    """
+    mask, flags = quality_mask(ts, mask_thresholds(options))
     disp = ts["displacement"]
     rate = linear_rate(disp)
     seasonal_src = disp
@@ -559,32 +664,48 @@ def _products(ts: xr.Dataset, incidence: xr.DataArray, options: Sentinel1Options
         seasonal_src = ts["displacement_unfiltered"]
     thaw = thaw_season_deformation(seasonal_src, options.thaw_onset, options.thaw_end, rate)
     seasonal = seasonal_fit(seasonal_src, options.period_yr)
-    # One pass over the series for all three maps (each tile is read once).
-    rate, thaw, seasonal, inc = dask.compute(rate, thaw, seasonal, incidence)
+    # One pass over the series for all the maps (each tile is read once).
+    rate, thaw, seasonal, inc, mask, flags = dask.compute(rate, thaw, seasonal, incidence, mask,
+                                                          flags)
+    keep = mask.astype(bool)
+    rate, thaw, amplitude = rate.where(keep), thaw.where(keep), seasonal["amplitude"].where(keep)
+    ref_date = ts["displacement"].attrs.get("reference_date", str(ts["time"].values[0])[:10])
     out = xr.Dataset(
         {
-            "displacement": disp.assign_attrs(
-                units="mm", long_name="cumulative LOS displacement relative to the first date",
-                sign_convention="positive toward the satellite"),
+            "displacement": disp.where(keep).assign_attrs(
+                units="mm", long_name=f"cumulative LOS displacement relative to {ref_date}",
+                sign_convention="positive toward the satellite", reference_date=ref_date),
+            "bridged": ts["bridged"],
             "velocity": rate.assign_attrs(units="mm/yr", long_name="LOS velocity (linear fit)",
                                           sign_convention="positive toward the satellite"),
             "thaw_season_deformation": thaw,
             "thaw_season_deformation_mean": thaw.mean("year").assign_attrs(
                 units="mm", long_name="multi-year mean thaw-season deformation (LOS)"),
-            "seasonal_amplitude": seasonal["amplitude"],
+            "seasonal_amplitude": amplitude.assign_attrs(seasonal["amplitude"].attrs),
             "velocity_vertical": los_to_vertical(rate, inc).assign_attrs(
                 units="mm/yr", long_name="vertical velocity (no horizontal motion assumed)"),
             "thaw_season_deformation_vertical": los_to_vertical(thaw, inc).assign_attrs(
                 units="mm", long_name="vertical thaw-season deformation"),
             "thaw_season_deformation_mean_vertical": los_to_vertical(
                 thaw.mean("year"), inc).assign_attrs(units="mm"),
-            "n_valid_ifg": ts["n_valid_ifg"],
-            "residual_rms": ts["residual_rms"],
+            **{name: ts[name] for name in PRODUCT_QUALITY_LAYERS},
+            "mask": mask,
+            "quality_flags": flags,
             "incidence_deg": inc,
         }
     )
     if "velocity_reference" in ts:
         out["velocity_reference"] = ts["velocity_reference"]
+    if report is not None:
+        solved = int((flags.values & FLAG_BITS["few_interferograms"] == 0).sum())
+        report.mask = {
+            "thresholds": vars(mask_thresholds(options)),
+            "n_pixels": int(mask.size),
+            "n_solved": solved,
+            "n_trusted": int(keep.values.sum()),
+            "masked_by": {name: int((flags.values & bit != 0).sum())
+                          for name, bit in FLAG_BITS.items()},
+        }
     return out
 
 
@@ -595,6 +716,9 @@ def _attrs(report: ChainReport, options: Sentinel1Options) -> dict:
         "interferograms_without_gacos": json.dumps(report.no_gacos_pairs),
         "n_interferograms_used": report.n_pairs_used,
         "network_components": json.dumps(report.components),
+        "reference_date": report.reference_date.get("date", ""),
+        "reference_date_choice": json.dumps(report.reference_date),
+        "mask_summary": json.dumps(report.mask),
         "reference_window": json.dumps(report.reference_window),
         "constraint": json.dumps(report.constraint),
         "velocity_reference": json.dumps({k: v for k, v in report.velocity_reference.items()
@@ -659,7 +783,7 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
     encoding = {}
     for name in ds.data_vars:
         var = ds[name]
-        if var.dtype.kind != "f":
+        if var.dtype.kind not in "fiu":
             continue
         # NetCDF chunks that tile the dask chunks exactly: each dask block fills whole NetCDF
         # chunks, so nothing is decompressed and rewritten while writing (which made the
@@ -681,7 +805,8 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
                       gacos: Path | None = None, pairs: Path | None = None,
                       lband_geotiff: Path | None = None,
                       lband_incidence_deg: float | None = None,
-                      lband_platform: str = "ALOS-2") -> ChainInputs:
+                      lband_platform: str = "ALOS-2",
+                      lband_quantity: str | None = None) -> ChainInputs:
     """Open the staged stores (lazily) and build the L-band rate map if one is available."""
     stack = xr.open_zarr(staged_s1, chunks={})  # the store's own chunks, read as they are
     # Coherence is stored as uint8 × 0.004 and decodes to float64; float32 is plenty, and
@@ -699,7 +824,7 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
     if options.velocity_reference != "none":
         if lband_geotiff is not None:
             lband = lband_rate_from_geotiff(lband_geotiff, AnalysisGrid.from_attrs(stack.attrs),
-                                            incidence, lband_incidence_deg)
+                                            incidence, lband_incidence_deg, lband_quantity)
         elif pairs is not None and pairs.exists():
             p = xr.open_zarr(pairs).compute()
             if (p["sensor"].values == lband_platform).any():
@@ -765,6 +890,7 @@ def sentinel1_from_products(
     gacos_dir: Path | None = None,
     ground_ice: Path | None = None,
     title: str = "Sentinel-1 time series (talik)",
+    lband_quantity: str | None = None,
 ) -> ChainReport:
     """The chain outside Prefect: a folder of HyP3 products → a CF NetCDF (``talik sentinel1``).
 
@@ -793,10 +919,15 @@ def sentinel1_from_products(
         gacos = work_dir / "gacos.zarr"
     inputs = open_chain_inputs(work_dir / "sentinel1.zarr", options, rasters, gacos,
                                lband_geotiff=lband_geotiff,
-                               lband_incidence_deg=lband_incidence_deg)
+                               lband_incidence_deg=lband_incidence_deg,
+                               lband_quantity=lband_quantity)
     products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir)
     out_nc.parent.mkdir(parents=True, exist_ok=True)
-    write_cf_netcdf(products_ds, grid, out_nc, title)
+    logger = step_logger()
+    logger.info("writing %s", out_nc)
+    tmp_nc = out_nc.with_name(f".{out_nc.name}.tmp")
+    write_cf_netcdf(products_ds, grid, tmp_nc, title)
+    tmp_nc.replace(out_nc)  # a killed run never leaves a half-written product
     (work_dir / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
     figures = out_nc.with_name(out_nc.stem + "_figures")
     figures.mkdir(exist_ok=True)

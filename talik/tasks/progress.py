@@ -1,0 +1,38 @@
+"""Progress output of long commands: step messages and dask progress bars on standard error.
+
+Inside a Prefect run, messages go to Prefect's run logger (and its UI); outside one (the
+``talik sentinel1`` command) they go to the ``talik`` logger, which :func:`progress_output`
+connects to standard error for the duration of a command. Every dask computation that takes
+longer than ``min_seconds`` (reading tiles, the inversion, writing stores) shows a bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["progress_output"]
+
+
+@contextmanager
+def progress_output(enabled: bool = True, min_seconds: float = 1.0) -> Iterator[None]:
+    """Show the ``talik`` logger's INFO messages and dask progress bars while inside."""
+    if not enabled:
+        yield
+        return
+    from dask.diagnostics import ProgressBar
+
+    logger = logging.getLogger("talik")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with ProgressBar(minimum=min_seconds, dt=0.5, out=sys.stderr):
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
