@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -165,3 +166,111 @@ def science_world(tmp_path_factory):
         "raw": Path(cfg.source.raw_dir),
     }
     return cfg, staged
+
+
+HARD_WORLD = """
+name = "hard"
+title = "hard world: winter acquisitions, per-pixel snow decorrelation, lake, offsets"
+
+[aoi]
+name = "hard"
+
+[source]
+kind = "world"
+raw_dir = "{raw}"
+seed = 31337
+ny = 56
+nx = 72
+center_offset_km = [-14.0, 9.0]
+s1_start = {s1_start}
+s1_end = 2020-12-31
+neighbours = 4
+unwrapping_error_fraction = 0.015
+winter_acquisitions = true
+snow_spread_days = 9.0
+snow_ridge_days = 14.0
+reference_offset_std_rad = 2.0
+lake_nodata = true
+
+[stores]
+work_dir = "{work}"
+release_dir = "{releases}"
+
+[sensors.sentinel1]
+platform = "Sentinel-1"
+band = "C"
+wavelength_m = 0.055465763
+incidence_deg = 39.47
+direction = "descending"
+polarization = "VV"
+
+[sensors.alos2]
+platform = "ALOS-2"
+band = "L"
+wavelength_m = 0.2419
+incidence_deg = 40.55
+direction = "descending"
+polarization = "HH"
+"""
+"""Study of the "hard" world (format with ``raw``, ``work``, ``releases`` and ``s1_start``).
+
+A different place (56 × 72 pixels, centre 14 km west and 9 km north of the demo's), a stack
+that starts in midwinter and keeps its winter dates, coherence lost pixel by pixel under snow,
+a no-data lake, a random phase offset per product and a handful of unwrapping errors.
+"""
+
+HARD_WORLD_START = dt.date(2017, 1, 5)
+"""First date of the hard world: midwinter, snow everywhere."""
+HARD_WORLD_MAY_START = dt.date(2017, 5, 5)
+"""The same world started in May: on the same 12-day grid, so the two share their later dates."""
+
+
+def make_hard_world_study(root: Path, s1_start: dt.date = HARD_WORLD_START) -> Path:
+    """Write the hard-world study file into ``root`` (raw, work, releases beside it); return it.
+
+    Only ``s1_start`` changes between calls: the world's physics (landscape, climate, ground
+    motion, snow) does not depend on it, so worlds differing only in ``s1_start`` share the same
+    true displacement on their common dates (up to a per-pixel constant, the truth being relative
+    to each world's first date).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    study = root / "hard.toml"
+    study.write_text(HARD_WORLD.format(raw=root / "raw", work=root / "work",
+                                       releases=root / "releases", s1_start=s1_start.isoformat()))
+    return study
+
+
+def generate_and_stage(study: Path):
+    """Generate the world of ``study`` and stage it like ``science_world``; return (cfg, staged)."""
+    from talik.config import load_study
+    from talik.tasks.ingest.world import ingest_world
+    from talik.tasks.stage import stage_gacos, stage_pairs, stage_rasters, stage_sentinel1
+
+    cfg = load_study(study)
+    work = str(cfg.stores.work_dir)
+    inputs = ingest_world.fn(cfg.source, work)
+    s1 = stage_sentinel1.fn(inputs, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
+    staged = {
+        "sentinel1": Path(s1.path) / "sentinel1.zarr",
+        "rasters": Path(stage_rasters.fn(inputs, s1, work).path) / "rasters.zarr",
+        "gacos": Path(stage_gacos.fn(inputs, s1, work).path) / "gacos.zarr",
+        "pairs": Path(stage_pairs.fn(inputs, s1, work).path) / "pairs.zarr",
+        "raw": Path(cfg.source.raw_dir),
+    }
+    return cfg, staged
+
+
+@pytest.fixture(scope="session")
+def hard_world(tmp_path_factory):
+    """The hard world (starting 2017-01-05, in winter), generated and staged once.
+
+    Returns ``(cfg, staged)`` like ``science_world``.
+    """
+    return generate_and_stage(make_hard_world_study(tmp_path_factory.mktemp("hard")))
+
+
+@pytest.fixture(scope="session")
+def hard_world_may(tmp_path_factory):
+    """The same hard world started on 2017-05-05 instead, generated and staged once."""
+    return generate_and_stage(make_hard_world_study(tmp_path_factory.mktemp("hard-may"),
+                                                    HARD_WORLD_MAY_START))

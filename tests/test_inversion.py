@@ -194,3 +194,37 @@ def test_quality_layers_against_brute_force():
     tc = out["temporal_coherence"]
     assert tc[3] < np.median(tc) - 0.05  # the unwrapping error lowers temporal coherence
     assert np.median(tc) > 0.9 and (tc <= 1.0 + 1e-6).all()
+
+
+def test_quality_mask_sets_one_bit_per_failed_test():
+    from talik.science.quality import FLAG_BITS, MaskThresholds, quality_mask
+
+    n = 6
+    times = np.datetime64("2020-01-01") + np.arange(0, 4 * 365, 12).astype("timedelta64[D]")
+    good = {"temporal_coherence": 0.95, "bridged_fraction": 0.2, "n_parts": 4, "condition": 1e8,
+            "velocity_std": 1.0, "residual_rms": 1.0}
+    bad = {"temporal_coherence": 0.5, "bridged_fraction": 0.9, "n_parts": 40, "condition": 1e17,
+           "velocity_std": 30.0, "residual_rms": np.nan}
+    names = ["low_temporal_coherence", "mostly_bridged", "fragmented_network", "ill_conditioned",
+             "uncertain_velocity", "few_interferograms"]
+    layers = {}
+    for key in good:
+        values = np.full((1, n), good[key], dtype=float)
+        for col, name in enumerate(names):
+            column = {"temporal_coherence": "low_temporal_coherence",
+                      "bridged_fraction": "mostly_bridged", "n_parts": "fragmented_network",
+                      "condition": "ill_conditioned", "velocity_std": "uncertain_velocity",
+                      "residual_rms": "few_interferograms"}[key]
+            if column == name:
+                values[0, col] = bad[key]
+        layers[key] = (("y", "x"), values)
+    ds = xr.Dataset({**layers, "displacement": (("time", "y", "x"), np.zeros((times.size, 1, n)))},
+                    coords={"time": times})
+    mask, flags = quality_mask(ds, MaskThresholds())
+    assert mask.values.sum() == 0
+    for col, name in enumerate(names):
+        assert flags.values[0, col] == FLAG_BITS[name], name
+    ds2 = ds.copy()
+    for key in good:
+        ds2[key] = xr.full_like(ds[key], good[key])
+    assert quality_mask(ds2, MaskThresholds())[0].values.all()

@@ -77,6 +77,8 @@ __all__ = [
 
 SUBSAMPLE_TARGET = 256  # pixels per side used for loop-closure, ramp and model-choice statistics
 INITIAL_MODELS = ("linear_periodic", "linear", "none")
+INITIAL_MODEL_TIE = 0.02
+"""Rank agreements (Spearman) closer than this count as equal when choosing the initial model."""
 
 
 @dataclass
@@ -200,6 +202,7 @@ def choose_reference_date(subsample: xr.DataArray, network: Network,
             options.reference_date_min_coverage)
     date = network.dates[index]
     info = {"date": str(date), "index": index, "how": how,
+            "epoch_coverage": [round(float(c), 4) for c in coverage],
             "coverage": round(float(coverage[index]), 4),
             "first_date": str(network.dates[0]),
             "first_date_coverage": round(float(coverage[0]), 4)}
@@ -345,7 +348,14 @@ def _initial_model(sub: xr.DataArray, lband_sub: np.ndarray, options: Sentinel1O
         spec = ConstraintSpec(model, options.gamma, options.period_yr)
         rates[model] = _rate_of(invert_nsbas(sub, spec, min_valid=min_valid)["displacement"]).values
         scores[model] = rank_agreement(rates[model], lband_sub)
-    best = max(scores, key=lambda m: -np.inf if np.isnan(scores[m]) else scores[m])
+    finite = {m: v for m, v in scores.items() if np.isfinite(v)}
+    if not finite:
+        return candidates[0], scores, rates[candidates[0]]
+    # Scores closer than the tolerance are a tie, settled by the fixed order of the
+    # candidates: a choice that flips on a 0.01 difference would make the product depend on
+    # details such as the first date of the range.
+    top = max(finite.values())
+    best = next(m for m in candidates if m in finite and finite[m] >= top - INITIAL_MODEL_TIE)
     return best, scores, rates[best]
 
 

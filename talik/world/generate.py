@@ -37,11 +37,12 @@ from talik.world.ancillary import (
     write_modis,
     write_station_csv,
 )
-from talik.world.climate import simulate_climate
+from talik.world.climate import simulate_climate, thaw_seasons
 from talik.world.deformation import DeformationModel, decimal_year
 from talik.world.hydrology import DISTURBANCE, annual_predictors, simulate_discharge, true_ks
-from talik.world.landscape import UTM_CRS, WORLD_CENTER_LONLAT, Landscape
-from talik.world.sentinel1 import S1Frame, build_network, write_s1_products
+from talik.world.landscape import UTM_CRS, WORLD_CENTER_LONLAT, Landscape, lake_mask
+from talik.world.sentinel1 import S1Difficulties, S1Frame, build_network, write_s1_products
+from talik.world.snow import SnowCover
 from talik.world.sparse_pairs import SPARSE_SENSORS, TABLE_S1, write_sparse_pairs
 from talik.world.troposphere import Troposphere, write_gacos
 
@@ -107,13 +108,20 @@ def generate_world(source: WorldSource, geometry_in_every_product: bool = True) 
 
 
 def _generate_into(out: Path, source: WorldSource, geometry_in_every_product: bool) -> None:
+    # New streams go at the end: spawned children are keyed by their index, so appending
+    # names leaves the draws of the first ten (the demo world) unchanged.
     rng = _rngs(
         source.seed,
-        ["land", "climate", "deform", "network", "tropo", "s1", "sparse", "modis", "era5", "hydro"],
+        ["land", "climate", "deform", "network", "tropo", "s1", "sparse", "modis", "era5", "hydro",
+         "snow", "hard"],
     )
-    # --- Where: a Sentinel-1 frame centred on the Fig. 3c site, on HyP3's aligned 80 m grid.
+    # --- Where: a Sentinel-1 frame centred on the Fig. 3c site (optionally shifted), on HyP3's
+    # aligned 80 m grid.
     to_utm = Transformer.from_crs("EPSG:4326", UTM_CRS, always_xy=True)
     xc, yc = to_utm.transform(*WORLD_CENTER_LONLAT)
+    east_km, north_km = source.center_offset_km
+    if east_km or north_km:
+        xc, yc = xc + 1000.0 * east_km, yc + 1000.0 * north_km
     p = source.pixel_m
     width, height = source.nx * p, source.ny * p
     x0 = np.round((xc - width / 2) / p) * p
@@ -131,7 +139,8 @@ def _generate_into(out: Path, source: WorldSource, geometry_in_every_product: bo
 
     # --- Sentinel-1: network, troposphere, HyP3 products, GACOS, truth.
     network = build_network(rng["network"], source.s1_start, source.s1_end,
-                            source.s1_repeat_days, source.neighbours)
+                            source.s1_repeat_days, source.neighbours,
+                            winter_acquisitions=source.winter_acquisitions)
     sparse_dates = [d for _, a, b, _ in TABLE_S1 for d in (a, b)]
     tropo = Troposphere.build(rng["tropo"], list(network.dates) + sparse_dates)
 
@@ -148,9 +157,25 @@ def _generate_into(out: Path, source: WorldSource, geometry_in_every_product: bo
         sums["u"] += los
         sums["tu"] += t_years[i] * los
 
+    # --- Optional hardships (the "hard" world): per-pixel snow, a no-data lake, phase offsets.
+    pxs, pys = frame.coords(padded=True)
+    snow = None
+    if source.winter_acquisitions:
+        snow = SnowCover.build(rng["snow"], thaw_seasons(climate["t_air_c"]),
+                               land.sample_grid("elevation", pxs, pys), p,
+                               source.snow_spread_days, source.snow_ridge_days)
+    lake = None
+    if source.lake_nodata:
+        pxx, pyy = np.meshgrid(pxs, pys)
+        lake = lake_mask(pxx, pyy, x0, y0, width, height)
+    difficulties = None
+    if snow is not None or lake is not None or source.reference_offset_std_rad > 0:
+        difficulties = S1Difficulties(rng=rng["hard"], snow=snow, lake=lake,
+                                      reference_offset_std_rad=source.reference_offset_std_rad)
+
     pair_table = write_s1_products(
         out / "hyp3", rng["s1"], frame, network, land, model, tropo,
-        source.unwrapping_error_fraction, geometry_in_every_product, on_truth,
+        source.unwrapping_error_fraction, geometry_in_every_product, on_truth, difficulties,
     )
     if source.gacos:
         # GACOS serves any date of the modern era: the Sentinel-1 dates and the ALOS-2 ones.
@@ -226,6 +251,20 @@ def _generate_into(out: Path, source: WorldSource, geometry_in_every_product: bo
                               {"units": "mm", "long_name": "true cumulative LOS displacement "
                                "relative to the first network date"})
         ds = ds.assign_coords(time=pd.to_datetime(network.dates))
+    if snow is not None:
+        inner = (slice(frame.pad, -frame.pad), slice(frame.pad, -frame.pad))
+        ds["snow_cover"] = (("time", "y", "x"),
+                            np.stack([snow.covered(d)[inner] for d in network.dates]).astype(np.uint8),
+                            {"units": "1", "long_name": "1 where the ground is snow-covered on the "
+                             "date, so that every pair with that date is incoherent there"})
+        ds["snow_ridge"] = (("y", "x"), snow.ridge[inner].astype(np.float32),
+                            {"units": "1", "long_name": "wind-scoured ridge weight (snow comes "
+                             "later and leaves earlier)"})
+        ds = ds.assign_coords(time=pd.to_datetime(network.dates))
+    if lake is not None:
+        xx, yy = np.meshgrid(xs, ys)
+        ds["lake"] = (("y", "x"), lake_mask(xx, yy, x0, y0, width, height).astype(np.uint8),
+                      {"units": "1", "long_name": "1 on the lake, HyP3 no-data in every product"})
     ds.to_netcdf(truth_dir / "sentinel1_truth.nc")
     pair_table.to_csv(truth_dir / "s1_pairs.csv", index=False)
 
@@ -251,6 +290,13 @@ def _generate_into(out: Path, source: WorldSource, geometry_in_every_product: bo
             "last_date": network.dates[-1].isoformat(),
             "winter_gaps": [[a.isoformat(), b.isoformat()] for a, b in network.gaps],
             "n_unwrapping_errors": int((pair_table["unwrapping_error_cycles"] != 0).sum()),
+            **({"winter_acquisitions": True,
+                "snow_windows_median": [
+                    [w, *(d.isoformat() for d in snow.scene_window(w))]
+                    for w in sorted(snow.onset)
+                    if network.dates[0].year - 1 <= w <= network.dates[-1].year]}
+               if snow is not None else {}),
+            **({"lake_pixels": int(ds["lake"].sum())} if lake is not None else {}),
         },
         "disturbance": DISTURBANCE,
         "ks_ratio_during_to_before": float(during / before),

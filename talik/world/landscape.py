@@ -16,13 +16,36 @@ from scipy.interpolate import RegularGridInterpolator
 
 from talik.world.fields import gaussian_field, power_law_field, smoothstep
 
-__all__ = ["Landscape", "UTM_CRS", "WORLD_CENTER_LONLAT"]
+__all__ = ["Landscape", "UTM_CRS", "WORLD_CENTER_LONLAT", "lake_mask", "valley_axis"]
 
 UTM_CRS = "EPSG:32647"
 """WGS 84 / UTM zone 47N, the zone HyP3 uses for scenes centred near 99.6° E."""
 
 WORLD_CENTER_LONLAT = (99.6344, 38.0363)
 """Scene centre: the Fig. 3c site of the paper (38.0363° N, 99.6344° E)."""
+
+LAKE_CENTER_U = 0.72
+"""Across-scene position (0 = west edge, 1 = east edge) of the optional lake's centre."""
+LAKE_SEMI_AXES = (0.10, 0.09)
+"""Semi-axes of the optional lake, as fractions of the scene width and height."""
+
+
+def valley_axis(u: np.ndarray) -> np.ndarray:
+    """Down-scene position (0 = north edge, 1 = south edge) of the valley axis at ``u`` (0–1)."""
+    return 0.52 + 0.10 * (u - 0.5) + 0.06 * np.sin(2.2 * np.pi * u)
+
+
+def lake_mask(x: np.ndarray, y: np.ndarray, x0: float, y0: float, width_m: float,
+              height_m: float) -> np.ndarray:
+    """True on the optional lake: an ellipse on the valley axis, east of the scene centre.
+
+    ``x``, ``y`` are UTM points (metres) and ``x0``, ``y0``, ``width_m``, ``height_m`` the
+    scene's west and north edges and size (metres), as for :meth:`Landscape.build`.
+    """
+    v_c = float(valley_axis(np.array(LAKE_CENTER_U)))
+    xc, yc = x0 + LAKE_CENTER_U * width_m, y0 - v_c * height_m
+    ax, ay = LAKE_SEMI_AXES[0] * width_m, LAKE_SEMI_AXES[1] * height_m
+    return ((np.asarray(x) - xc) / ax) ** 2 + ((np.asarray(y) - yc) / ay) ** 2 <= 1.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +90,7 @@ class Landscape:
         scale = max(width_m, height_m)
 
         # A valley axis running WNW–ESE, slightly curved.
-        axis = 0.52 + 0.10 * (u - 0.5) + 0.06 * np.sin(2.2 * np.pi * u)
+        axis = valley_axis(u)
         dist = np.abs(v - axis) * height_m  # metres from the axis
         half_width = 0.16 * height_m
         rise = smoothstep(dist, half_width, half_width + 0.22 * height_m)

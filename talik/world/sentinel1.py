@@ -10,6 +10,11 @@ differ slightly in extent, as real ones do.
 The interferometric network is formed between each date and its next neighbours, but wet snow
 decorrelates the C-band signal every winter, so no pair bridges a winter: the network falls
 apart into one connected piece per thaw season, the difficulty the NSBAS constraint must solve.
+
+Optionally (:class:`S1Difficulties`, the "hard" world) winter dates are acquired and paired like
+any other, but a pair is incoherent wherever the ground is snow-covered on one of its dates
+(:class:`talik.world.snow.SnowCover`, pixel by pixel), a water body is HyP3 no-data, and each
+product carries an unknown constant phase offset on top of its own reference point.
 """
 
 from __future__ import annotations
@@ -28,9 +33,17 @@ from talik.world.deformation import DeformationModel
 from talik.world.fields import gaussian_field
 from talik.world.geotiff import write_geotiff
 from talik.world.landscape import UTM_CRS, Landscape
+from talik.world.snow import SnowCover
 from talik.world.troposphere import Troposphere
 
-__all__ = ["S1_WAVELENGTH_M", "S1Frame", "S1Network", "build_network", "write_s1_products"]
+__all__ = [
+    "S1_WAVELENGTH_M",
+    "S1Difficulties",
+    "S1Frame",
+    "S1Network",
+    "build_network",
+    "write_s1_products",
+]
 
 S1_WAVELENGTH_M = 0.055465763
 """Sentinel-1 C-band wavelength, m (c / 5.405 GHz), as HyP3 documents it."""
@@ -65,12 +78,19 @@ def build_network(
     end: dt.date,
     repeat_days: int,
     neighbours: int,
+    winter_acquisitions: bool = False,
 ) -> S1Network:
     """Dates every ``repeat_days`` minus each winter's snow window, and pairs to the next N dates.
 
-    The snow window runs from mid-November (± 10 days) to late March (± 10 days).
+    The snow window runs from mid-November (± 10 days) to late March (± 10 days). With
+    ``winter_acquisitions`` every date is kept and paired to its next N neighbours through the
+    winter too (no gaps; snow then acts on coherence, pixel by pixel), and ``rng`` is not used.
     """
     all_dates = pd.date_range(start, end, freq=f"{repeat_days}D")
+    if winter_acquisitions:
+        n = len(all_dates)
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, min(i + 1 + neighbours, n))]
+        return S1Network([d.date() for d in all_dates], pairs, [])
     windows = []
     for year in range(start.year - 1, end.year + 1):
         gap_start = pd.Timestamp(f"{year}-11-15") + pd.Timedelta(days=int(rng.integers(-10, 11)))
@@ -207,11 +227,16 @@ def _parameter_file(
     return "\n".join(f"{k}: {v}" for k, v in lines) + "\n"
 
 
-def product_name(rng: np.random.Generator, ref: dt.date, sec: dt.date) -> str:
-    """HyP3 INSAR_GAMMA product name for a Sentinel-1A pair (random 4-hex product id)."""
+def product_name(rng: np.random.Generator, ref: dt.date, sec: dt.date,
+                 water_masked: bool = False) -> str:
+    """HyP3 INSAR_GAMMA product name for a Sentinel-1A pair (random 4-hex product id).
+
+    ``water_masked`` sets the name's mask letter to ``w`` (HyP3's ``apply_water_mask``).
+    """
     days = (sec - ref).days
+    mask = "w" if water_masked else "u"
     return (
-        f"S1AA_{ref:%Y%m%d}T232410_{sec:%Y%m%d}T232410_VVP{days:03d}_INT80_G_ueF_"
+        f"S1AA_{ref:%Y%m%d}T232410_{sec:%Y%m%d}T232410_VVP{days:03d}_INT80_G_{mask}eF_"
         f"{int(rng.integers(0, 0x10000)):04X}"
     )
 
@@ -221,6 +246,37 @@ class S1Truth:
     """What the writer knows about each pair (for truth files)."""
 
     rows: list[dict] = field(default_factory=list)
+
+
+SNOW_CORR_RANGE = (0.03, 0.25)
+"""Coherence (uniform range) of a pair at a pixel snow-covered on one of its dates."""
+
+
+@dataclass(frozen=True)
+class S1Difficulties:
+    """Optional hardships of the Sentinel-1 products; the defaults change nothing.
+
+    Attributes
+    ----------
+    rng
+        Random stream for the draws these need (kept apart from the products' own stream).
+    snow
+        Per-pixel snow seasons on the padded frame grid: a pair is incoherent (coherence in
+        :data:`SNOW_CORR_RANGE`) wherever one of its dates is snow-covered, and coherence is
+        reduced near a pixel's snow onset or melt. Unwrapping errors then go to pairs that are
+        snow-free over at least half of the scene.
+    lake
+        Boolean mask on the padded frame grid of a water body written as HyP3 no-data
+        (``unw_phase`` = 0 and ``corr`` = 0, ``water_mask`` = 0) in every product.
+    reference_offset_std_rad
+        Standard deviation of a constant phase offset added to each product after its
+        referencing (an unknown reference-point error), radians.
+    """
+
+    rng: np.random.Generator | None = None
+    snow: SnowCover | None = None
+    lake: np.ndarray | None = None
+    reference_offset_std_rad: float = 0.0
 
 
 def write_s1_products(
@@ -234,13 +290,24 @@ def write_s1_products(
     unwrapping_error_fraction: float,
     geometry_in_every_product: bool = True,
     los_truth_callback=None,
+    difficulties: S1Difficulties | None = None,
 ) -> pd.DataFrame:
     """Write one HyP3 product folder per pair; return a table of the pairs with their truth.
 
     ``los_truth_callback(index, date, los_mm)`` is called once per date with the true LOS
     displacement on the analysis grid (mm, positive toward the satellite, relative to the
     model start), so that the caller can accumulate truth without holding the whole stack.
+    ``difficulties`` (:class:`S1Difficulties`) adds per-pixel snow decorrelation, a no-data
+    lake and per-product phase offsets; the table then gains the columns
+    ``snow_area_fraction`` (share of the analysis grid snow-covered on either date) and
+    ``reference_offset_rad`` (the offset added, radians) as they apply.
     """
+    hard = difficulties or S1Difficulties()
+    if (hard.snow is not None or hard.lake is not None or hard.reference_offset_std_rad > 0) \
+            and hard.rng is None:
+        raise ValueError("S1Difficulties needs an rng for its draws")
+    # Never drawn from when hard.rng is None (no difficulty is then active).
+    hard_rng = hard.rng if hard.rng is not None else np.random.default_rng(0)
     xs, ys = frame.coords(padded=True)
     ny, nx = len(ys), len(xs)
     p = frame.pad
@@ -268,11 +335,22 @@ def write_s1_products(
     error_fields = gaussian_field(rng, (8, ny, nx), frame.pixel_m, max(ny, nx) * frame.pixel_m / 5)
     gap_edges = [d for gap in network.gaps for d in gap]
 
-    def edge_factor(d: dt.date) -> float:
+    def edge_factor(d: dt.date) -> float | np.ndarray:
+        if hard.snow is not None:
+            return np.where(hard.snow.days_to_edge(d) < 25, 0.8, 1.0)
         if not gap_edges:
             return 1.0
         nearest = min(abs((d - e).days) for e in gap_edges)
         return 0.8 if nearest < 25 else 1.0
+
+    snow_cache: dict[dt.date, np.ndarray] = {}
+
+    def snowy(d: dt.date) -> np.ndarray:
+        """Snow cover of the padded grid on ``d`` (all False without snow)."""
+        if d not in snow_cache:
+            snow_cache[d] = (hard.snow.covered(d) if hard.snow is not None
+                             else np.zeros((ny, nx), dtype=bool))
+        return snow_cache[d]
 
     # Per-date "apparent LOS position" (mm): displacement toward the satellite minus slant delay
     # plus an orbital ramp. Only a sliding window of dates is kept in memory.
@@ -298,7 +376,17 @@ def write_s1_products(
     table = []
     n_pairs = len(network.pairs)
     n_errors = int(round(unwrapping_error_fraction * n_pairs))
-    error_pairs = set(rng.choice(n_pairs, size=n_errors, replace=False).tolist()) if n_errors else set()
+    if hard.snow is None:
+        candidates: int | np.ndarray = n_pairs
+    else:
+        # An unwrapping error needs something to unwrap: pick pairs snow-free over most pixels.
+        inner = (slice(p, ny - p), slice(p, nx - p))
+        candidates = np.array([k for k, (i, j) in enumerate(network.pairs)
+                               if (snowy(network.dates[i]) | snowy(network.dates[j]))[inner].mean()
+                               < 0.5], dtype=np.int64)
+        n_errors = min(n_errors, len(candidates))
+    error_pairs = (set(rng.choice(candidates, size=n_errors, replace=False).tolist())
+                   if n_errors else set())
     out_dir.mkdir(parents=True, exist_ok=True)
     for k, (i, j) in enumerate(network.pairs):
         d1, d2 = network.dates[i], network.dates[j]
@@ -310,6 +398,10 @@ def write_s1_products(
             d1
         ) * edge_factor(d2) * (1 + 0.12 * modulation)
         corr = np.where(water, rng.uniform(0.03, 0.15, size=corr.shape), corr)
+        snow_mask = None
+        if hard.snow is not None:
+            snow_mask = snowy(d1) | snowy(d2)
+            corr = np.where(snow_mask, hard_rng.uniform(*SNOW_CORR_RANGE, size=corr.shape), corr)
         corr = np.clip(corr, 0.02, 0.98).astype(np.float32)
         sigma = np.sqrt((1 - corr.astype(np.float64) ** 2) / (2 * EFFECTIVE_LOOKS * corr**2))
         white = gaussian_filter(rng.standard_normal((ny, nx)), 0.7)
@@ -327,9 +419,15 @@ def write_s1_products(
         top, bottom, left, right = rng.integers(0, p + 1, size=4)
         valid = np.zeros((ny, nx), dtype=bool)
         valid[top : ny - bottom, left : nx - right] = True
+        if hard.lake is not None:
+            valid &= ~hard.lake
         ref_row, ref_col = _reference_pixel(corr, valid)
         ref_phase = float(phase[ref_row, ref_col])
         phase = phase - ref_phase
+        offset = None
+        if hard.reference_offset_std_rad > 0:
+            offset = float(hard_rng.normal(0.0, hard.reference_offset_std_rad))
+            phase = phase + offset
         phase[~valid] = 0.0
         corr_out = np.where(valid, corr, 0.0).astype(np.float32)
 
@@ -338,14 +436,15 @@ def write_s1_products(
             frame.pixel_m, 0, frame.x0 + (left - p) * frame.pixel_m,
             0, -frame.pixel_m, frame.y0 - (top - p) * frame.pixel_m,
         )
-        name = product_name(rng, d1, d2)
+        name = product_name(rng, d1, d2, water_masked=hard.lake is not None)
         folder = out_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         write_geotiff(folder / f"{name}_unw_phase.tif", phase[sub].astype(np.float32), transform,
                       UTM_CRS, nodata=0.0)
         write_geotiff(folder / f"{name}_corr.tif", corr_out[sub], transform, UTM_CRS, nodata=0.0)
-        write_geotiff(folder / f"{name}_water_mask.tif", np.ones((ny, nx), np.uint8)[sub],
-                      transform, UTM_CRS)
+        land_mask = (np.ones((ny, nx), np.uint8) if hard.lake is None
+                     else (~hard.lake).astype(np.uint8))
+        write_geotiff(folder / f"{name}_water_mask.tif", land_mask[sub], transform, UTM_CRS)
         if geometry_in_every_product or k == 0:
             write_geotiff(folder / f"{name}_lv_theta.tif", lv_theta[sub], transform, UTM_CRS,
                           nodata=0.0)
@@ -359,15 +458,18 @@ def write_s1_products(
             _parameter_file(d1, d2, float(rng.normal(0, 60)), ref_phase, ref_row, ref_col,
                             ref_x, ref_y)
         )
-        table.append(
-            {
-                "product": name,
-                "reference_date": d1,
-                "secondary_date": d2,
-                "unwrapping_error_cycles": cycles,
-                "unwrapping_error_area_fraction": error_fraction,
-                "reference_x": ref_x,
-                "reference_y": ref_y,
-            }
-        )
+        row = {
+            "product": name,
+            "reference_date": d1,
+            "secondary_date": d2,
+            "unwrapping_error_cycles": cycles,
+            "unwrapping_error_area_fraction": error_fraction,
+            "reference_x": ref_x,
+            "reference_y": ref_y,
+        }
+        if snow_mask is not None:
+            row["snow_area_fraction"] = float(snow_mask[p : ny - p, p : nx - p].mean())
+        if offset is not None:
+            row["reference_offset_rad"] = offset
+        table.append(row)
     return pd.DataFrame(table)
