@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,15 +47,20 @@ from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.era5 import read_era5_land
 from talik.tasks.readers.gacos import find_gacos, read_gacos
-from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products
+from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products, product_grid
 from talik.tasks.readers.pairs import find_pairs, read_pair
-from talik.tasks.readers.raster import read_raster
+from talik.tasks.readers.raster import raster_errors, read_raster
 from talik.tasks.records import InputSet, StepOutput
 from talik.tasks.steps import STEP_CACHE, step_folder
 from talik.tasks.zarr_io import write_zarr
 
 __all__ = [
+    "COHERENCE_TOLERANCE",
+    "MIN_DATES",
+    "MIN_GRID_FRACTION",
+    "MIN_INTERFEROGRAMS",
     "AnalysisGrid",
+    "GridShrink",
     "grid_from_products",
     "open_staged",
     "basin_mean_climate",
@@ -65,14 +72,62 @@ __all__ = [
 ]
 
 
+MIN_INTERFEROGRAMS = 3
+"""Fewest usable (non-empty) interferograms a Sentinel-1 stack is staged with."""
+MIN_DATES = 3
+"""Fewest distinct acquisition dates those interferograms must span."""
+MIN_GRID_FRACTION = 0.5
+"""A common grid smaller than this fraction of the median product extent is refused."""
+COHERENCE_TOLERANCE = 1e-3
+"""Coherence may leave [0, 1] by this much (float rounding) before a file is refused."""
+SIDES = ("west", "east", "south", "north")
+
+
+@dataclass(frozen=True)
+class GridShrink:
+    """How far one product pulls the common grid's edges in, compared with the median extent.
+
+    Attributes
+    ----------
+    product
+        Product name.
+    west, east, south, north
+        Pixels by which the common grid ends inside the median product extent (clipped to the
+        AOI box) on that side because of this product; 0 where it does not set the edge.
+    """
+
+    product: str
+    west: int = 0
+    east: int = 0
+    south: int = 0
+    north: int = 0
+
+    def to_dict(self) -> dict[str, str | int]:
+        """A JSON-ready dict (for the staged store's attributes and the step summary)."""
+        return {"product": self.product, "west": self.west, "east": self.east,
+                "south": self.south, "north": self.north}
+
+    def describe(self) -> str:
+        """E.g. ``S1AA_… (west 13 px, north 2 px)``."""
+        sides = ", ".join(f"{side} {getattr(self, side)} px" for side in SIDES
+                          if getattr(self, side))
+        return f"{self.product} ({sides})"
+
+
 @dataclass(frozen=True)
 class AnalysisGrid:
-    """A north-up raster grid: CRS, affine transform and shape."""
+    """A north-up raster grid: CRS, affine transform and shape.
+
+    ``shrunk_by`` (not part of the grid's identity, nor of :meth:`to_attrs`) lists the products
+    that made the common extent smaller than the median product extent, as found by
+    :func:`grid_from_products`.
+    """
 
     crs: str
     transform: tuple[float, float, float, float, float, float]
     width: int
     height: int
+    shrunk_by: tuple[GridShrink, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def affine(self) -> Affine:
@@ -110,36 +165,90 @@ class AnalysisGrid:
                    int(attrs["grid_height"]))
 
 
+def _names(shrinks: Sequence[GridShrink], limit: int = 6) -> str:
+    text = ", ".join(s.describe() for s in shrinks[:limit])
+    return text + (f" and {len(shrinks) - limit} more" if len(shrinks) > limit else "")
+
+
 def grid_from_products(products: list[Hyp3Product], aoi: AreaOfInterest) -> AnalysisGrid:
-    """The common extent of all products on their pixel lattice, clipped to the AOI box."""
-    crs, res, origin = None, None, None
-    left, bottom, right, top = -math.inf, -math.inf, math.inf, math.inf
-    for p in products:
-        with rasterio.open(p.layers["unw_phase"]) as src:
-            if crs is None:
-                crs, res, origin = src.crs, src.res, (src.transform.c, src.transform.f)
-            elif src.crs != crs or not np.allclose(src.res, res):
-                raise InputError(p.location, "grid", f"the same CRS and pixel size as the first "
-                                 f"product ({crs}, {res}); got {src.crs}, {src.res}")
-            b = src.bounds
-            left, bottom = max(left, b.left), max(bottom, b.bottom)
-            right, top = min(right, b.right), min(top, b.top)
+    """The common extent of all products on their pixel lattice, clipped to the AOI box.
+
+    Every product's layers must share one grid (:func:`~talik.tasks.readers.hyp3.product_grid`)
+    and all products one CRS and pixel size. Products whose extent ends inside the median
+    product extent (both clipped to the AOI box) shrink the common grid: they are logged and
+    listed in the grid's ``shrunk_by`` (pixels on each side). The grid is refused when that
+    common extent is empty or smaller than :data:`MIN_GRID_FRACTION` of the median extent,
+    naming the products responsible.
+    """
+    logger = step_logger()
+    folder = products[0].location.parent
+    with rasterio.Env():  # one GDAL environment for all the header reads (threads do not help)
+        grids = [product_grid(p) for p in products]
+    first = grids[0]
+    crs, res = first.crs, (abs(first.transform.a), abs(first.transform.e))
+    origin = (first.transform.c, first.transform.f)
+    for p, g in zip(products, grids, strict=True):
+        if g.crs != crs or not np.allclose((abs(g.transform.a), abs(g.transform.e)), res):
+            raise InputError(p.location, "grid", f"the same CRS and pixel size as the first "
+                             f"product ({crs}, {res}); got {g.crs}, "
+                             f"{(abs(g.transform.a), abs(g.transform.e))}")
+    dx, dy = res
+    bounds = np.array([g.bounds for g in grids])  # (product, left/bottom/right/top)
+    common = np.array([bounds[:, 0].max(), bounds[:, 1].max(), bounds[:, 2].min(),
+                       bounds[:, 3].min()])
+    median = np.median(bounds, axis=0)
+    box = np.array([-math.inf, -math.inf, math.inf, math.inf])
     if aoi.bbox is not None:
         to_grid = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
         west, south, east, north = aoi.bbox
         xs, ys = to_grid.transform([west, east, west, east], [south, south, north, north])
-        left, right = max(left, min(xs)), min(right, max(xs))
-        bottom, top = max(bottom, min(ys)), min(top, max(ys))
-    dx, dy = res
+        box = np.array([min(xs), min(ys), max(xs), max(ys)])
+
+    def clip(b: np.ndarray) -> np.ndarray:
+        return np.array([max(b[0], box[0]), max(b[1], box[1]), min(b[2], box[2]),
+                         min(b[3], box[3])])
+
+    ref, com = clip(median), clip(common)
+    # Pixels the common grid ends inside the (clipped) median extent, side by side, and the
+    # products whose own edge sets it there.
+    pixel = {"west": dx, "south": dy, "east": dx, "north": dy}
+    column = {"west": 0, "south": 1, "east": 2, "north": 3}
+    inward = {"west": 1.0, "south": 1.0, "east": -1.0, "north": -1.0}
+    per_product: dict[int, dict[str, int]] = {}
+    for side in SIDES:
+        j = column[side]
+        inset = int(round(inward[side] * (com[j] - ref[j]) / pixel[side]))
+        if inset <= 0:
+            continue
+        setting = np.flatnonzero(np.abs(bounds[:, j] - com[j]) < 1e-3 * pixel[side])
+        for i in setting:
+            per_product.setdefault(int(i), {})[side] = inset
+    # Worst first (messages name the first few), then in product order.
+    order = sorted(per_product, key=lambda i: (-max(per_product[i].values()), i))
+    shrunk = tuple(GridShrink(products[i].name, **per_product[i]) for i in order)
+    ref_w, ref_h = (ref[2] - ref[0]) / dx, (ref[3] - ref[1]) / dy
+    com_w, com_h = max(0.0, (com[2] - com[0]) / dx), max(0.0, (com[3] - com[1]) / dy)
+    if ref_w >= 2 and ref_h >= 2 and com_w * com_h < MIN_GRID_FRACTION * ref_w * ref_h:
+        raise InputError(
+            folder, "extent",
+            f"products overlapping on at least {MIN_GRID_FRACTION:.0%} of the median product "
+            f"extent ({ref_h:.0f}×{ref_w:.0f} px{' inside the AOI box' if aoi.bbox else ''})",
+            f"a common extent of {com_h:.0f}×{com_w:.0f} px"
+            f"{' (empty)' if com_w * com_h == 0 else ''}, limited by {_names(shrunk)}")
+    if shrunk:
+        logger.info("the common grid ends inside the median product extent (%.0f×%.0f px) "
+                    "because of %d products: %s", ref_h, ref_w, len(shrunk), _names(shrunk))
+    left, bottom, right, top = com
     # Snap to the products' lattice.
     left = origin[0] + math.ceil((left - origin[0]) / dx - 1e-6) * dx
     top = origin[1] - math.ceil((origin[1] - top) / dy - 1e-6) * dy
     width = int(math.floor((right - left) / dx + 1e-6))
     height = int(math.floor((top - bottom) / dy + 1e-6))
     if width < 2 or height < 2:
-        raise InputError(products[0].location.parent, "extent",
+        raise InputError(folder, "extent",
                          "products (and the AOI box) that overlap by at least 2×2 pixels")
-    return AnalysisGrid(crs.to_string(), (dx, 0.0, left, 0.0, -dy, top), width, height)
+    return AnalysisGrid(crs.to_string(), (dx, 0.0, left, 0.0, -dy, top), width, height,
+                        shrunk_by=shrunk)
 
 
 def _on_grid(da: xr.DataArray, grid: AnalysisGrid, resampling: Resampling) -> np.ndarray:
@@ -152,12 +261,18 @@ def read_on_grid(path: str, grid: AnalysisGrid, resampling: Resampling) -> np.nd
     """Band 1 of a raster file on ``grid`` as float32 with no-data as NaN.
 
     A raster on the grid's own lattice (same CRS and pixel size, origin on a pixel corner of
-    the grid) is read through a window, exactly; any other raster is warped on the fly.
+    the grid) is read through a window, exactly; any other raster is warped on the fly. The
+    pixels are decoded here, so a file that cannot be opened or read (truncated, not a
+    GeoTIFF) or has no CRS is refused by name (:class:`~talik.errors.InputError`).
     """
-    with rasterio.open(path) as src:
+    with raster_errors(path, "open"):
+        src = rasterio.open(path)
+    with src, raster_errors(path, "read band 1"):
+        if src.crs is None:
+            raise InputError(path, "CRS", "a georeferenced GeoTIFF", "no CRS")
         t, g = src.transform, grid.affine
-        aligned = (src.crs is not None and src.crs.to_string() == grid.crs
-                   and np.isclose(t.a, g.a) and np.isclose(t.e, g.e))
+        aligned = (src.crs.to_string() == grid.crs and np.isclose(t.a, g.a)
+                   and np.isclose(t.e, g.e))
         if aligned:
             col = (g.c - t.c) / t.a
             row = (g.f - t.f) / t.e
@@ -178,15 +293,98 @@ def read_on_grid(path: str, grid: AnalysisGrid, resampling: Resampling) -> np.nd
             return vrt.read(1).astype(np.float32)
 
 
+def _value_range(values: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` ignoring NaN, both NaN when nothing is finite (no copy, no warning)."""
+    return float(np.fmin.reduce(values, axis=None)), float(np.fmax.reduce(values, axis=None))
+
+
+def _check_coherence(coh: np.ndarray, path: str) -> str | None:
+    """Refuse coherence outside [0, 1] (beyond :data:`COHERENCE_TOLERANCE`); clip the rest.
+
+    Works in place on the values already read. Returns why the layer is unusable (nothing
+    valid on the grid), or None.
+    """
+    low, high = _value_range(coh)
+    if math.isnan(high):
+        return "corr has no valid pixel on the analysis grid (all no-data)"
+    if low < -COHERENCE_TOLERANCE or high > 1 + COHERENCE_TOLERANCE:
+        raise InputError(path, "coherence values",
+                         "values in [0, 1] (no-data aside; a 0–255 byte scale is not coherence)",
+                         f"values from {low:g} to {high:g} on the analysis grid")
+    if low < 0 or high > 1:
+        np.clip(coh, 0.0, 1.0, out=coh)
+    return None
+
+
+def _empty_phase(phase: np.ndarray) -> str | None:
+    """Why an unwrapped-phase layer read on the grid is unusable (all NaN or all 0), or None."""
+    low, high = _value_range(phase)
+    if math.isnan(high):
+        return "unw_phase has no valid pixel on the analysis grid (all no-data or NaN)"
+    if low == 0.0 and high == 0.0:
+        return "unw_phase is 0 (HyP3 no-data) at every pixel on the analysis grid"
+    return None
+
+
+def _require_network(products: Sequence[Hyp3Product], folder: Path,
+                     dropped: Sequence[dict[str, str]]) -> None:
+    """Refuse a stack with fewer than the minimum interferograms or dates for a time series."""
+    dates = {p.reference_date for p in products} | {p.secondary_date for p in products}
+    if len(products) >= MIN_INTERFEROGRAMS and len(dates) >= MIN_DATES:
+        return
+    got = f"{len(products)} usable interferograms over {len(dates)} dates"
+    if dropped:
+        got += (f" after dropping {len(dropped)} empty ones ("
+                + "; ".join(f"{d['product']}: {d['reason']}" for d in dropped) + ")")
+    raise InputError(folder, "interferograms",
+                     f"at least {MIN_INTERFEROGRAMS} usable interferograms over at least "
+                     f"{MIN_DATES} dates for a time series", got)
+
+
+def _drop_pairs(out: Path, kept: Sequence[int], dropped: Sequence[dict[str, str]]) -> None:
+    """Shrink a staged store to its first ``len(kept)`` pairs (the data were written compacted).
+
+    The per-pair coordinates still hold every product in the original order: their (encoded)
+    values are gathered at ``kept``, every pair-dimension array is resized, the dropped
+    products are recorded in the attributes and the metadata consolidated again.
+    """
+    import zarr
+
+    k = len(kept)
+    group = zarr.open_group(str(out), mode="r+", zarr_format=2)
+    for name, arr in group.arrays():
+        dims = list(arr.attrs.get("_ARRAY_DIMENSIONS", []))
+        if dims[:1] != ["pair"]:
+            continue
+        if name == "pair":
+            arr[:k] = np.arange(k, dtype=arr.dtype)
+        elif arr.ndim == 1:
+            arr[:k] = arr[:][np.asarray(kept, dtype=np.int64)]
+        arr.resize((k, *arr.shape[1:]))
+    group.attrs["dropped_products"] = json.dumps(list(dropped))
+    zarr.consolidate_metadata(str(out), zarr_format=2)
+
+
 def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavelength_m: float,
                           out: Path, chunk: int = 256, batch_bytes: float = 256e6) -> dict:
-    """Stage HyP3 products into ``out`` (Zarr); return a summary."""
+    """Stage HyP3 products into ``out`` (Zarr); return a summary.
+
+    Refused before anything is written: fewer than :data:`MIN_INTERFEROGRAMS` products or
+    :data:`MIN_DATES` dates. While reading, an interferogram whose phase (or coherence) has no
+    valid pixel on the grid is dropped, logged and listed in the store's ``dropped_products``
+    attribute (JSON: product and reason); coherence outside [0, 1] and unreadable files are
+    refused by name. If the usable interferograms are then too few, the stack is refused. On
+    any failure the partly written store is removed.
+    """
+    logger = step_logger()
+    folder = products[0].location.parent
+    _require_network(products, folder, [])
     ys, xs = grid.coords()
     n = len(products)
     cy, cx = min(chunk, grid.height), min(chunk, grid.width)
     geometry = next((p for p in products if "lv_theta" in p.layers), None)
     if geometry is None:
-        raise InputError(products[0].location.parent, "_lv_theta.tif",
+        raise InputError(folder, "_lv_theta.tif",
                          "look vectors in at least one product (HyP3 option include_look_vectors)")
     lv_theta = read_on_grid(geometry.layers["lv_theta"], grid, Resampling.bilinear)
     incidence = np.degrees(np.pi / 2 - lv_theta).astype(np.float32)
@@ -208,6 +406,7 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
     }
     import dask.array as dsa
 
+    shrink = [s.to_dict() for s in grid.shrunk_by]
     template = xr.Dataset(
         {
             "los_mm": (("pair", "y", "x"),
@@ -225,40 +424,79 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
         },
         coords=coords,
         attrs={**grid.to_attrs(), "wavelength_m": wavelength_m, "sensor": "Sentinel-1",
-               "source": "ASF HyP3 INSAR_GAMMA"},
+               "source": "ASF HyP3 INSAR_GAMMA",
+               # JSON lists (of dicts): product → pixels it cut on each side / why it was left out
+               "grid_shrunk_by": json.dumps(shrink), "dropped_products": "[]"},
     )
     encoding = {"coherence": {"dtype": "uint8", "scale_factor": 1 / 250, "_FillValue": 255}}
-    write_zarr(template, out, mode="w", compute=False, encoding=encoding)
-    def read_batch(start: int, stop: int, pool: ThreadPoolExecutor) -> xr.Dataset:
+
+    def read_batch(start: int, stop: int, pool: ThreadPoolExecutor
+                   ) -> tuple[xr.Dataset, list[str | None]]:
         los = np.empty((stop - start, grid.height, grid.width), np.float32)
         coh = np.empty_like(los)
 
-        def read(i: int, p: Hyp3Product) -> None:
-            phase = xr.DataArray(read_on_grid(p.layers["unw_phase"], grid, Resampling.nearest))
-            los[i] = phase_to_los_mm(phase, wavelength_m).values
+        def read(i: int, p: Hyp3Product) -> str | None:
+            phase = read_on_grid(p.layers["unw_phase"], grid, Resampling.nearest)
+            reason = _empty_phase(phase)
+            if reason is not None:
+                return reason
+            los[i] = phase_to_los_mm(xr.DataArray(phase), wavelength_m).values
             coh[i] = read_on_grid(p.layers["corr"], grid, Resampling.nearest)
+            return _check_coherence(coh[i], p.layers["corr"])
 
-        list(pool.map(read, range(stop - start), products[start:stop]))
+        reasons = list(pool.map(read, range(stop - start), products[start:stop]))
         return xr.Dataset({"los_mm": (("pair", "y", "x"), los),
-                           "coherence": (("pair", "y", "x"), coh)})
+                           "coherence": (("pair", "y", "x"), coh)}), reasons
 
-    # GDAL decompresses and warps outside the GIL: one reader thread per core; each batch is
-    # compressed and written (its own Zarr chunks) while the next one is read.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as readers, \
-            ThreadPoolExecutor(max_workers=1) as writer:
-        pending = None
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
-            part = read_batch(start, stop, readers)
+    kept: list[int] = []  # products written, in order: pair k of the store is products[kept[k]]
+    dropped: list[dict[str, str]] = []
+    try:
+        write_zarr(template, out, mode="w", compute=False, encoding=encoding)
+        # GDAL decompresses and warps outside the GIL: one reader thread per core; each batch
+        # is compressed and written (its own Zarr chunks) while the next one is read. Empty
+        # interferograms are left out, the rest written one after the other (compacted).
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as readers, \
+                ThreadPoolExecutor(max_workers=1) as writer:
+            pending = None
+            for start in range(0, n, batch):
+                stop = min(start + batch, n)
+                part, reasons = read_batch(start, stop, readers)
+                good = [i for i, r in enumerate(reasons) if r is None]
+                for i, reason in enumerate(reasons):
+                    if reason is not None:
+                        dropped.append({"product": products[start + i].name, "reason": reason})
+                        logger.warning("dropping %s: %s", products[start + i].name, reason)
+                if not good:
+                    continue
+                if len(good) < stop - start:
+                    part = part.isel(pair=good)
+                first = len(kept)
+                kept.extend(start + i for i in good)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(write_zarr, part, out,
+                                        region={"pair": slice(first, len(kept))},
+                                        consolidated=False)
             if pending is not None:
                 pending.result()
-            pending = writer.submit(write_zarr, part, out, region={"pair": slice(start, stop)},
-                                    consolidated=False)
-        if pending is not None:
-            pending.result()
-    return {"n_pairs": n, "height": grid.height, "width": grid.width,
-            "first_date": str(products[0].reference_date),
-            "last_date": str(max(p.secondary_date for p in products))}
+        used = [products[i] for i in kept]
+        _require_network(used, folder, dropped)
+        if dropped:
+            _drop_pairs(out, kept, dropped)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return {"n_pairs": len(used), "height": grid.height, "width": grid.width,
+            "first_date": str(used[0].reference_date),
+            "last_date": str(max(p.secondary_date for p in used)),
+            "dropped_products": dropped, **_shrink_summary(shrink)}
+
+
+def _shrink_summary(shrink: Sequence[dict]) -> dict:
+    """The step summary's short form of ``grid_shrunk_by`` (the store keeps the full list)."""
+    return {"grid_shrunk_px": {side: max((int(s[side]) for s in shrink), default=0)
+                               for side in SIDES},
+            "n_products_shrinking_grid": len(shrink)}
 
 
 def _baseline(product: Hyp3Product) -> float:
@@ -389,7 +627,9 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
         else:
             with xr.open_zarr(sd.final / "sentinel1.zarr") as ds:
                 summary = {"n_pairs": ds.sizes["pair"], "height": ds.sizes["y"],
-                           "width": ds.sizes["x"]}
+                           "width": ds.sizes["x"],
+                           "dropped_products": json.loads(ds.attrs.get("dropped_products", "[]")),
+                           **_shrink_summary(json.loads(ds.attrs.get("grid_shrunk_by", "[]")))}
     return StepOutput(step="stage-sentinel1", path=str(sd.final), digest=digest,
                       parameters={"wavelength_m": wavelength_m, "aoi": aoi.model_dump(mode="json")},
                       summary=summary)

@@ -19,17 +19,22 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import rasterio.errors
 import rioxarray  # noqa: F401  (the .rio accessor)
 import xarray as xr
+from rasterio.crs import CRS
+from rasterio.transform import Affine
 
 from talik.errors import InputError
+from talik.tasks.readers.raster import raster_errors
 
 __all__ = [
+    "GRID_LAYERS",
     "HYP3_NAME",
     "Hyp3Product",
+    "LayerGrid",
     "find_hyp3_products",
     "parse_parameter_file",
+    "product_grid",
     "read_hyp3_layer",
 ]
 
@@ -42,6 +47,8 @@ HYP3_NAME = re.compile(
 )
 LAYERS = ("unw_phase", "corr", "lv_theta", "lv_phi", "dem", "water_mask", "los_disp", "vert_disp")
 REQUIRED_KEYS = ("Reference Granule", "Secondary Granule")
+GRID_LAYERS = ("unw_phase", "corr", "lv_theta", "dem", "water_mask")
+"""Layers that must share the product's grid (the ones staging reads, and its water mask)."""
 
 
 @dataclass(frozen=True)
@@ -193,12 +200,13 @@ def read_hyp3_layer(product: Hyp3Product, layer: str) -> xr.DataArray:
     if layer not in product.layers:
         raise InputError(product.location, f"{product.name}_{layer}.tif", "this layer in the product")
     path = product.layers[layer]
-    try:
-        with rasterio.open(path) as src:
-            data = src.read(1, masked=True).astype(np.float32).filled(np.nan)
-            transform, crs = src.transform, src.crs
-    except rasterio.errors.RasterioError as exc:
-        raise InputError(path, "(raster)", f"a readable GeoTIFF ({exc})") from None
+    with raster_errors(path, "open"):
+        src = rasterio.open(path)
+    with src, raster_errors(path, "read band 1"):
+        data = src.read(1, masked=True).astype(np.float32).filled(np.nan)
+        transform, crs = src.transform, src.crs
+    if crs is None:
+        raise InputError(path, "CRS", "a georeferenced GeoTIFF", "no CRS")
     ny, nx = data.shape
     da = xr.DataArray(
         data,
@@ -209,3 +217,58 @@ def read_hyp3_layer(product: Hyp3Product, layer: str) -> xr.DataArray:
                "product": product.name, "layer": layer},
     )
     return da.rio.write_crs(crs).rio.write_transform(transform)
+
+
+@dataclass(frozen=True)
+class LayerGrid:
+    """Where a raster's pixels are: CRS, affine transform and shape ``(height, width)``."""
+
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in CRS units (north-up rasters)."""
+        t = self.transform
+        left, top = t.c, t.f
+        right, bottom = left + t.a * self.width, top + t.e * self.height
+        return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
+
+    def same_as(self, other: LayerGrid) -> bool:
+        """Same CRS and shape, and a transform equal to within a thousandth of a pixel."""
+        tolerance = 1e-3 * max(abs(self.transform.a), abs(self.transform.e))
+        return (self.crs == other.crs and (self.height, self.width) == (other.height, other.width)
+                and self.transform.almost_equals(other.transform, precision=tolerance))
+
+    def describe(self) -> str:
+        """A short human-readable form for messages."""
+        t = self.transform
+        return (f"{self.crs}, origin ({t.c:.1f}, {t.f:.1f}), pixel {t.a:g}×{-t.e:g}, "
+                f"{self.height}×{self.width} px")
+
+
+def _layer_grid(path: str) -> LayerGrid:
+    with raster_errors(path, "open"), rasterio.open(path) as src:
+        if src.crs is None:
+            raise InputError(path, "CRS", "a georeferenced GeoTIFF", "no CRS")
+        return LayerGrid(src.crs, src.transform, src.height, src.width)
+
+
+def product_grid(product: Hyp3Product) -> LayerGrid:
+    """The grid of a product, after checking that its layers share it.
+
+    Opens (headers only) every layer of :data:`GRID_LAYERS` the product has; refuses a layer
+    that cannot be opened or has no CRS, and a product whose layers differ in CRS, transform
+    or shape (naming the layers), since staging pastes the layers pixel for pixel.
+    """
+    grids = {layer: _layer_grid(product.layers[layer]) for layer in GRID_LAYERS
+             if layer in product.layers}
+    ref = grids["unw_phase"]
+    differing = [f"{layer}: {g.describe()}" for layer, g in grids.items() if not g.same_as(ref)]
+    if differing:
+        raise InputError(product.location, "layer grids",
+                         f"every layer on the grid of {product.name}_unw_phase.tif "
+                         f"({ref.describe()})", "; ".join(differing))
+    return ref

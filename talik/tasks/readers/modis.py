@@ -23,6 +23,7 @@ import rioxarray
 import xarray as xr
 
 from talik.errors import InputError
+from talik.tasks.readers.raster import raster_errors
 
 __all__ = ["MODIS_PRODUCTS", "read_modis_stack"]
 
@@ -37,7 +38,7 @@ MODIS_PRODUCTS = {
 def read_modis_stack(path: str | Path) -> xr.DataArray:
     """Read a stack as ``(time, y, x)`` in physical units (see module table)."""
     path = Path(path)
-    with rasterio.open(path) as src:
+    with raster_errors(path, "open"), rasterio.open(path) as src:
         tags = src.tags()
         descriptions = src.descriptions
     band = tags.get("band")
@@ -49,7 +50,8 @@ def read_modis_stack(path: str | Path) -> xr.DataArray:
         raise InputError(path, "band descriptions", "dates as YYYY-MM-DD", descriptions[:3]) from None
     scale, offset, units, name = MODIS_PRODUCTS[band]
     scale = float(tags.get("scale_factor", scale))
-    raw = rioxarray.open_rasterio(path, masked=True).load()
+    with raster_errors(path, "read"):  # .load() decodes: a truncated file fails here
+        raw = rioxarray.open_rasterio(path, masked=True).load()
     da = (raw.astype(np.float32) * scale + offset).rename({"band": "time"})
     da = da.assign_coords(time=times)
     da.name = name

@@ -24,6 +24,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from talik.errors import InputError
+from talik.tasks.readers.raster import raster_errors
 
 __all__ = ["PairSidecar", "find_pairs", "read_pair"]
 
@@ -95,10 +96,8 @@ def read_pair(path: str | Path, sidecar: PairSidecar | None = None) -> xr.Datase
     """
     path = Path(path)
     meta = sidecar or read_sidecar(path.with_suffix(".json"))
-    try:
+    with raster_errors(path, "read"):  # .load() decodes: a truncated file fails here
         da = rioxarray.open_rasterio(path, masked=True).load()
-    except Exception as exc:
-        raise InputError(path, "(raster)", f"a readable GeoTIFF ({exc})") from None
     if da.sizes["band"] < 2:
         raise InputError(path, "band 2", "coherence in band 2 (band 1 is phase or displacement)")
     value = da.isel(band=0, drop=True).astype(np.float32)
