@@ -259,35 +259,72 @@ def lband_rate(
     pairs_dir: Annotated[Path, typer.Argument(help="Folder of pair GeoTIFFs + JSON sidecars.")],
     out: Annotated[Path, typer.Option("--out", help="Output GeoTIFF (mm/yr).")],
     sensor: Annotated[str, typer.Option(help="Platform of the pairs to use.")] = "ALOS-2",
-    min_span_days: Annotated[float, typer.Option(help="Shortest pair used, days.")] = 300.0,
+    min_span_days: Annotated[float | None, typer.Option(
+        help=_s1_help("velocity_reference_min_span_days"))] = None,
+    study: Annotated[Path | None, typer.Option(
+        "--study", help="Study TOML whose [sentinel1] options (coherence threshold, ramp, "
+        "stable ground) to use.")] = None,
+    gacos: Annotated[Path | None, typer.Option("--gacos", help="Folder of GACOS .ztd files.")
+                     ] = None,
+    ground_ice: Annotated[Path | None, typer.Option(
+        "--ground-ice", help="Ground-ice GeoTIFF (stable ground = ice-poor pixels).")] = None,
 ) -> None:
-    """Mean annual LOS rate of a sensor's long pairs, as a GeoTIFF for `talik sentinel1`."""
+    """Mean annual LOS rate of a sensor's long pairs, as a GeoTIFF for `talik sentinel1`.
+
+    The pairs get the post-processing the monitor flow gives them (coherence mask, GACOS where
+    delays exist for both dates, ramp fitted on stable ground, stable ground at zero), by the
+    same function; the map stays on the pairs' grid, in the sensor's own LOS.
+    """
+    import tempfile
+
     import numpy as np
+    from rasterio.enums import Resampling
 
+    from talik.config import Sentinel1Options
     from talik.errors import InputError
-    from talik.science.interferogram import to_los_mm
-    from talik.science.scaling import mean_annual_rate
-    from talik.tasks.readers.pairs import find_pairs, read_pair
+    from talik.tasks.readers.pairs import find_pairs
+    from talik.tasks.readers.raster import read_raster
+    from talik.tasks.sentinel1 import lband_rate_from_pairs, stable_ground
+    from talik.tasks.stage import on_grid, grid_of_raster, pairs_on_grid, write_gacos_store
 
+    options = _load(study).sentinel1 if study is not None else Sentinel1Options()
+    if min_span_days is not None:
+        options = options.model_copy(update={"velocity_reference_min_span_days": min_span_days})
     try:
         found = [(p, m) for p, m in find_pairs(pairs_dir) if m.sensor == sensor]
+        if not found:
+            _fail(f"{pairs_dir}: no pairs of sensor {sensor!r}")
+        grid = grid_of_raster(found[0][0])
+        pairs = pairs_on_grid(found, grid)
+        stable = None
+        if ground_ice is not None:
+            ice = on_grid(read_raster(ground_ice, "1"), grid, Resampling.bilinear)
+            stable = stable_ground(ice, options.stable_max_ground_ice)
+        delays = None
+        if gacos is not None and options.gacos:
+            dates = sorted({m.reference_date for _, m in found} | {m.secondary_date for _, m in found})
+            with tempfile.TemporaryDirectory() as tmp:
+                write_gacos_store(gacos, dates, grid, Path(tmp) / "gacos.zarr")
+                import xarray as xr
+
+                with xr.open_zarr(Path(tmp) / "gacos.zarr") as g:
+                    delays = g["ztd_m"].load()
+        incidence = float(found[0][1].incidence_deg)
+        rate = lband_rate_from_pairs(pairs, sensor, options.velocity_reference_min_span_days,
+                                     options.coherence_threshold, incidence, stable,
+                                     options.ramp, delays).compute()
     except InputError as exc:
         _fail(str(exc))
-    if not found:
-        _fail(f"{pairs_dir}: no pairs of sensor {sensor!r}")
-    import xarray as xr
-
-    los = xr.concat([to_los_mm(read_pair(p, m)["value"], m.quantity, m.units, m.sign_convention,
-                               m.wavelength_m) for p, m in found], dim="pair")
-    span = np.array([m.span_days for _, m in found], dtype=float)
-    rate = mean_annual_rate(los, span, min_span_days).astype("float32")
-    rate = rate.rio.write_crs(los.rio.crs).rio.write_nodata(np.nan)
-    rate.attrs = {"quantity": "los_rate", "incidence_deg": found[0][1].incidence_deg,
-                  "units": "mm/yr", "sensor": sensor, "n_pairs": rate.attrs.get("n_pairs", 0)}
+    rate = rate.astype("float32").rio.write_crs(grid.crs).rio.write_transform(grid.affine)
+    rate = rate.rio.write_nodata(np.nan)
+    rate.attrs = {"quantity": "los_rate", "incidence_deg": incidence, "units": "mm/yr",
+                  "sensor": sensor, "n_pairs": int(rate.attrs.get("n_pairs", 0))}
     out.parent.mkdir(parents=True, exist_ok=True)
     rate.rio.to_raster(out, tags=rate.attrs)
-    typer.echo(f"wrote {out}: mean annual LOS rate of {int((span >= min_span_days).sum())} "
-               f"{sensor} pairs")
+    typer.echo(f"wrote {out}: mean annual LOS rate of {rate.attrs['n_pairs']} {sensor} pairs "
+               f"(coherence ≥ {options.coherence_threshold}, ramp {options.ramp}, "
+               f"GACOS {'applied' if delays is not None else 'not applied'}, stable ground "
+               f"{'from the ground-ice map' if stable is not None else 'the whole scene'})")
 
 
 def _months(text: str) -> list[int]:

@@ -58,3 +58,41 @@ def test_sentinel1_command_refuses_a_folder_without_products(tmp_path):
     res = CliRunner().invoke(app, ["sentinel1", str(tmp_path), "--out", str(tmp_path / "x.nc")])
     assert res.exit_code == 2
     assert "at least one HyP3 INSAR_GAMMA product" in res.output
+
+
+def test_untagged_lband_rate_reference_date_and_quiet(tmp_path, tiny_world):
+    """A user's own L-band rate GeoTIFF without tags, with --lband-incidence; --reference-date."""
+    runner = CliRunner()
+    tagged = tmp_path / "rate.tif"
+    res = runner.invoke(app, ["lband-rate", str(tiny_world / "pairs"), "--out", str(tagged),
+                              "--gacos", str(tiny_world / "gacos"),
+                              "--ground-ice", str(tiny_world / "ground_ice.tif")])
+    assert res.exit_code == 0, res.output
+    assert "GACOS applied" in res.output and "ground-ice map" in res.output
+    untagged = tmp_path / "untagged.tif"
+    with rasterio.open(tagged) as src:
+        profile, data = src.profile, src.read(1)
+    with rasterio.open(untagged, "w", **profile) as dst:
+        dst.write(data, 1)
+    args = ["sentinel1", str(tiny_world / "hyp3"), "--alos2-rate", str(untagged),
+            "--gacos", str(tiny_world / "gacos")]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a.nc")])
+    assert res.exit_code == 2
+    assert "untagged.tif" in res.output and "--lband-incidence" in res.output
+    assert not (tmp_path / "a.nc").exists()
+    out = tmp_path / "b.nc"
+    res = runner.invoke(app, [*args, "--out", str(out), "--lband-incidence", "40.55",
+                              "--reference-date", "2020-06-15", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "trusted" not in res.output  # --quiet: only the one-line result
+    with xr.open_dataset(out) as ds:
+        ref = np.datetime64(ds.attrs["reference_date"])
+        assert abs((ref - np.datetime64("2020-06-15")).astype(int)) <= 12
+        at_ref = ds["displacement"].sel(time=ref)
+        assert np.nanmax(np.abs(at_ref)) < 1e-3
+        assert json.loads(ds.attrs["constraint"])["velocity_reference"] == "alos2-cdf-matched"
+        for name in ("mask", "quality_flags", "bridged", "temporal_coherence", "velocity_std",
+                     "condition", "n_parts", "bridged_fraction"):
+            assert name in ds, name
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "c.nc"), "--reference-date", "June"])
+    assert res.exit_code == 2 and "YYYY-MM-DD" in res.output

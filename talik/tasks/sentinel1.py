@@ -60,7 +60,7 @@ from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.raster import read_raster
 from talik.tasks.records import StepOutput
-from talik.tasks.stage import AnalysisGrid, _on_grid
+from talik.tasks.stage import AnalysisGrid, on_grid
 from talik.tasks.steps import STEP_CACHE, step_folder
 from talik.tasks.zarr_io import write_zarr, write_zarr_by_tiles
 
@@ -213,10 +213,15 @@ def _window_offsets(los: xr.DataArray, window: tuple[slice, slice]) -> xr.DataAr
     return reference_offsets(los.isel(y=window[0], x=window[1]), xr.DataArray(True)).compute()
 
 
+def stable_ground(ground_ice: np.ndarray, max_ice: float) -> np.ndarray:
+    """Pixels whose ground-ice content (fraction) is known and at most ``max_ice``."""
+    ice = np.asarray(ground_ice)
+    return np.isfinite(ice) & (ice <= max_ice)
+
+
 def _stable_mask(rasters: xr.Dataset | None, shape: tuple[int, int], max_ice: float) -> np.ndarray:
     if rasters is not None and "ground_ice" in rasters:
-        ice = rasters["ground_ice"].values
-        return np.isfinite(ice) & (ice <= max_ice)
+        return stable_ground(rasters["ground_ice"].values, max_ice)
     return np.ones(shape, dtype=bool)
 
 
@@ -278,7 +283,7 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
     with rasterio.open(path) as src:
         tags = src.tags()
     quantity = quantity or tags.get("quantity", "los_rate")
-    values = xr.DataArray(_on_grid(raster, grid, Resampling.average),
+    values = xr.DataArray(on_grid(raster, grid, Resampling.average),
                           dims=("y", "x"), coords={"y": s1_incidence["y"], "x": s1_incidence["x"]})
     if quantity == "vertical_rate":
         return (values * np.cos(np.radians(s1_incidence))).assign_attrs(units="mm/yr")
@@ -485,6 +490,13 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
                                         x=slice(window[1].start // step, window[1].stop // step + 1)
                                         ).mean(("y", "x")))
 
+    if keep.sum() < 3 or np.unique(np.concatenate([network.ref_index[keep],
+                                                   network.sec_index[keep]])).size < 3:
+        from talik.errors import InputError
+
+        raise InputError(stack.attrs.get("source", "the Sentinel-1 stack"), "interferograms",
+                         "at least 3 interferograms over at least 3 dates after loop closure",
+                         f"{int(keep.sum())} of {keep.size} kept")
     used = network.subset(keep)
     report.n_pairs_used = used.n_pairs
     report.n_dates = used.n_dates
@@ -917,7 +929,7 @@ def sentinel1_from_products(
     rasters = None
     if ground_ice is not None:
         ys, xs = grid.coords()
-        ice = _on_grid(read_raster(ground_ice, "1"), grid, Resampling.bilinear)
+        ice = on_grid(read_raster(ground_ice, "1"), grid, Resampling.bilinear)
         write_zarr(xr.Dataset({"ground_ice": (("y", "x"), ice)}, coords={"y": ys, "x": xs}),
                    work_dir / "rasters.zarr", mode="w")
         rasters = work_dir / "rasters.zarr"

@@ -62,7 +62,10 @@ __all__ = [
     "AnalysisGrid",
     "GridShrink",
     "grid_from_products",
+    "grid_of_raster",
+    "on_grid",
     "open_staged",
+    "pairs_on_grid",
     "basin_mean_climate",
     "stage_climate",
     "stage_pairs",
@@ -251,7 +254,7 @@ def grid_from_products(products: list[Hyp3Product], aoi: AreaOfInterest) -> Anal
                         shrunk_by=shrunk)
 
 
-def _on_grid(da: xr.DataArray, grid: AnalysisGrid, resampling: Resampling) -> np.ndarray:
+def on_grid(da: xr.DataArray, grid: AnalysisGrid, resampling: Resampling) -> np.ndarray:
     """Values of a georeferenced DataArray on ``grid`` (rioxarray reprojection)."""
     out = da.rio.reproject_match(grid.template(), resampling=resampling, nodata=np.nan)
     return out.values.astype(np.float32)
@@ -647,7 +650,7 @@ def stage_rasters(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> S
             dem_path = manifest.location("dem")
             if dem_path is not None:
                 dem = read_raster(dem_path, "m")
-                elevation = _on_grid(dem, grid, Resampling.average)
+                elevation = on_grid(dem, grid, Resampling.average)
                 gy, gx = np.gradient(elevation.astype(np.float64), grid.pixel_m)
                 layers["elevation"] = (elevation, {"units": "m", "long_name": "DEM height"})
                 layers["slope_deg"] = (np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32),
@@ -655,7 +658,7 @@ def stage_rasters(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> S
             ice_path = manifest.location("ground_ice")
             if ice_path is not None:
                 ice = read_raster(ice_path, "1")
-                layers["ground_ice"] = (_on_grid(ice, grid, Resampling.bilinear),
+                layers["ground_ice"] = (on_grid(ice, grid, Resampling.bilinear),
                                         {"units": "1", "long_name": "ground-ice content"})
             ds = xr.Dataset({k: (("y", "x"), v, a) for k, (v, a) in layers.items()},
                             coords={"y": ys, "x": xs}, attrs=grid.to_attrs())
@@ -667,6 +670,45 @@ def stage_rasters(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> S
                       summary={"layers": sorted(layers)})
 
 
+def grid_of_raster(path: str | Path) -> AnalysisGrid:
+    """The grid of a GeoTIFF (its CRS, transform and shape)."""
+    with raster_errors(Path(path), "open"), rasterio.open(path) as src:
+        if src.crs is None:
+            raise InputError(path, "CRS", "a georeferenced raster", "no CRS")
+        return AnalysisGrid(src.crs.to_string(), tuple(src.transform)[:6], src.width, src.height)
+
+
+def pairs_on_grid(found: list, grid: AnalysisGrid) -> xr.Dataset:
+    """Sparse-sensor pairs ``(path, sidecar)`` as ``los_mm``/``coherence (pair, y, x)`` on ``grid``.
+
+    LOS millimetres, positive toward the satellite (each pair converted from its own quantity,
+    units and sign), averaged onto the grid; per-pair sensor, dates, incidence, wavelength.
+    """
+    ys, xs = grid.coords()
+    los, coh = [], []
+    for path, meta in found:
+        ds = read_pair(path, meta)
+        value = to_los_mm(ds["value"], meta.quantity, meta.units, meta.sign_convention,
+                          meta.wavelength_m)
+        los.append(on_grid(value, grid, Resampling.average))
+        coh.append(on_grid(ds["coherence"], grid, Resampling.average))
+    return xr.Dataset(
+        {"los_mm": (("pair", "y", "x"), np.stack(los),
+                    {"units": "mm", "sign_convention": "positive toward the satellite"}),
+         "coherence": (("pair", "y", "x"), np.stack(coh), {"units": "1"})},
+        coords={
+            "y": ys, "x": xs,
+            "sensor": ("pair", np.array([m.sensor for _, m in found], dtype=str)),
+            "reference_date": ("pair", pd.to_datetime([m.reference_date for _, m in found])),
+            "secondary_date": ("pair", pd.to_datetime([m.secondary_date for _, m in found])),
+            "incidence_deg": ("pair", np.array([m.incidence_deg for _, m in found])),
+            "wavelength_m": ("pair", np.array([m.wavelength_m for _, m in found])),
+            "file": ("pair", np.array([p.name for p, _ in found], dtype=str)),
+        },
+        attrs=grid.to_attrs(),
+    )
+
+
 @task(name="stage-pairs", cache_policy=STEP_CACHE, persist_result=True)
 def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """Sparse-sensor pairs (ERS-2 … ALOS-2) → ``pairs.zarr`` of LOS mm on the analysis grid."""
@@ -676,31 +718,9 @@ def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
     count = 0
     with step_folder(work_dir, "stage-pairs", digest) as sd:
         if not sd.done and pairs_dir is not None:
-            ys, xs = grid.coords()
             found = find_pairs(pairs_dir)
-            los, coh = [], []
-            for path, meta in found:
-                ds = read_pair(path, meta)
-                value = to_los_mm(ds["value"], meta.quantity, meta.units, meta.sign_convention,
-                                  meta.wavelength_m)
-                los.append(_on_grid(value, grid, Resampling.average))
-                coh.append(_on_grid(ds["coherence"], grid, Resampling.average))
+            out = pairs_on_grid(found, grid)
             count = len(found)
-            out = xr.Dataset(
-                {"los_mm": (("pair", "y", "x"), np.stack(los),
-                            {"units": "mm", "sign_convention": "positive toward the satellite"}),
-                 "coherence": (("pair", "y", "x"), np.stack(coh), {"units": "1"})},
-                coords={
-                    "y": ys, "x": xs,
-                    "sensor": ("pair", np.array([m.sensor for _, m in found], dtype=str)),
-                    "reference_date": ("pair", pd.to_datetime([m.reference_date for _, m in found])),
-                    "secondary_date": ("pair", pd.to_datetime([m.secondary_date for _, m in found])),
-                    "incidence_deg": ("pair", np.array([m.incidence_deg for _, m in found])),
-                    "wavelength_m": ("pair", np.array([m.wavelength_m for _, m in found])),
-                    "file": ("pair", np.array([p.name for p, _ in found], dtype=str)),
-                },
-                attrs=grid.to_attrs(),
-            )
             write_zarr(out, sd.work / "pairs.zarr", mode="w")
         elif sd.done and (sd.final / "pairs.zarr").exists():
             with xr.open_zarr(sd.final / "pairs.zarr") as ds:
