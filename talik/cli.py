@@ -285,7 +285,7 @@ def lband_rate(
     from talik.tasks.readers.pairs import find_pairs
     from talik.tasks.readers.raster import read_raster
     from talik.tasks.sentinel1 import lband_rate_from_pairs, stable_ground
-    from talik.tasks.stage import on_grid, grid_of_raster, pairs_on_grid, write_gacos_store
+    from talik.tasks.stage import grid_of_raster, on_grid, pairs_on_grid, write_gacos_store
 
     options = _load(study).sentinel1 if study is not None else Sentinel1Options()
     if min_span_days is not None:

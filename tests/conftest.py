@@ -107,17 +107,7 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
-DEMO_SIZED_WORLD = """
-name = "science"
-title = "demo-sized world for the science tests"
-
-[aoi]
-name = "science"
-
-[source]
-kind = "world"
-raw_dir = "{raw}"
-
+STORES_AND_SENSORS = """
 [stores]
 work_dir = "{work}"
 release_dir = "{releases}"
@@ -138,6 +128,20 @@ incidence_deg = 40.55
 direction = "descending"
 polarization = "HH"
 """
+"""Stores and the two sensors of the science worlds' study files (formatted with the paths)."""
+
+DEMO_SIZED_WORLD = """
+name = "science"
+title = "demo-sized world for the science tests"
+
+[aoi]
+name = "science"
+
+[source]
+kind = "world"
+raw_dir = "{raw}"
+
+""" + STORES_AND_SENSORS
 
 
 @pytest.fixture(scope="session")
@@ -192,26 +196,7 @@ snow_ridge_days = 14.0
 reference_offset_std_rad = 2.0
 lake_nodata = true
 
-[stores]
-work_dir = "{work}"
-release_dir = "{releases}"
-
-[sensors.sentinel1]
-platform = "Sentinel-1"
-band = "C"
-wavelength_m = 0.055465763
-incidence_deg = 39.47
-direction = "descending"
-polarization = "VV"
-
-[sensors.alos2]
-platform = "ALOS-2"
-band = "L"
-wavelength_m = 0.2419
-incidence_deg = 40.55
-direction = "descending"
-polarization = "HH"
-"""
+""" + STORES_AND_SENSORS
 """Study of the "hard" world (format with ``raw``, ``work``, ``releases`` and ``s1_start``).
 
 A different place (56 × 72 pixels, centre 14 km west and 9 km north of the demo's), a stack

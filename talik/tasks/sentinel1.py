@@ -198,8 +198,7 @@ def choose_reference_date(subsample: xr.DataArray, network: Network,
     else:
         above = np.flatnonzero(coverage >= options.reference_date_min_coverage)
         index = int(above[0]) if above.size else int(np.argmax(coverage))
-        how = "first date covered at >= {:.0%} of pixels".format(
-            options.reference_date_min_coverage)
+        how = f"first date covered at >= {options.reference_date_min_coverage:.0%} of pixels"
     date = network.dates[index]
     info = {"date": str(date), "index": index, "how": how,
             "epoch_coverage": [round(float(c), 4) for c in coverage],
