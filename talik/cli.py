@@ -282,9 +282,10 @@ def lband_rate(
 
     from talik.config import Sentinel1Options
     from talik.errors import InputError
+    from talik.science.interferogram import stable_ground
+    from talik.science.velocity_reference import lband_rate
     from talik.tasks.readers.pairs import find_pairs
     from talik.tasks.readers.raster import read_raster
-    from talik.tasks.sentinel1 import lband_rate_from_pairs, stable_ground
     from talik.tasks.stage import grid_of_raster, on_grid, pairs_on_grid, write_gacos_store
 
     options = _load(study).sentinel1 if study is not None else Sentinel1Options()
@@ -310,9 +311,9 @@ def lband_rate(
                 with xr.open_zarr(Path(tmp) / "gacos.zarr") as g:
                     delays = g["ztd_m"].load()
         incidence = float(found[0][1].incidence_deg)
-        rate = lband_rate_from_pairs(pairs, sensor, options.velocity_reference_min_span_days,
-                                     options.coherence_threshold, incidence, stable,
-                                     options.ramp, delays).compute()
+        rate = lband_rate(pairs, sensor, options.velocity_reference_min_span_days,
+                          options.coherence_threshold, incidence, stable, options.ramp,
+                          delays).compute()
     except InputError as exc:
         _fail(str(exc))
     rate = rate.astype("float32").rio.write_crs(grid.crs).rio.write_transform(grid.affine)

@@ -12,6 +12,8 @@ import numpy as np
 import xarray as xr
 from scipy.ndimage import gaussian_filter
 
+from talik.science.temporal import slope_weights
+
 __all__ = ["atmospheric_filter", "highpass_operator", "spatial_lowpass", "temporal_lowpass"]
 
 
@@ -90,7 +92,7 @@ def highpass_operator(days: np.ndarray, sigma_days: float) -> np.ndarray:
     """
     days = np.asarray(days, dtype=np.float64)
     t = days / 365.25
-    slope = np.linalg.pinv(np.stack([np.ones_like(t), t], axis=1))[1]  # rate = slope · d
+    slope = slope_weights(t)  # rate = slope · d
     eye = np.eye(days.size)
     return (eye - _temporal_weights(days, sigma_days)) @ (eye - np.outer(t, slope))
 

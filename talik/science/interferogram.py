@@ -19,17 +19,20 @@ from typing import Literal
 
 import numpy as np
 import xarray as xr
+from scipy.ndimage import uniform_filter
 
 __all__ = [
     "SignConvention",
+    "apply_gacos",
     "apply_reference",
+    "choose_reference_window",
     "fit_ramps",
     "gacos_los_correction_mm",
-    "los_to_vertical",
     "mask_incoherent",
     "phase_to_los_mm",
     "ramp_design",
     "reference_offsets",
+    "stable_ground",
     "remove_ramps",
     "to_los_mm",
 ]
@@ -196,8 +199,66 @@ def gacos_los_correction_mm(ztd_reference_m, ztd_secondary_m, incidence_deg):
     return slant_mm
 
 
-def los_to_vertical(los: xr.DataArray, incidence_deg: xr.DataArray) -> xr.DataArray:
-    """LOS → vertical displacement (mm, up positive), assuming no horizontal motion."""
-    out = los / np.cos(np.radians(incidence_deg))
-    return out.assign_attrs(los.attrs, long_name="vertical displacement",
-                            sign_convention="positive up")
+def choose_reference_window(valid_fraction: np.ndarray, mean_coherence: np.ndarray,
+                            stable: np.ndarray, size: int) -> tuple[slice, slice]:
+    """The ``size``×``size`` window of stable pixels most often coherent (LiCSBAS-like).
+
+    Scores each window by the mean over its pixels of (fraction of pairs valid) × (mean
+    coherence); windows touching unstable pixels are not eligible (unless none is stable).
+    """
+    score = np.where(stable, valid_fraction * mean_coherence, 0.0)
+    eligible = uniform_filter(stable.astype(float), size=size, mode="constant") > 0.999
+    smooth = np.where(eligible, uniform_filter(score, size=size, mode="constant"), -1.0)
+    if smooth.max() <= 0:
+        smooth = uniform_filter(valid_fraction * mean_coherence, size=size, mode="constant")
+    iy, ix = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
+    half = size // 2
+    y0 = int(np.clip(iy - half, 0, max(valid_fraction.shape[0] - size, 0)))
+    x0 = int(np.clip(ix - half, 0, max(valid_fraction.shape[1] - size, 0)))
+    return slice(y0, y0 + size), slice(x0, x0 + size)
+
+
+def stable_ground(ground_ice: np.ndarray, max_ice: float) -> np.ndarray:
+    """Pixels whose ground-ice content (fraction) is known and at most ``max_ice``."""
+    ice = np.asarray(ground_ice)
+    return np.isfinite(ice) & (ice <= max_ice)
+
+
+def apply_gacos(los: xr.DataArray, ztd_m: xr.DataArray, reference_index: np.ndarray,
+                secondary_index: np.ndarray, has_gacos: np.ndarray, incidence_deg: xr.DataArray
+                ) -> tuple[xr.DataArray, np.ndarray]:
+    """Add each pair's GACOS correction; leave out pairs without one (as LiCSBAS does).
+
+    ``ztd_m (date, y, x)`` holds one zenith delay map per date (m); a pair's two maps are
+    ``reference_index``/``secondary_index`` along ``date``. The correction
+    ``(ZTD_sec − ZTD_ref)/cos θ`` (mm, :func:`gacos_los_correction_mm`) is formed inside each
+    dask tile from the tile's delay maps, so there are as many maps to read as dates. Returns
+    the corrected pairs and their indices in ``los``.
+    """
+    idx = np.flatnonzero(np.asarray(has_gacos, bool))
+    ref_i = np.asarray(reference_index)[idx]
+    sec_i = np.asarray(secondary_index)[idx]
+    stack = los.isel(pair=idx).transpose("pair", "y", "x")
+    ztd = ztd_m.transpose("date", "y", "x")
+    # In the stack's precision: float64 here would double every temporary of the tile.
+    inc = incidence_deg.transpose("y", "x").astype(stack.dtype)
+
+    def add(block: np.ndarray, delays: np.ndarray, inc_block: np.ndarray) -> np.ndarray:
+        slant_mm = gacos_los_correction_mm(delays[ref_i].astype(block.dtype, copy=False),
+                                           delays[sec_i].astype(block.dtype, copy=False),
+                                           inc_block)
+        slant_mm += block
+        return slant_mm
+
+    if stack.chunks is not None:
+        import dask.array as dsa
+
+        tiles = {"y": stack.chunksizes["y"], "x": stack.chunksizes["x"]}
+        data = dsa.blockwise(add, "pyx", stack.data, "pyx",
+                             ztd.chunk({"date": -1, **tiles}).data, "dyx",
+                             inc.chunk(tiles).data, "yx",
+                             dtype=stack.dtype, concatenate=True)
+    else:
+        data = add(stack.values, ztd.values, inc.values)
+    corrected = stack.copy(data=data).transpose(*los.dims)
+    return corrected.assign_attrs(los.attrs, gacos="applied"), idx

@@ -41,7 +41,8 @@ import numpy as np
 import xarray as xr
 from numba import njit
 
-from talik.science.network import Network
+from talik.science.network import Network, reference_epoch_index
+from talik.science.temporal import slope_weights, temporal_basis
 
 __all__ = [
     "ConstraintModel",
@@ -98,19 +99,11 @@ def constraint_basis(t_years: np.ndarray, spec: ConstraintSpec) -> tuple[np.ndar
     Blocks: ``offset`` (c), ``velocity`` (v, unless fixed to ``v_ref``), and ``sin``/``cos``
     (A1, A2) for ``linear_periodic``. The ``none`` model has no columns.
     """
-    t = np.asarray(t_years, dtype=np.float64)
     if spec.model == "none":
-        return np.zeros((len(t), 0)), []
-    cols, names = [np.ones_like(t)], ["offset"]
-    if not spec.velocity_reference:
-        cols.append(t)
-        names.append("velocity")
-    if spec.model == "linear_periodic":
-        for h in range(1, spec.harmonics + 1):
-            omega = 2.0 * np.pi * h / spec.period_yr
-            cols += [np.sin(omega * t), np.cos(omega * t)]
-            names += ["sin", "cos"] if h == 1 else [f"sin{h}", f"cos{h}"]
-    return np.stack(cols, axis=1), names
+        return np.zeros((len(np.asarray(t_years)), 0)), []
+    return temporal_basis(t_years, offset=True, rate=not spec.velocity_reference,
+                          harmonics=spec.harmonics if spec.model == "linear_periodic" else 0,
+                          period_yr=spec.period_yr)
 
 
 _LANES = 16
@@ -409,18 +402,6 @@ def _solve_pixels(
                 out_params[c, p] = z[n + c, q]
 
 
-def reference_epoch_index(dates: np.ndarray, reference_date: np.datetime64 | str | None) -> int:
-    """Index of the date the series are expressed relative to.
-
-    ``None`` means the first date; otherwise the network date closest to ``reference_date``.
-    """
-    if reference_date is None:
-        return 0
-    target = np.datetime64(reference_date, "D")
-    days = np.asarray(dates).astype("datetime64[D]")
-    return int(np.abs((days - target).astype(np.int64)).argmin())
-
-
 def solve_nsbas(
     data: np.ndarray,
     network: Network,
@@ -592,9 +573,8 @@ def invert_nsbas(
     n_q = len(QUALITY_LAYERS)
     n_out = 2 * n_dates + n_q + k + extra
     t = network.years()
-    tc = t - t.mean()
-    sxx = float((tc**2).sum())
-    slope_weights = (tc / sxx).astype(np.float32)  # LS slope = weights · series
+    sxx = float(((t - t.mean()) ** 2).sum())
+    rate_weights = slope_weights(t).astype(np.float32)  # LS rate = weights · series
 
     def kernel(block: np.ndarray, vref_block: np.ndarray | None = None) -> np.ndarray:
         """``(pair, ny, nx)`` → ``(2·time + quality + k [+ 2], ny, nx)``."""
@@ -605,7 +585,7 @@ def invert_nsbas(
             initial_spec, mapping = reference_from
             first = solve_nsbas(flat, network, initial_spec, None, min_valid, pair_major=True,
                                 wavelength_m=wavelength_m)
-            initial_rate = first["displacement"] @ slope_weights
+            initial_rate = first["displacement"] @ rate_weights
             vflat = np.asarray(mapping(initial_rate), dtype=np.float64)
         res = solve_nsbas(flat, network, spec, vflat, min_valid, pair_major=True,
                           reference_epoch=ref_epoch, wavelength_m=wavelength_m)
@@ -614,7 +594,7 @@ def invert_nsbas(
         out[:n_dates] = disp
         out[n_dates : 2 * n_dates] = res["bridged"].T
         q0 = 2 * n_dates
-        rate = slope_weights @ disp
+        rate = rate_weights @ disp
         # Standard error of the least-squares slope: residual variance about the line / Sxx.
         centred = disp - disp.mean(axis=0)
         ss = np.einsum("ij,ij->j", centred, centred, dtype=np.float64) - rate.astype(

@@ -9,11 +9,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from talik.science.temporal import decimal_years
+
 __all__ = [
     "LoopClosureResult",
     "Network",
+    "choose_reference_date",
     "components",
+    "date_coverage",
     "loop_closure",
+    "reference_epoch_index",
+    "revisit_days",
 ]
 
 
@@ -61,7 +67,7 @@ class Network:
 
     def years(self) -> np.ndarray:
         """Time of each date in years (365.25 d) since the first date."""
-        return (self.dates - self.dates[0]).astype(np.float64) / 365.25
+        return decimal_years(self.dates)
 
     def subset(self, keep: np.ndarray) -> Network:
         """The network of the pairs where ``keep`` is true (dates re-indexed)."""
@@ -178,3 +184,65 @@ def loop_closure(
         np.add.at(n_bad, loops[bad_loop, col], 1)
     bad_pair = (n_loops > 0) & (n_bad == n_loops)
     return LoopClosureResult(loops, rms, bad_loop, bad_pair, n_loops == 0, n_loops, n_bad)
+
+
+def date_coverage(valid: np.ndarray, network: Network) -> np.ndarray:
+    """Per date, the fraction of pixels with data at which a valid interferogram touches it.
+
+    ``valid`` is ``(pair, pixel)`` boolean (the pixels may be a spatial subsample).
+    """
+    valid = np.asarray(valid, bool).reshape(network.n_pairs, -1)
+    has_data = valid.any(axis=0)
+    touched = np.zeros((network.n_dates, valid.shape[1]), bool)
+    for i in range(network.n_pairs):  # a loop over pairs, vectorised over pixels
+        touched[network.ref_index[i]] |= valid[i]
+        touched[network.sec_index[i]] |= valid[i]
+    return touched[:, has_data].mean(axis=1) if has_data.any() else touched.mean(axis=1)
+
+
+def choose_reference_date(coverage: np.ndarray, network: Network,
+                          reference_date: np.datetime64 | None = None,
+                          min_coverage: float = 0.5) -> tuple[int, dict]:
+    """Index of the date every series is expressed relative to, and why it was chosen.
+
+    A configured ``reference_date`` is taken as given (the nearest network date). Otherwise
+    the first date whose ``coverage`` (:func:`date_coverage`) reaches ``min_coverage``: the
+    start of the first connected part of the network that carries data, so a range that
+    begins with winter dates no valid pair touches gets the same zero as one that does not.
+    """
+    coverage = np.asarray(coverage, dtype=float)
+    if reference_date is not None:
+        index = reference_epoch_index(network.dates, reference_date)
+        how = "configured"
+    else:
+        above = np.flatnonzero(coverage >= min_coverage)
+        index = int(above[0]) if above.size else int(np.argmax(coverage))
+        how = f"first date covered at >= {min_coverage:.0%} of pixels"
+    info = {"date": str(network.dates[index]), "index": index, "how": how,
+            "epoch_coverage": [round(float(c), 4) for c in coverage],
+            "coverage": round(float(coverage[index]), 4),
+            "first_date": str(network.dates[0]),
+            "first_date_coverage": round(float(coverage[0]), 4)}
+    return index, info
+
+
+def revisit_days(network: Network) -> float:
+    """Mean interval between consecutive acquisitions inside the connected parts, days.
+
+    A winter gap between parts is not an interval between acquisitions of the network.
+    """
+    days = network.dates.astype("datetime64[D]").astype(np.int64)
+    intervals = np.concatenate([np.diff(days[a : b + 1]) for a, b in components(network)])
+    return float(intervals.mean() if intervals.size else np.diff(days).mean())
+
+
+def reference_epoch_index(dates: np.ndarray, reference_date: np.datetime64 | str | None) -> int:
+    """Index of the date the series are expressed relative to.
+
+    ``None`` means the first date; otherwise the network date closest to ``reference_date``.
+    """
+    if reference_date is None:
+        return 0
+    target = np.datetime64(reference_date, "D")
+    days = np.asarray(dates).astype("datetime64[D]")
+    return int(np.abs((days - target).astype(np.int64)).argmin())

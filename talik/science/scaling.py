@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-__all__ = ["annual_rate", "los_to_los", "mean_annual_rate"]
+__all__ = ["annual_rate", "mean_annual_rate"]
 
 
 def annual_rate(displacement_mm: xr.DataArray, span_days: xr.DataArray | float) -> xr.DataArray:
@@ -33,10 +33,3 @@ def mean_annual_rate(pairs_los_mm: xr.DataArray, span_days: np.ndarray,
     out = rates.mean("pair", skipna=True)
     return out.assign_attrs(units="mm/yr", long_name="mean annual LOS rate of long pairs",
                             n_pairs=int(keep.sum()))
-
-
-def los_to_los(los: xr.DataArray, incidence_from_deg: xr.DataArray | float,
-               incidence_to_deg: xr.DataArray | float) -> xr.DataArray:
-    """LOS value of one sensor expressed in another's LOS, through the vertical."""
-    vertical = los / np.cos(np.radians(incidence_from_deg))
-    return (vertical * np.cos(np.radians(incidence_to_deg))).assign_attrs(los.attrs)

@@ -10,20 +10,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from talik.science.temporal import decimal_years, temporal_basis
+
 __all__ = [
-    "decimal_years",
     "detrend",
     "linear_rate",
     "seasonal_fit",
     "thaw_season_deformation",
 ]
-
-
-def decimal_years(time: xr.DataArray | np.ndarray, origin=None) -> np.ndarray:
-    """Time in years of 365.25 days since ``origin`` (default: the first time)."""
-    t = pd.DatetimeIndex(np.asarray(time))
-    start = t[0] if origin is None else pd.Timestamp(origin)
-    return ((t - start) / pd.Timedelta(days=1)).to_numpy() / 365.25
 
 
 def _fit(displacement: xr.DataArray, design: np.ndarray, names: list[str]) -> xr.DataArray:
@@ -36,8 +30,8 @@ def _fit(displacement: xr.DataArray, design: np.ndarray, names: list[str]) -> xr
 def linear_rate(displacement: xr.DataArray) -> xr.DataArray:
     """Least-squares linear rate of each pixel's series, mm/yr (sign as the input)."""
     t = decimal_years(displacement["time"])
-    design = np.stack([np.ones_like(t), t], axis=1)
-    rate = _fit(displacement, design, ["offset", "rate"]).sel(coef="rate", drop=True)
+    design, names = temporal_basis(t)
+    rate = _fit(displacement, design, names).sel(coef="velocity", drop=True)
     return rate.assign_attrs(units="mm/yr", long_name="linear rate (least squares)")
 
 
@@ -56,8 +50,8 @@ def seasonal_fit(displacement: xr.DataArray, period_yr: float = 1.0) -> xr.Datas
     """
     t = decimal_years(displacement["time"])
     w = 2 * np.pi / period_yr
-    design = np.stack([np.ones_like(t), t, np.sin(w * t), np.cos(w * t)], axis=1)
-    coef = _fit(displacement, design, ["offset", "rate", "sin", "cos"])
+    design, names = temporal_basis(t, harmonics=1, period_yr=period_yr)
+    coef = _fit(displacement, design, names)
     a1, a2 = coef.sel(coef="sin", drop=True), coef.sel(coef="cos", drop=True)
     amplitude = np.hypot(a1, a2).assign_attrs(units="mm", long_name="seasonal amplitude")
     t0 = pd.Timestamp(np.asarray(displacement["time"])[0])

@@ -20,11 +20,12 @@ from prefect import task
 
 from talik.config import StudyConfig
 from talik.science.compare import period_correlation
-from talik.science.interferogram import los_to_vertical
+from talik.science.geometry import los_to_vertical
+from talik.science.velocity_reference import lband_rate
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.records import StepOutput
-from talik.tasks.sentinel1 import _stable_mask, lband_rate_from_pairs
+from talik.tasks.sentinel1 import stable_mask_of
 from talik.tasks.steps import STEP_CACHE, step_folder
 
 __all__ = ["joint_assessment", "period_means"]
@@ -35,7 +36,7 @@ def period_means(cfg: StudyConfig, product: xr.Dataset, pairs: xr.Dataset | None
     """Per period: vertical rate mean ± std over the common area, S1 thaw season, mean Ks."""
     options = cfg.sentinel1
     incidence = product["incidence_deg"]
-    stable = _stable_mask(rasters, incidence.shape, options.stable_max_ground_ice)
+    stable = stable_mask_of(rasters, incidence.shape, options.stable_max_ground_ice)
     maps, thaw = {}, {}
     for period in cfg.periods:
         if period.sensor == options.sensor:
@@ -51,7 +52,7 @@ def period_means(cfg: StudyConfig, product: xr.Dataset, pairs: xr.Dataset | None
         if not bool(inside.any()):
             continue
         try:
-            los_rate = lband_rate_from_pairs(pairs.isel(pair=np.flatnonzero(inside.values)),
+            los_rate = lband_rate(pairs.isel(pair=np.flatnonzero(inside.values)),
                                              platform, options.velocity_reference_min_span_days,
                                              options.coherence_threshold, incidence, stable,
                                              options.ramp)

@@ -30,31 +30,43 @@ import pandas as pd
 import xarray as xr
 from prefect import task
 from rasterio.enums import Resampling
-from scipy.ndimage import uniform_filter
 
 from talik import __version__
 from talik.config import Sentinel1Options
-from talik.science.calibration import fit_cdf_matching, rank_agreement
-from talik.science.filtering import atmospheric_filter, spatial_lowpass
+from talik.science.calibration import fit_cdf_matching
+from talik.science.filtering import atmospheric_filter
+from talik.science.geometry import los_to_los, vertical_to_los
 from talik.science.interferogram import (
+    apply_gacos,
     apply_reference,
+    choose_reference_window,
     fit_ramps,
-    gacos_los_correction_mm,
-    los_to_vertical,
     mask_incoherent,
     reference_offsets,
     remove_ramps,
+    stable_ground,
 )
 from talik.science.inversion import (
     ConstraintSpec,
     invert_nsbas,
-    reference_epoch_index,
-    solve_nsbas,
 )
-from talik.science.network import Network, components, loop_closure
-from talik.science.quality import FLAG_BITS, MaskThresholds, quality_mask
-from talik.science.scaling import los_to_los, mean_annual_rate
-from talik.science.seasonal import linear_rate, seasonal_fit, thaw_season_deformation
+from talik.science.network import (
+    Network,
+    choose_reference_date,
+    components,
+    date_coverage,
+    loop_closure,
+    revisit_days,
+)
+from talik.science.products import constraint_comparison, select_points, timeseries_products
+from talik.science.quality import MaskThresholds
+from talik.science.seasonal import linear_rate
+from talik.science.velocity_reference import (
+    INITIAL_MODELS,
+    choose_initial_model,
+    lband_for_matching,
+    lband_rate,
+)
 from talik.tasks.cluster import dask_cluster
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
@@ -67,18 +79,13 @@ from talik.tasks.zarr_io import write_zarr, write_zarr_by_tiles
 __all__ = [
     "ChainInputs",
     "ChainReport",
-    "choose_reference_window",
     "lband_rate_from_geotiff",
-    "lband_rate_from_pairs",
     "run_sentinel1_chain",
     "sentinel1_timeseries",
     "write_cf_netcdf",
 ]
 
 SUBSAMPLE_TARGET = 256  # pixels per side used for loop-closure, ramp and model-choice statistics
-INITIAL_MODELS = ("linear_periodic", "linear", "none")
-INITIAL_MODEL_TIE = 0.02
-"""Rank agreements (Spearman) closer than this count as equal when choosing the initial model."""
 
 
 @dataclass
@@ -130,25 +137,6 @@ class ChainReport:
     mask: dict = field(default_factory=dict)
 
 
-def choose_reference_window(valid_fraction: np.ndarray, mean_coherence: np.ndarray,
-                            stable: np.ndarray, size: int) -> tuple[slice, slice]:
-    """The ``size``×``size`` window of stable pixels most often coherent (LiCSBAS-like).
-
-    Scores each window by the mean over its pixels of (fraction of pairs valid) × (mean
-    coherence); windows touching unstable pixels are not eligible (unless none is stable).
-    """
-    score = np.where(stable, valid_fraction * mean_coherence, 0.0)
-    eligible = uniform_filter(stable.astype(float), size=size, mode="constant") > 0.999
-    smooth = np.where(eligible, uniform_filter(score, size=size, mode="constant"), -1.0)
-    if smooth.max() <= 0:
-        smooth = uniform_filter(valid_fraction * mean_coherence, size=size, mode="constant")
-    iy, ix = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
-    half = size // 2
-    y0 = int(np.clip(iy - half, 0, max(valid_fraction.shape[0] - size, 0)))
-    x0 = int(np.clip(ix - half, 0, max(valid_fraction.shape[1] - size, 0)))
-    return slice(y0, y0 + size), slice(x0, x0 + size)
-
-
 def _within_dates(stack: xr.Dataset, gacos: xr.Dataset | None, options: Sentinel1Options
                   ) -> tuple[xr.Dataset, xr.Dataset | None]:
     """The pairs whose two dates lie in ``[first_date, last_date]`` (both optional)."""
@@ -175,93 +163,15 @@ def _within_dates(stack: xr.Dataset, gacos: xr.Dataset | None, options: Sentinel
     return stack.isel(pair=idx), gacos
 
 
-def choose_reference_date(subsample: xr.DataArray, network: Network,
-                          options: Sentinel1Options) -> tuple[np.datetime64, dict]:
-    """The date every series is expressed relative to, and the coverage that decided it.
-
-    A date is *covered* at a pixel when a valid interferogram touches it there. The automatic
-    choice is the first date covered at ``reference_date_min_coverage`` of the pixels with any
-    data: the start of the first connected part of the network that carries data, whatever
-    date range was chosen. A configured ``reference_date`` is taken as given (nearest date).
-    """
-    values = np.asarray(subsample.transpose("pair", "y", "x").values)
-    valid = np.isfinite(values).reshape(values.shape[0], -1)
-    has_data = valid.any(axis=0)
-    touched = np.zeros((network.n_dates, valid.shape[1]), bool)
-    for i in range(network.n_pairs):  # a loop over pairs, vectorised over pixels
-        touched[network.ref_index[i]] |= valid[i]
-        touched[network.sec_index[i]] |= valid[i]
-    coverage = touched[:, has_data].mean(axis=1) if has_data.any() else touched.mean(axis=1)
-    if options.reference_date is not None:
-        index = reference_epoch_index(network.dates, np.datetime64(options.reference_date))
-        how = "configured"
-    else:
-        above = np.flatnonzero(coverage >= options.reference_date_min_coverage)
-        index = int(above[0]) if above.size else int(np.argmax(coverage))
-        how = f"first date covered at >= {options.reference_date_min_coverage:.0%} of pixels"
-    date = network.dates[index]
-    info = {"date": str(date), "index": index, "how": how,
-            "epoch_coverage": [round(float(c), 4) for c in coverage],
-            "coverage": round(float(coverage[index]), 4),
-            "first_date": str(network.dates[0]),
-            "first_date_coverage": round(float(coverage[0]), 4)}
-    return date, info
-
-
 def _window_offsets(los: xr.DataArray, window: tuple[slice, slice]) -> xr.DataArray:
     return reference_offsets(los.isel(y=window[0], x=window[1]), xr.DataArray(True)).compute()
 
 
-def stable_ground(ground_ice: np.ndarray, max_ice: float) -> np.ndarray:
-    """Pixels whose ground-ice content (fraction) is known and at most ``max_ice``."""
-    ice = np.asarray(ground_ice)
-    return np.isfinite(ice) & (ice <= max_ice)
-
-
-def _stable_mask(rasters: xr.Dataset | None, shape: tuple[int, int], max_ice: float) -> np.ndarray:
+def stable_mask_of(rasters: xr.Dataset | None, shape: tuple[int, int], max_ice: float) -> np.ndarray:
+    """Stable ground from the staged ground-ice map; every pixel when there is none."""
     if rasters is not None and "ground_ice" in rasters:
         return stable_ground(rasters["ground_ice"].values, max_ice)
     return np.ones(shape, dtype=bool)
-
-
-def lband_rate_from_pairs(pairs: xr.Dataset, platform: str, min_span_days: float,
-                          coherence_threshold: float, s1_incidence: xr.DataArray,
-                          stable: np.ndarray | None = None, ramp: str = "plane",
-                          gacos: xr.Dataset | None = None) -> xr.DataArray:
-    """Mean annual rate of a sensor's long pairs, in Sentinel-1 LOS (mm/yr, + toward).
-
-    Each pair gets the same post-processing as a Sentinel-1 interferogram: coherence mask,
-    GACOS correction when delays exist for both its dates, ramp fitted on stable ground and
-    removed, stable ground put at zero.
-    """
-    mine = pairs["sensor"].values == platform
-    if not mine.any():
-        raise ValueError(f"no staged pairs of sensor {platform!r} "
-                         f"(found {sorted(set(pairs['sensor'].values))})")
-    sub = pairs.isel(pair=np.flatnonzero(mine))
-    los = sub["los_mm"].where(sub["coherence"] >= coherence_threshold)
-    if gacos is not None:
-        have = set(pd.DatetimeIndex(gacos["date"].values))
-        corrected = []
-        for i in range(los.sizes["pair"]):
-            a = pd.Timestamp(sub["reference_date"].values[i])
-            b = pd.Timestamp(sub["secondary_date"].values[i])
-            pair = los.isel(pair=i)
-            if a in have and b in have:
-                pair = pair + gacos_los_correction_mm(gacos.sel(date=a), gacos.sel(date=b),
-                                                      float(sub["incidence_deg"].values[i]))
-            corrected.append(pair.drop_vars("date", errors="ignore"))
-        los = xr.concat(corrected, dim="pair")
-    stable_da = xr.DataArray(np.ones(los.shape[1:], bool) if stable is None else stable,
-                             dims=("y", "x"))
-    los = remove_ramps(los, fit_ramps(los, stable_da, ramp))
-    los = los - los.where(stable_da).median(("y", "x"))
-    span = ((sub["secondary_date"] - sub["reference_date"]) / np.timedelta64(1, "D")).values
-    rate = mean_annual_rate(los, span, min_span_days)
-    incidence = float(sub["incidence_deg"].values[0])
-    out = los_to_los(rate, incidence, s1_incidence)
-    return out.assign_attrs(units="mm/yr", long_name=f"{platform} annual rate in Sentinel-1 LOS",
-                            n_pairs=rate.attrs["n_pairs"], sensor_incidence_deg=incidence)
 
 
 def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: xr.DataArray,
@@ -285,7 +195,7 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
     values = xr.DataArray(on_grid(raster, grid, Resampling.average),
                           dims=("y", "x"), coords={"y": s1_incidence["y"], "x": s1_incidence["x"]})
     if quantity == "vertical_rate":
-        return (values * np.cos(np.radians(s1_incidence))).assign_attrs(units="mm/yr")
+        return vertical_to_los(values, s1_incidence).assign_attrs(units="mm/yr")
     if quantity != "los_rate":
         raise InputError(path, "tag 'quantity'", "'los_rate' or 'vertical_rate'", quantity)
     inc = tags.get("incidence_deg", incidence_deg)
@@ -298,69 +208,13 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
 
 def _apply_gacos(los: xr.DataArray, gacos: xr.Dataset, incidence: xr.DataArray,
                  names: np.ndarray, report: ChainReport) -> tuple[xr.DataArray, np.ndarray]:
-    """Add each pair's GACOS correction; leave out pairs without one (as LiCSBAS).
-
-    The correction ``(ZTD_sec − ZTD_ref)/cos θ`` (mm, see ``gacos_los_correction_mm``) is
-    formed inside each tile from the tile's delay maps, one per date.
-    """
-    have = gacos["has_gacos"].values.astype(bool)
-    report.no_gacos_pairs = [str(n) for n in names[~have]]
-    idx = np.flatnonzero(have)
-    ref_i = gacos["gacos_reference_index"].values[idx]
-    sec_i = gacos["gacos_secondary_index"].values[idx]
-    stack = los.isel(pair=idx).transpose("pair", "y", "x")
-    ztd = gacos["ztd_m"].transpose("date", "y", "x")
-    # In the stack's precision: float64 here would double every temporary of the tile.
-    inc = incidence.transpose("y", "x").astype(stack.dtype)
-
-    def add(block: np.ndarray, delays: np.ndarray, inc_block: np.ndarray) -> np.ndarray:
-        slant_mm = gacos_los_correction_mm(delays[ref_i].astype(block.dtype, copy=False),
-                                           delays[sec_i].astype(block.dtype, copy=False),
-                                           inc_block)
-        slant_mm += block
-        return slant_mm
-
-    if stack.chunks is not None:
-        import dask.array as dsa
-
-        tiles = {"y": stack.chunksizes["y"], "x": stack.chunksizes["x"]}
-        data = dsa.blockwise(add, "pyx", stack.data, "pyx",
-                             ztd.chunk({"date": -1, **tiles}).data, "dyx",
-                             inc.chunk(tiles).data, "yx",
-                             dtype=stack.dtype, concatenate=True)
-    else:
-        data = add(stack.values, ztd.values, inc.values)
-    corrected = stack.copy(data=data).transpose(*los.dims)
+    """GACOS-corrected pairs (those with a delay map for both dates) and their indices."""
+    corrected, idx = apply_gacos(los, gacos["ztd_m"], gacos["gacos_reference_index"].values,
+                                 gacos["gacos_secondary_index"].values,
+                                 gacos["has_gacos"].values.astype(bool), incidence)
+    report.no_gacos_pairs = [str(n) for n in np.delete(names, idx)]
     report.gacos_applied = True
-    return corrected.assign_attrs(los.attrs, gacos="applied"), idx
-
-
-def _rate_of(disp: xr.DataArray) -> xr.DataArray:
-    return linear_rate(disp)
-
-
-def _initial_model(sub: xr.DataArray, lband_sub: np.ndarray, options: Sentinel1Options,
-                   min_valid: int) -> tuple[str, dict, np.ndarray]:
-    """The initial constraint whose rates rank the overlap most like the L-band map.
-
-    Returns its name, every candidate's rank agreement, and its rates on the subsample.
-    """
-    candidates = (INITIAL_MODELS if options.velocity_reference_initial == "auto"
-                  else (options.velocity_reference_initial,))
-    scores, rates = {}, {}
-    for model in candidates:
-        spec = ConstraintSpec(model, options.gamma, options.period_yr)
-        rates[model] = _rate_of(invert_nsbas(sub, spec, min_valid=min_valid)["displacement"]).values
-        scores[model] = rank_agreement(rates[model], lband_sub)
-    finite = {m: v for m, v in scores.items() if np.isfinite(v)}
-    if not finite:
-        return candidates[0], scores, rates[candidates[0]]
-    # Scores closer than the tolerance are a tie, settled by the fixed order of the
-    # candidates: a choice that flips on a 0.01 difference would make the product depend on
-    # details such as the first date of the range.
-    top = max(finite.values())
-    best = next(m for m in candidates if m in finite and finite[m] >= top - INITIAL_MODEL_TIE)
-    return best, scores, rates[best]
+    return corrected, idx
 
 
 @dataclass
@@ -441,7 +295,7 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     mean_coh = np.nan_to_num(np.asarray(mean_coh, dtype=float))
 
     # 1. Common reference area: a window of stable, most-often-coherent pixels.
-    stable = _stable_mask(inputs.rasters, valid_fraction.shape, options.stable_max_ground_ice)
+    stable = stable_mask_of(inputs.rasters, valid_fraction.shape, options.stable_max_ground_ice)
     report.stable_pixels = int(stable.sum())
     window = choose_reference_window(valid_fraction, mean_coh, stable, options.reference_window_px)
     report.reference_window = {
@@ -529,14 +383,14 @@ def run_sentinel1_chain(
     if options.velocity_reference != "none" and inputs.lband_rate is not None:
         # The L-band pairs were each referenced to their own point; put stable ground at zero,
         # as the Sentinel-1 pairs are (their reference window is stable ground).
-        lband = inputs.lband_rate
-        stable_rates = lband.values[stable & np.isfinite(lband.values)]
-        lband_offset = float(np.median(stable_rates)) if stable_rates.size >= 10 else 0.0
-        lband = lband - lband_offset
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
-        lband = spatial_lowpass(lband, options.velocity_reference_smoothing_m / pixel)
+        lband, lband_offset = lband_for_matching(
+            inputs.lband_rate, stable, options.velocity_reference_smoothing_m / pixel)
         lband_sub = lband.isel(**sub_sel).values
-        model0, scores, initial_sub = _initial_model(sub, lband_sub, options, min_valid)
+        candidates = (INITIAL_MODELS if options.velocity_reference_initial == "auto"
+                      else (options.velocity_reference_initial,))
+        model0, scores, initial_sub = choose_initial_model(
+            sub, lband_sub, candidates, options.gamma, options.period_yr, min_valid)
         spec0 = ConstraintSpec(model0, options.gamma, options.period_yr)
         # The mapping only needs the two distributions: the subsample gives them. Each tile
         # then computes its own initial rates and v_ref in the same pass as the inversion.
@@ -563,7 +417,11 @@ def run_sentinel1_chain(
 
     # 5. Inversion, stored before filtering: the filter's spatial window reaches into
     # neighbouring tiles, which must not be inverted again for it.
-    ref_date, report.reference_date = choose_reference_date(sub, used, options)
+    valid = np.isfinite(np.asarray(sub.transpose("pair", "y", "x").values))
+    ref_index, report.reference_date = choose_reference_date(
+        date_coverage(valid, used), used, options.reference_date,
+        options.reference_date_min_coverage)
+    ref_date = used.dates[ref_index]
     logger.info("series are relative to %s (%s; covered at %.0f%% of pixels, the first date "
                 "%s at %.0f%%)", report.reference_date["date"], report.reference_date["how"],
                 100 * report.reference_date["coverage"], report.reference_date["first_date"],
@@ -579,12 +437,7 @@ def run_sentinel1_chain(
     # 6. Atmospheric filter.
     if options.filter_enabled:
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
-        # The acquisition interval is the revisit inside the connected parts: a winter gap is
-        # not an interval between acquisitions of the network.
-        days = used.dates.astype("datetime64[D]").astype(np.int64)
-        intervals = np.concatenate([np.diff(days[a : b + 1]) for a, b in components(used)])
-        sigma_t = options.filter_temporal_factor * float(intervals.mean() if intervals.size
-                                                         else np.diff(days).mean())
+        sigma_t = options.filter_temporal_factor * revisit_days(used)
         filtered, screen = atmospheric_filter(result["displacement"], sigma_t,
                                               options.filter_spatial_m, pixel)
         ref_t = np.datetime64(ref_date, "ns")
@@ -600,7 +453,9 @@ def run_sentinel1_chain(
         result.attrs["filter_temporal_sigma_days"] = sigma_t
     v_ref = result.get("velocity_reference")
     points = _comparison_points(los, result, v_ref, used, options, stack)
-    products = _products(result, stack["incidence_deg"], options, report)
+    products, report.mask = timeseries_products(
+        result, stack["incidence_deg"], mask_thresholds(options), options.thaw_onset,
+        options.thaw_end, options.period_yr, options.seasonal_products_from)
     products.attrs.update(_attrs(report, options))
     return products, report, points
 
@@ -624,14 +479,8 @@ def _point_indices(stack: xr.Dataset, result: xr.Dataset,
             ix = int(np.abs(stack["x"].values - x).argmin())
             out.append((name, iy, ix))
         return out
-    n_valid = result["n_valid_ifg"].values
-    good = n_valid >= np.percentile(n_valid[n_valid > 0], 50) if (n_valid > 0).any() else n_valid >= 0
-    rate = _rate_of(result["displacement"]).values
-    fast = np.where(good & np.isfinite(rate), rate, np.inf)
-    calm = np.where(good & np.isfinite(rate), np.abs(rate), np.inf)
-    iy, ix = np.unravel_index(int(np.argmin(fast)), fast.shape)
-    jy, jx = np.unravel_index(int(np.argmin(calm)), calm.shape)
-    return [("P1 (fastest subsidence)", int(iy), int(ix)), ("P2 (stable)", int(jy), int(jx))]
+    return select_points(linear_rate(result["displacement"]).values,
+                         result["n_valid_ifg"].values)
 
 
 def _comparison_points(los: xr.DataArray, result: xr.Dataset, v_ref: xr.DataArray | None,
@@ -642,7 +491,7 @@ def _comparison_points(los: xr.DataArray, result: xr.Dataset, v_ref: xr.DataArra
     data = np.stack(dask.compute(*[los.isel(y=iy, x=ix).data for _, iy, ix in points]))
     vref = (np.array([float(v_ref.values[iy, ix]) for _, iy, ix in points])
             if v_ref is not None else None)
-    series = constraint_comparison(data, network, options, vref)
+    series = constraint_comparison(data, network, options.gamma, options.period_yr, vref)
     return xr.Dataset(
         {"displacement": (("model", "point", "time"), np.stack(list(series.values())),
                           {"units": "mm", "long_name": "LOS displacement under each constraint"})},
@@ -663,71 +512,6 @@ def mask_thresholds(options: Sentinel1Options) -> MaskThresholds:
         max_condition=options.mask_max_condition,
         max_velocity_std=options.mask_max_velocity_std,
     )
-
-
-PRODUCT_QUALITY_LAYERS = ("n_valid_ifg", "residual_rms", "temporal_coherence", "n_parts",
-                          "bridged_fraction", "condition", "velocity_std")
-
-
-def _products(ts: xr.Dataset, incidence: xr.DataArray, options: Sentinel1Options,
-              report: ChainReport | None = None) -> xr.Dataset:
-    """Rate, thaw-season and seasonal maps and the series, masked where not trusted.
-
-    The quality layers and the mask are published unmasked; every value product (series,
-    rates, thaw-season deformation, amplitude, vertical) is NaN where ``mask`` is 0. The
-    unmasked inversion stays in the step's ``inversion.zarr``.
-    """
-    mask, flags = quality_mask(ts, mask_thresholds(options))
-    disp = ts["displacement"]
-    rate = linear_rate(disp)
-    seasonal_src = disp
-    if options.seasonal_products_from == "unfiltered" and "displacement_unfiltered" in ts:
-        seasonal_src = ts["displacement_unfiltered"]
-    thaw = thaw_season_deformation(seasonal_src, options.thaw_onset, options.thaw_end, rate)
-    seasonal = seasonal_fit(seasonal_src, options.period_yr)
-    # One pass over the series for all the maps (each tile is read once).
-    rate, thaw, seasonal, inc, mask, flags = dask.compute(rate, thaw, seasonal, incidence, mask,
-                                                          flags)
-    keep = mask.astype(bool)
-    rate, thaw, amplitude = rate.where(keep), thaw.where(keep), seasonal["amplitude"].where(keep)
-    ref_date = ts["displacement"].attrs.get("reference_date", str(ts["time"].values[0])[:10])
-    out = xr.Dataset(
-        {
-            "displacement": disp.where(keep).assign_attrs(
-                units="mm", long_name=f"cumulative LOS displacement relative to {ref_date}",
-                sign_convention="positive toward the satellite", reference_date=ref_date),
-            "bridged": ts["bridged"],
-            "velocity": rate.assign_attrs(units="mm/yr", long_name="LOS velocity (linear fit)",
-                                          sign_convention="positive toward the satellite"),
-            "thaw_season_deformation": thaw,
-            "thaw_season_deformation_mean": thaw.mean("year").assign_attrs(
-                units="mm", long_name="multi-year mean thaw-season deformation (LOS)"),
-            "seasonal_amplitude": amplitude.assign_attrs(seasonal["amplitude"].attrs),
-            "velocity_vertical": los_to_vertical(rate, inc).assign_attrs(
-                units="mm/yr", long_name="vertical velocity (no horizontal motion assumed)"),
-            "thaw_season_deformation_vertical": los_to_vertical(thaw, inc).assign_attrs(
-                units="mm", long_name="vertical thaw-season deformation"),
-            "thaw_season_deformation_mean_vertical": los_to_vertical(
-                thaw.mean("year"), inc).assign_attrs(units="mm"),
-            **{name: ts[name] for name in PRODUCT_QUALITY_LAYERS},
-            "mask": mask,
-            "quality_flags": flags,
-            "incidence_deg": inc,
-        }
-    )
-    if "velocity_reference" in ts:
-        out["velocity_reference"] = ts["velocity_reference"]
-    if report is not None:
-        solved = int((flags.values & FLAG_BITS["few_interferograms"] == 0).sum())
-        report.mask = {
-            "thresholds": vars(mask_thresholds(options)),
-            "n_pixels": int(mask.size),
-            "n_solved": solved,
-            "n_trusted": int(keep.values.sum()),
-            "masked_by": {name: int((flags.values & bit != 0).sum())
-                          for name, bit in FLAG_BITS.items()},
-        }
-    return out
 
 
 def _attrs(report: ChainReport, options: Sentinel1Options) -> dict:
@@ -753,24 +537,6 @@ def _attrs(report: ChainReport, options: Sentinel1Options) -> dict:
         "seasonal_products_from": options.seasonal_products_from,
         "talik_version": __version__,
     }
-
-
-def constraint_comparison(los_points: np.ndarray, network: Network, options: Sentinel1Options,
-                          v_ref: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Series of a few pixels under each constraint model (Fig. 3c): model → (P, N) mm."""
-    out = {}
-    for label, spec, ref in (
-        ("none", ConstraintSpec("none", options.gamma), None),
-        ("linear", ConstraintSpec("linear", options.gamma, options.period_yr), None),
-        ("linear_periodic", ConstraintSpec("linear_periodic", options.gamma, options.period_yr),
-         None),
-        ("linear_periodic_vref", ConstraintSpec("linear_periodic", options.gamma,
-                                                options.period_yr, velocity_reference=True), v_ref),
-    ):
-        if spec.velocity_reference and ref is None:
-            continue
-        out[label] = solve_nsbas(los_points, network, spec, ref)["displacement"]
-    return out
 
 
 NETCDF_TIME_CHUNK = 16  # dates per NetCDF chunk of a (time, y, x) variable
@@ -849,8 +615,8 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
         elif pairs is not None and pairs.exists():
             p = xr.open_zarr(pairs).compute()
             if (p["sensor"].values == lband_platform).any():
-                stable = _stable_mask(r, incidence.shape, options.stable_max_ground_ice)
-                lband = lband_rate_from_pairs(p, lband_platform,
+                stable = stable_mask_of(r, incidence.shape, options.stable_max_ground_ice)
+                lband = lband_rate(p, lband_platform,
                                               options.velocity_reference_min_span_days,
                                               options.coherence_threshold, incidence, stable,
                                               options.ramp,

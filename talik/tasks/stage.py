@@ -43,6 +43,7 @@ from rasterio.windows import Window
 from talik.config import AreaOfInterest
 from talik.errors import InputError
 from talik.science.interferogram import phase_to_los_mm, to_los_mm
+from talik.science.spatial import area_weighted_mean, bilinear_weights, slope_deg
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.era5 import read_era5_land
@@ -526,27 +527,10 @@ class _GacosResampler:
 
     def __call__(self, path: Path) -> np.ndarray:
         ztd = read_gacos(path)
-        t = ztd.rio.transform()
-        ny, nx = ztd.shape
-        key = (tuple(t)[:6], ztd.shape)
+        key = (tuple(ztd.rio.transform())[:6], ztd.shape)
         if key not in self._coords:
-            col = (self.lon - t.c) / t.a - 0.5
-            row = (self.lat - t.f) / t.e - 0.5
-            inside = (row >= 0) & (row <= ny - 1) & (col >= 0) & (col <= nx - 1)
-            r0 = np.clip(np.floor(row).astype(np.int64), 0, max(ny - 2, 0))
-            c0 = np.clip(np.floor(col).astype(np.int64), 0, max(nx - 2, 0))
-            fr, fc = row - r0, col - c0
-            flat = (r0 * nx + c0).ravel()
-            weights = np.stack([((1 - fr) * (1 - fc)).ravel(), ((1 - fr) * fc).ravel(),
-                                (fr * (1 - fc)).ravel(), (fr * fc).ravel()])
-            self._coords[key] = (flat, weights, inside.ravel())
-        flat, w, inside = self._coords[key]
-        v = ztd.values.astype(np.float32).ravel()
-        nx1 = 1 if nx > 1 else 0
-        out = (v[flat] * w[0] + v[flat + nx1] * w[1] + v[flat + nx] * w[2]
-               + v[flat + nx + nx1] * w[3])
-        out = np.where(inside, out, np.nan)
-        return out.reshape(self.grid.height, self.grid.width).astype(np.float32)
+            self._coords[key] = bilinear_weights(self.lon, self.lat, *key)
+        return self._coords[key](ztd.values).reshape(self.grid.height, self.grid.width)
 
 
 def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Path,
@@ -651,9 +635,8 @@ def stage_rasters(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> S
             if dem_path is not None:
                 dem = read_raster(dem_path, "m")
                 elevation = on_grid(dem, grid, Resampling.average)
-                gy, gx = np.gradient(elevation.astype(np.float64), grid.pixel_m)
                 layers["elevation"] = (elevation, {"units": "m", "long_name": "DEM height"})
-                layers["slope_deg"] = (np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32),
+                layers["slope_deg"] = (slope_deg(elevation, grid.pixel_m),
                                        {"units": "degree", "long_name": "terrain slope"})
             ice_path = manifest.location("ground_ice")
             if ice_path is not None:
@@ -766,10 +749,7 @@ def basin_mean_climate(era5_path: Path, bbox: tuple[float, float, float, float] 
         inside = era5.sel(latitude=slice(north, south), longitude=slice(west, east))
         if inside.sizes["latitude"] and inside.sizes["longitude"]:
             era5 = inside
-    weights = np.cos(np.radians(era5["latitude"]))
-    out = era5.weighted(weights).mean(("latitude", "longitude"))
-    for name in out.data_vars:
-        out[name].attrs = era5[name].attrs
+    out = area_weighted_mean(era5)
     out.attrs = {**era5.attrs, "aggregation": "monthly, area-weighted basin mean"}
     return out
 
