@@ -88,15 +88,22 @@ def _run(study: Path, refresh: bool):
     return monitor(study=str(study.resolve()), refresh=refresh)
 
 
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the outcome: "
+                                                               "no per-step progress.")]
+
+
 @app.command()
 def run(study: StudyArg,
-        refresh: Annotated[bool, typer.Option(help="Recompute cached steps.")] = False) -> None:
+        refresh: Annotated[bool, typer.Option(help="Recompute cached steps.")] = False,
+        quiet: QuietOpt = False) -> None:
     """Run the monitor flow for STUDY: ingest → stage → time series → publish."""
+    if quiet:  # before Prefect is imported: its console handler reads the level once
+        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     outcome = _run(study, refresh)
-    _print_outcome(outcome)
+    _print_outcome(outcome, steps=not quiet)
 
 
-def _print_outcome(outcome) -> None:
+def _print_outcome(outcome, steps: bool = True) -> None:
     r = outcome.release
     if outcome.created:
         typer.secho(f"published release {r.id}", fg=typer.colors.GREEN, bold=True)
@@ -105,6 +112,13 @@ def _print_outcome(outcome) -> None:
                     f"{r.id}", fg=typer.colors.YELLOW, bold=True)
     typer.echo(f"  release:  {r.id}  ({r.created}, digest {r.digest[:12]})")
     typer.echo(f"  location: {r.path}")
+    manifest = Path(r.path) / "manifest.json"
+    if steps and manifest.exists():
+        typer.echo("  steps:")
+        for step in json.loads(manifest.read_text()).get("steps", []):
+            summary = ", ".join(f"{k} {v}" for k, v in step.get("summary", {}).items()
+                                if not isinstance(v, (list, dict)))
+            typer.echo(f"    {step['step']:<24} {summary[:90]}")
 
 
 @app.command()

@@ -33,7 +33,9 @@ With ``v_ref`` given, ``v`` is not a parameter but fixed per pixel (velocity-ref
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -269,13 +271,26 @@ def _solve_lanes(
             z[j, q] *= inv[j, q]
 
 
-@njit(cache=True, nogil=True)
-def _find(parent: np.ndarray, j: int, q: int) -> int:
-    """Root of date ``j`` in lane ``q``'s union-find forest (with path halving)."""
-    while parent[j, q] != j:
-        parent[j, q] = parent[parent[j, q], q]
-        j = parent[j, q]
-    return j
+@njit(cache=True, nogil=True, inline="always")
+def _cos_sin(x: float) -> tuple[float, float]:
+    """Cos and sin of ``x`` (radians) to ~1e-7, branch-free so the lane loop vectorises.
+
+    The angle is reduced to [−π/4, π/4] around a multiple of π/2 and evaluated by Taylor
+    polynomials there; the quadrant then permutes and negates the pair.
+    """
+    quarter = np.rint(x * (2.0 / np.pi))
+    r = x - quarter * (np.pi / 2.0)
+    r2 = r * r
+    c = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24.0 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0))))
+    sn = r * (1.0 + r2 * (-1.0 / 6.0 + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0
+                                                                   + r2 * (1.0 / 362880.0)))))
+    qm = quarter - 4.0 * np.floor(quarter * 0.25)  # quadrant 0..3
+    swap = (qm == 1.0) | (qm == 3.0)
+    cos_x = sn if swap else c
+    sin_x = c if swap else sn
+    cos_x = -cos_x if (qm == 1.0) | (qm == 2.0) else cos_x
+    sin_x = -sin_x if (qm == 2.0) | (qm == 3.0) else sin_x
+    return cos_x, sin_x
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -322,84 +337,99 @@ def _solve_pixels(
     cnt = np.empty(lanes)
     re = np.empty(lanes)
     im = np.empty(lanes)
-    parent = np.empty((n_dates, lanes), np.int64)
-    touched = np.empty((n_dates, lanes), np.bool_)
+    touched = np.empty((n_dates, lanes))
+    lane_of = np.empty(lanes, np.int64)
+    free = np.empty(lanes)
+    untouched = np.empty(lanes)
+    lo = np.empty(lanes)
+    hi = np.empty(lanes)
+    solved = np.empty(lanes)
+    zero = np.empty(lanes)
+    # A band pivot (squared) below this marks a direction the data leave free: an epoch no
+    # valid pair touches, or a connected part of the pixel's network not tied to the first
+    # date (data pivots are O(1), constraint-only ones O(γ²)).
+    tiny = np.sqrt(g2)
     for start in range(0, n_pix, lanes):
         width = min(lanes, n_pix - start)
+        for q in range(lanes):
+            lane_of[q] = start + q if q < width else start  # the tail repeats its first pixel
         for m in range(n_ifg):
+            row = data[m]
             for q in range(lanes):
-                value = data[m, start + q if q < width else start]
+                value = row[lane_of[q]]
                 valid = value == value
                 w[m, q] = 1.0 if valid else 0.0
                 dz[m, q] = value if valid else 0.0
         if use_vref:
             for q in range(lanes):
-                vr[q] = vref[start + q if q < width else start]
+                vr[q] = vref[lane_of[q]]
         _solve_lanes(w, dz, ref, sec, bw, pb, t1, g2, none_model, vr, use_vref, arrow_init,
                      corner_init, band, inv, arrow, corner, z, ok)
         sq[:] = 0.0
         cnt[:] = 0.0
         re[:] = 0.0
         im[:] = 0.0
+        touched[:, :] = 0.0
         for m in range(n_ifg):
             a = ref[m]
             b = sec[m]
             for q in range(lanes):
                 r = dz[m, q] - (z[b - 1, q] - (z[a - 1, q] if a > 0 else 0.0))
-                sq[q] += w[m, q] * r * r
-                cnt[q] += w[m, q]
-                re[q] += w[m, q] * np.cos(rad_per_mm * r)
-                im[q] += w[m, q] * np.sin(rad_per_mm * r)
-        # Connected parts of each pixel's own network (union-find over its valid pairs) and
-        # the dates no valid pair touches (their value comes from the constraint alone).
-        for j in range(n_dates):
+                wq = w[m, q]
+                sq[q] += wq * r * r
+                cnt[q] += wq
+                c, sn = _cos_sin(rad_per_mm * r)
+                re[q] += wq * c
+                im[q] += wq * sn
+                touched[a, q] += wq
+                touched[b, q] += wq
+        # Per-lane summaries, each loop with the lane innermost (vectorised, contiguous).
+        for q in range(lanes):
+            free[q] = 0.0
+            untouched[q] = 0.0
+            lo[q] = np.inf
+            hi[q] = 0.0
+            solved[q] = 1.0 if (cnt[q] >= min_valid and ok[q] != 0.0) else 0.0
+            zero[q] = z[ref_epoch - 1, q] if ref_epoch > 0 else 0.0
+        for j in range(n):
             for q in range(lanes):
-                parent[j, q] = j
-                touched[j, q] = False
-        for m in range(n_ifg):
-            a = ref[m]
-            b = sec[m]
+                d = band[j, 0, q]
+                # Connected parts of the pixel's own network of valid pairs, from the band's
+                # pivots: free directions = untouched epochs (after the first) + parts not
+                # holding the first date.
+                free[q] += 1.0 if d * d < tiny else 0.0
+                untouched[q] += 1.0 if touched[j + 1, q] == 0.0 else 0.0
+                lo[q] = min(lo[q], d)
+                hi[q] = max(hi[q], d)
+        for c in range(k):
             for q in range(lanes):
-                if w[m, q] > 0.0:
-                    touched[a, q] = True
-                    touched[b, q] = True
-                    ra = _find(parent, a, q)
-                    rb = _find(parent, b, q)
-                    if ra != rb:
-                        parent[max(ra, rb), q] = min(ra, rb)
+                lo[q] = min(lo[q], corner[c, c, q])
+                hi[q] = max(hi[q], corner[c, c, q])
         for q in range(width):
             p = start + q
-            count = int(cnt[q])
-            out_valid[p] = count
-            parts = 0
-            for j in range(n_dates):
-                if touched[j, q] and _find(parent, j, q) == j:
-                    parts += 1
-                out_bridged[j, p] = 0 if touched[j, q] else 1
-            out_parts[p] = parts
-            if count < min_valid or ok[q] == 0.0:
+            out_valid[p] = int(cnt[q])
+            out_parts[p] = int(free[q] - untouched[q]) + (1 if touched[0, q] > 0.0 else 0)
+            if solved[q] == 0.0:
                 continue
             # Condition estimate of the normal matrix: squared ratio of the Cholesky factor's
             # largest to smallest diagonal entry (a lower bound of the 2-norm condition).
-            lo = np.inf
-            hi = 0.0
-            for j in range(n):
-                d = band[j, 0, q]
-                lo = min(lo, d)
-                hi = max(hi, d)
-            for c in range(k):
-                d = corner[c, c, q]
-                lo = min(lo, d)
-                hi = max(hi, d)
-            out_cond[p] = (hi / lo) ** 2 if lo > 0 else np.inf
-            out_rms[p] = np.sqrt(sq[q] / count)
-            out_tcoh[p] = np.sqrt(re[q] * re[q] + im[q] * im[q]) / count
-            zero = z[ref_epoch - 1, q] if ref_epoch > 0 else 0.0
-            out_disp[0, p] = -zero
-            for j in range(n):
-                out_disp[j + 1, p] = z[j, q] - zero
+            out_cond[p] = (hi[q] / lo[q]) ** 2 if lo[q] > 0 else np.inf
+            out_rms[p] = np.sqrt(sq[q] / cnt[q])
+            out_tcoh[p] = np.sqrt(re[q] * re[q] + im[q] * im[q]) / cnt[q]
             for c in range(k):
                 out_params[c, p] = z[n + c, q]
+        for j in range(n_dates):
+            row_b = out_bridged[j]
+            for q in range(width):
+                row_b[start + q] = 0 if touched[j, q] > 0.0 else 1
+        for q in range(width):
+            if solved[q] != 0.0:
+                out_disp[0, start + q] = -zero[q]
+        for j in range(n):
+            row_d = out_disp[j + 1]
+            for q in range(width):
+                if solved[q] != 0.0:
+                    row_d[start + q] = z[j, q] - zero[q]
 
 
 def solve_nsbas(
@@ -411,6 +441,7 @@ def solve_nsbas(
     pair_major: bool = False,
     reference_epoch: int = 0,
     wavelength_m: float | None = None,
+    threads: int | None = 1,
 ) -> dict[str, np.ndarray]:
     """Invert interferograms of many pixels at once.
 
@@ -433,6 +464,9 @@ def solve_nsbas(
     wavelength_m
         Radar wavelength (m), to express residuals as phase for the temporal coherence;
         Sentinel-1's when not given.
+    threads
+        Threads solving pixel ranges side by side (``None``: one per core). Inside dask
+        tiles, which already run in parallel, keep 1.
 
     Returns
     -------
@@ -482,8 +516,7 @@ def solve_nsbas(
     # cumulative displacement is 0 by definition, so the row ties the model's offset to the
     # series. Without it, a pixel whose first date no valid pair touches has a singular normal
     # matrix (the whole series and the offset can shift together).
-    _solve_pixels(
-        data,
+    fixed = (
         network.ref_index.astype(np.int64),
         network.sec_index.astype(np.int64),
         n_dates,
@@ -492,22 +525,29 @@ def solve_nsbas(
         np.ascontiguousarray(t[1:]),
         spec.gamma**2,
         spec.model == "none",
-        vref,
+    )
+    model = (
         bool(spec.velocity_reference),
         np.ascontiguousarray(-(spec.gamma**2) * basis[1:].T),
         spec.gamma**2 * (basis.T @ basis),
         max(int(min_valid), 1),
         int(reference_epoch),
         4.0 * np.pi / lam_mm,
-        out_disp,
-        out_valid,
-        out_rms,
-        out_params,
-        out_tcoh,
-        out_parts,
-        out_bridged,
-        out_cond,
     )
+
+    def run(lo: int, hi: int) -> None:
+        _solve_pixels(data[:, lo:hi], *fixed, vref[lo:hi], *model, out_disp[:, lo:hi],
+                      out_valid[lo:hi], out_rms[lo:hi], out_params[:, lo:hi], out_tcoh[lo:hi],
+                      out_parts[lo:hi], out_bridged[:, lo:hi], out_cond[lo:hi])
+
+    workers = max(1, min(int(threads or os.cpu_count() or 1), n_pix // (64 * _LANES)))
+    if workers == 1:
+        run(0, n_pix)
+    else:  # the kernel releases the GIL: contiguous pixel ranges solved side by side
+        edges = np.linspace(0, n_pix // _LANES, workers + 1).astype(int) * _LANES
+        edges[-1] = n_pix
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, edges[:-1], edges[1:]))
     return {
         "displacement": out_disp.T,  # (P, N) views of the date-major arrays
         "n_valid": out_valid,
@@ -576,7 +616,8 @@ def invert_nsbas(
     sxx = float(((t - t.mean()) ** 2).sum())
     rate_weights = slope_weights(t).astype(np.float32)  # LS rate = weights · series
 
-    def kernel(block: np.ndarray, vref_block: np.ndarray | None = None) -> np.ndarray:
+    def kernel(block: np.ndarray, vref_block: np.ndarray | None = None,
+               threads: int | None = 1) -> np.ndarray:
         """``(pair, ny, nx)`` → ``(2·time + quality + k [+ 2], ny, nx)``."""
         m, ny, nx = block.shape
         flat = block.reshape(m, ny * nx)
@@ -584,11 +625,11 @@ def invert_nsbas(
         if reference_from is not None:
             initial_spec, mapping = reference_from
             first = solve_nsbas(flat, network, initial_spec, None, min_valid, pair_major=True,
-                                wavelength_m=wavelength_m)
+                                wavelength_m=wavelength_m, threads=threads)
             initial_rate = first["displacement"] @ rate_weights
             vflat = np.asarray(mapping(initial_rate), dtype=np.float64)
         res = solve_nsbas(flat, network, spec, vflat, min_valid, pair_major=True,
-                          reference_epoch=ref_epoch, wavelength_m=wavelength_m)
+                          reference_epoch=ref_epoch, wavelength_m=wavelength_m, threads=threads)
         out = np.empty((n_out, ny * nx), np.float32)
         disp = res["displacement"].T  # contiguous date-major already
         out[:n_dates] = disp
@@ -633,7 +674,8 @@ def invert_nsbas(
         result = dsa.map_blocks(kernel, *blocks, dtype=np.float32,
                                 chunks=((n_out,), *data.chunks[1:]))
     else:
-        result = kernel(np.asarray(stack.values), v_ref.values if v_ref is not None else None)
+        result = kernel(np.asarray(stack.values), v_ref.values if v_ref is not None else None,
+                        threads=None)
     coords = {"y": stack["y"], "x": stack["x"]} if "y" in stack.coords else {}
     full = xr.DataArray(result, dims=("out", "y", "x"), coords=coords)
     q0 = 2 * n_dates

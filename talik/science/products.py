@@ -78,14 +78,15 @@ def timeseries_products(ts: xr.Dataset, incidence: xr.DataArray, limits: MaskThr
     )
     if "velocity_reference" in ts:
         out["velocity_reference"] = ts["velocity_reference"]
-    solved = int((flags.values & FLAG_BITS["few_interferograms"] == 0).sum())
+    solved = (flags.values & FLAG_BITS["few_interferograms"]) == 0
     summary = {
         "thresholds": vars(limits),
         "n_pixels": int(mask.size),
-        "n_solved": solved,
+        "n_solved": int(solved.sum()),
         "n_trusted": int(keep.values.sum()),
-        "masked_by": {name: int((flags.values & bit != 0).sum())
-                      for name, bit in FLAG_BITS.items()},
+        # among solved pixels: how many fail each test (a pixel may fail several)
+        "masked_by": {name: int(((flags.values & bit) != 0)[solved].sum())
+                      for name, bit in FLAG_BITS.items() if name != "few_interferograms"},
     }
     return out, summary
 

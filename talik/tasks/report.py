@@ -125,6 +125,24 @@ def _figures(product: xr.Dataset, qc: dict, step: Path, folder: Path,
     return out
 
 
+def _quality_lines(qc: dict) -> list[str]:
+    """Reference date and product mask, as report bullet points."""
+    lines = []
+    r = qc.get("reference_date") or {}
+    if r:
+        lines.append(f"- series relative to {r['date']} ({r['how']}; the range's first date "
+                     f"{r['first_date']} is touched by a valid pair at "
+                     f"{100 * r['first_date_coverage']:.0f} % of pixels)")
+    m = qc.get("mask") or {}
+    if m:
+        failed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in m["masked_by"].items() if v)
+        lines.append(f"- product mask: {m['n_trusted']} of {m['n_solved']} solved pixels "
+                     f"trusted ({100 * m['n_trusted'] / max(m['n_solved'], 1):.1f} %); "
+                     f"{m['n_pixels'] - m['n_solved']} pixels without a solution"
+                     + (f"; solved pixels failing a test: {failed}" if failed else ""))
+    return lines
+
+
 def _report(cfg: StudyConfig, manifest: InputSet, product: xr.Dataset, qc: dict,
             truth_rows: list[dict] | None) -> str:
     vel = product["velocity"].values
@@ -147,6 +165,7 @@ def _report(cfg: StudyConfig, manifest: InputSet, product: xr.Dataset, qc: dict,
         f"- GACOS correction: {'applied' if qc['gacos_applied'] else 'not applied'}"
         + (f" ({len(qc['no_gacos_pairs'])} pairs without delays left out)"
            if qc.get("no_gacos_pairs") else ""),
+        *_quality_lines(qc),
         f"- LOS velocity: median {np.nanmedian(vel):.1f} mm/yr, 5th percentile "
         f"{np.nanpercentile(vel, 5):.1f} mm/yr (positive toward the satellite)",
         f"- mean thaw-season deformation: median {np.nanmedian(tsd):.1f} mm, 5th percentile "

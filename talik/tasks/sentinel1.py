@@ -660,7 +660,10 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
                "rejected": [r["pair"] for r in qc["rejected_pairs"]],
                "components": len(qc["components"]),
                "gacos_applied": qc["gacos_applied"],
-               "velocity_reference": qc["constraint"].get("velocity_reference")}
+               "velocity_reference": qc["constraint"].get("velocity_reference"),
+               "reference_date": qc.get("reference_date", {}).get("date"),
+               "pixels_trusted": qc.get("mask", {}).get("n_trusted"),
+               "pixels_solved": qc.get("mask", {}).get("n_solved")}
     return StepOutput(step="sentinel1-timeseries", path=str(sd.final), digest=digest,
                       parameters=options.model_dump(mode="json"), summary=summary)
 
