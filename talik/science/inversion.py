@@ -351,18 +351,30 @@ def _solve_pixels(
     tiny = np.sqrt(g2)
     for start in range(0, n_pix, lanes):
         width = min(lanes, n_pix - start)
-        for q in range(lanes):
-            lane_of[q] = start + q if q < width else start  # the tail repeats its first pixel
-        for m in range(n_ifg):
-            row = data[m]
+        if width == lanes:  # contiguous loads: the compiler vectorises this loop
+            for m in range(n_ifg):
+                row = data[m, start : start + lanes]
+                for q in range(lanes):
+                    value = row[q]
+                    valid = value == value
+                    w[m, q] = 1.0 if valid else 0.0
+                    dz[m, q] = value if valid else 0.0
+            if use_vref:
+                for q in range(lanes):
+                    vr[q] = vref[start + q]
+        else:
             for q in range(lanes):
-                value = row[lane_of[q]]
-                valid = value == value
-                w[m, q] = 1.0 if valid else 0.0
-                dz[m, q] = value if valid else 0.0
-        if use_vref:
-            for q in range(lanes):
-                vr[q] = vref[lane_of[q]]
+                lane_of[q] = start + q if q < width else start  # the tail repeats a pixel
+            for m in range(n_ifg):
+                row = data[m]
+                for q in range(lanes):
+                    value = row[lane_of[q]]
+                    valid = value == value
+                    w[m, q] = 1.0 if valid else 0.0
+                    dz[m, q] = value if valid else 0.0
+            if use_vref:
+                for q in range(lanes):
+                    vr[q] = vref[lane_of[q]]
         _solve_lanes(w, dz, ref, sec, bw, pb, t1, g2, none_model, vr, use_vref, arrow_init,
                      corner_init, band, inv, arrow, corner, z, ok)
         sq[:] = 0.0

@@ -21,6 +21,7 @@ Spatial tiles go through dask, so memory does not grow with the image, and an ac
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -690,10 +691,16 @@ def sentinel1_from_products(
     from talik.tasks.readers.hyp3 import find_hyp3_products
     from talik.tasks.stage import grid_from_products, write_gacos_store, write_sentinel1_store
 
-    work_dir.mkdir(parents=True, exist_ok=True)
     products = find_hyp3_products(products_dir)
     grid = grid_from_products(products, aoi)
-    write_sentinel1_store(products, grid, wavelength_m, work_dir / "sentinel1.zarr")
+    created = not work_dir.exists()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        write_sentinel1_store(products, grid, wavelength_m, work_dir / "sentinel1.zarr")
+    except Exception:
+        if created:  # a refused stack leaves nothing behind
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
     rasters = None
     if ground_ice is not None:
         ys, xs = grid.coords()
