@@ -27,12 +27,14 @@ def progress_output(enabled: bool = True, min_seconds: float = 1.0) -> Iterator[
     logger = logging.getLogger("talik")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
-    previous = logger.level
+    previous, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # once on the terminal, not again through a root handler
     try:
         with ProgressBar(minimum=min_seconds, dt=0.5, out=sys.stderr):
             yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+        logger.propagate = propagate
