@@ -5,16 +5,31 @@ Prints wall time, pixel·interferogram throughput and peak resident memory (RSS)
 1. the inversion alone on a synthetic staged stack (N×N pixels, 200 dates, 4 neighbours per
    date, spatially correlated coherence masks, a winter gap every year), for N = 1000 and 2000
    (peak RSS must not grow with the image);
-2. the inversion on the size of the reference Rust SBAS run (500 × 500 pixels, 590
-   interferograms, 150 dates);
+2. ``peer``: talik against the Rust SBAS engine insar-rs (``pip install -e '.[bench]'``), both
+   run here, in the same run, on one 500 × 500 pixel stack of 590 interferograms and 150 dates
+   (a connected network: insar-rs refuses one split by winter gaps). talik's in-memory solve
+   for each constraint (``none``, ``linear``, ``linear_periodic``, ``linear_periodic`` with a
+   per-pixel ``v_ref``), and insar-rs's read (the same Zarr store, into numpy) + unweighted
+   least-squares solve (``insar_rs.invert_sbas``), on the coherence-masked interferograms and
+   on the unmasked ones; every line prints the ratio talik/peer (< 1: talik is faster).
+   insar-rs computes and keeps one pseudo-inverse (an SVD of the 590 × 149 design matrix,
+   0.7 MB) per distinct pattern of valid interferograms; the benchmark counts the patterns
+   first and runs it on the masked stack only if they fit in half the memory;
 3. the whole chain from HyP3 product files (`talik sentinel1` with GACOS, a ground-ice map and
-   an ALOS-2 rate map), on a demo world of 1000 × 1000 pixels and about 200 dates.
+   an ALOS-2 rate map), on a demo world of 1000 × 1000 pixels and about 200 dates (``chain``,
+   in-process, start-up not included);
+4. ``cli``: the same chain as a user runs it, ``.venv/bin/talik sentinel1 …`` in a subprocess
+   timed whole (interpreter start-up, imports, numba cache load included), on a demo world of
+   500 × 500 pixels and ~500 HyP3 product folders (~185 dates, each date paired with its next
+   3). insar-rs has no reader of HyP3 products (its Python API reads ISCE ``.unw`` folders or
+   numpy arrays) and inverts only connected networks, so it is not run on that chain.
 
 Each measured phase runs in its own process, so its peak RSS is its own. Inputs are generated
 once into ``--workdir`` (several GB) and reused.
 
     .venv/bin/python benchmarks/inversion.py                # everything
     .venv/bin/python benchmarks/inversion.py --only inversion --sizes 1000
+    .venv/bin/python benchmarks/inversion.py --only peer cli
 """
 
 from __future__ import annotations
@@ -114,44 +129,154 @@ def make_stack(path: Path, size: int, n_dates: int, neighbours: int, seed: int =
     return {"n_dates": len(dates), "n_pairs": m}
 
 
-def run_inversion(path: Path, model: str, in_memory: bool) -> dict:
-    """Invert a stack; time the solve in memory, or the whole read → invert → write path."""
+MODELS = ("none", "linear", "linear_periodic", "linear_periodic_vref")
+"""The constraints timed against the peer; ``linear_periodic_vref`` is ``linear_periodic`` with
+the rate fixed to a per-pixel reference ``v_ref``."""
+COHERENCE_THRESHOLD = 0.3
+S1_WAVELENGTH_M = 0.055465763  # as talik.world.sentinel1 (not imported: the peer's process
+# loads neither talik nor numba)
+
+
+def _spec(model: str):
+    from talik.science.inversion import ConstraintSpec
+
+    if model == "linear_periodic_vref":
+        return ConstraintSpec("linear_periodic", 1e-4, velocity_reference=True)
+    return ConstraintSpec(model, 1e-4)
+
+
+def _v_ref(ny: int, nx: int) -> np.ndarray:
+    """A smooth per-pixel reference rate, mm/yr (its values do not change the work)."""
+    yy, xx = np.meshgrid(np.linspace(0, 1, ny), np.linspace(0, 1, nx), indexing="ij")
+    return -8.0 * np.clip(np.sin(3 * yy) * np.cos(2 * xx), 0, None) - 0.5
+
+
+def run_inversion(path: Path, model: str, mode: str) -> dict:
+    """Invert a stack; time the solve in memory, or the whole read → invert → write path.
+
+    ``mode``: ``memory`` (masked interferograms already in RAM, result kept in RAM),
+    ``memory-nomask`` (the same, without the coherence mask: the peer's input) or ``zarr``
+    (from the staged Zarr store to a time-series Zarr store).
+    """
     import xarray as xr
 
     from talik.science.interferogram import mask_incoherent
-    from talik.science.inversion import ConstraintSpec, invert_nsbas, solve_nsbas
+    from talik.science.inversion import invert_nsbas, solve_nsbas
     from talik.science.network import Network
     from talik.tasks.zarr_io import write_zarr_by_tiles
 
     stack = xr.open_zarr(path, chunks={"pair": -1, "y": CHUNK, "x": CHUNK})
-    spec = ConstraintSpec(model, 1e-4)
+    spec = _spec(model)
+    ny, nx = stack.sizes["y"], stack.sizes["x"]
+    v_ref = None
+    if spec.velocity_reference:
+        v_ref = xr.DataArray(_v_ref(ny, nx), dims=("y", "x"),
+                             coords={"y": stack["y"], "x": stack["x"]})
     # Load the compiled kernel before timing (numba caches it on disk after the first run).
     solve_nsbas(np.zeros((stack.sizes["pair"], 2), np.float32), Network.from_stack(stack), spec,
-                pair_major=True)
-    los = mask_incoherent(stack["los_mm"], stack["coherence"], 0.3)
-    if in_memory:  # the solve alone: masked interferograms already in RAM, result kept in RAM
+                v_ref=None if v_ref is None else np.zeros(2), pair_major=True)
+    if mode == "memory-nomask":
+        los = stack["los_mm"]
+    else:
+        los = mask_incoherent(stack["los_mm"], stack["coherence"], COHERENCE_THRESHOLD)
+    if mode.startswith("memory"):
         los = los.compute().chunk({"y": CHUNK, "x": CHUNK})
         start = time.perf_counter()
-        result = invert_nsbas(los, spec, min_valid=10).compute()
+        result = invert_nsbas(los, spec, v_ref=v_ref, min_valid=10).compute()
         wall = time.perf_counter() - start
-    else:  # from the staged Zarr store to a time-series Zarr store
-        result = invert_nsbas(los, spec, min_valid=10)
+    else:
+        result = invert_nsbas(los, spec, v_ref=v_ref, min_valid=10)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             start = time.perf_counter()
             write_zarr_by_tiles(result, Path(tmp) / "ts.zarr")
             wall = time.perf_counter() - start
-    return {"wall_s": wall, "pixels": stack.sizes["y"] * stack.sizes["x"],
-            "pairs": stack.sizes["pair"], "dates": result.sizes["time"]}
+    return {"wall_s": wall, "pixels": ny * nx, "pairs": stack.sizes["pair"],
+            "dates": result.sizes["time"]}
 
 
-def make_world(raw: Path, size: int) -> None:
-    """A demo world of ``size``² pixels and about 200 dates, written as HyP3 products."""
+def _n_patterns(valid: np.ndarray) -> int:
+    """Distinct patterns of valid interferograms among the pixels of a ``(pair, pixel)`` mask."""
+    packed = np.ascontiguousarray(np.packbits(valid, axis=0).T)
+    return len(np.unique(packed.view(np.dtype((np.void, packed.shape[1])))))
+
+
+def _peer_network(stack) -> tuple[list[int], list[int], list[int]]:
+    """The pairs as date indices and the dates as day numbers, as ``insar_rs`` takes them."""
+    ref = stack["reference_date"].values.astype("datetime64[D]")
+    sec = stack["secondary_date"].values.astype("datetime64[D]")
+    dates = np.unique(np.concatenate([ref, sec]))
+    days = (dates - dates[0]).astype(np.int64)
+    return (np.searchsorted(dates, ref).tolist(), np.searchsorted(dates, sec).tolist(),
+            days.tolist())
+
+
+def run_peer(path: Path, masked: bool) -> dict:
+    """insar-rs on the stack: read the Zarr store into numpy phase, then its SBAS solve.
+
+    insar-rs takes unwrapped phase (rad) with ``d = −λ/(4π)·φ`` and returns metres; the
+    staged ``los_mm`` (mm, + toward the satellite) is converted accordingly while read, and
+    with ``masked`` set to NaN where the coherence is below the threshold, as talik masks it.
+    After the timing, a strip of its solution is compared with talik's ``none`` model (a check
+    that the two solve the same problem, not part of the timing).
+    """
+    try:
+        import insar_rs
+    except ImportError as exc:
+        return {"installed": False, "reason": f"{exc}"}
+    import xarray as xr
+
+    stack = xr.open_zarr(path)
+    m, ny, nx = (stack.sizes[d] for d in ("pair", "y", "x"))
+    refs, secs, days = _peer_network(stack)
+    out = {"installed": True, "version": insar_rs.__version__, "pixels": ny * nx, "pairs": m,
+           "dates": len(days), "masked": masked}
+    if masked:  # counted before: insar-rs keeps one (N−1) × M float64 matrix per pattern
+        valid = (stack["coherence"] >= COHERENCE_THRESHOLD).values.reshape(m, -1)
+        out["patterns"] = _n_patterns(valid)
+        out["complete_fraction"] = float(valid.all(axis=0).mean())
+        out["pinv_gb"] = out["patterns"] * (len(days) - 1) * m * 8 / 1e9
+        del valid
+        ram_gb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9
+        if out["pinv_gb"] > ram_gb / 2:
+            out["skipped"] = (f"{out['patterns']:,} patterns would need {out['pinv_gb']:.0f} GB "
+                              f"of pseudo-inverses ({ram_gb:.0f} GB here)")
+            return out
+    to_phase = np.float32(-4 * np.pi / (S1_WAVELENGTH_M * 1000))
+    start = time.perf_counter()
+    stack = xr.open_zarr(path)
+    phase = stack["los_mm"].values  # (pair, y, x) float32
+    for i in range(0, m if masked else 0, 32):  # as talik.science.interferogram.mask_incoherent
+        coherent = stack["coherence"][i : i + 32].values >= COHERENCE_THRESHOLD
+        phase[i : i + 32][~coherent] = np.nan
+    phase *= to_phase
+    read = time.perf_counter() - start
+    start = time.perf_counter()
+    series = insar_rs.invert_sbas(phase, refs, secs, days, wavelength_m=S1_WAVELENGTH_M)
+    solve = time.perf_counter() - start
+    out.update(read_s=read, solve_s=solve, wall_s=read + solve,
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               solved_fraction=float(np.isfinite(series[-1]).mean()))
+
+    from talik.science.inversion import ConstraintSpec, solve_nsbas
+    from talik.science.network import Network
+
+    rows = 4
+    strip = phase[:, :rows, :].reshape(m, -1) / to_phase
+    talik = solve_nsbas(strip, Network.from_stack(stack), ConstraintSpec("none", 1e-4),
+                        pair_major=True)["displacement"]  # (P, N) mm from the first date
+    peer = series[:, :rows, :].reshape(series.shape[0], -1).T * 1000.0
+    out["max_diff_mm"] = float(np.nanmax(np.abs(peer - talik)))
+    return out
+
+
+def make_world(raw: Path, size: int, end: str = "2025-11-10", neighbours: int = 4) -> None:
+    """A demo world of ``size``² pixels, from 2015-03-20 to ``end``, written as HyP3 products."""
     from talik.config import WorldSource
     from talik.world import generate_world
 
     source = WorldSource(raw_dir=raw, ny=size, nx=size, s1_start=dt.date(2015, 3, 20),
-                         s1_end=dt.date(2025, 11, 10), neighbours=4, hydro_start_year=2000,
-                         hydro_end_year=2012)
+                         s1_end=dt.date.fromisoformat(end), neighbours=neighbours,
+                         hydro_start_year=2000, hydro_end_year=2012)
     generate_world(source, geometry_in_every_product=False)
 
 
@@ -179,12 +304,91 @@ def run_chain(raw: Path, out: Path) -> dict:
             "output": res.output.strip()}
 
 
-def _child(args: list[str]) -> dict:
-    """Run a phase in a fresh process; return its JSON result plus its own peak RSS."""
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+def _talik_script() -> Path:
+    return Path(sys.executable).with_name("talik")
+
+
+def sentinel1_command(raw: Path, out: Path) -> list[str]:
+    """The `talik sentinel1` command line of the ``cli`` case (also what to profile)."""
+    return [str(_talik_script()), "sentinel1", str(raw / "hyp3"), "--out", str(out),
+            "--alos2-rate", str(out.parent / "alos2_rate.tif"), "--gacos", str(raw / "gacos"),
+            "--ground-ice", str(raw / "ground_ice.tif"), "--work", str(out.parent / "work")]
+
+
+def run_cli_chain(raw: Path, out: Path) -> dict:
+    """`talik sentinel1` as a user runs it: a subprocess, timed whole, from a clean work folder."""
+    import shutil
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rate = out.parent / "alos2_rate.tif"
+    if not rate.exists():  # not timed
+        subprocess.run([str(_talik_script()), "lband-rate", str(raw / "pairs"), "--out",
+                        str(rate)], check=True, capture_output=True)
+    for old in (out.parent / "work", out.with_name(out.stem + "_figures")):
+        shutil.rmtree(old, ignore_errors=True)
+    out.unlink(missing_ok=True)
+    cmd = sentinel1_command(raw, out)
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        output = log.read()
     if proc.returncode != 0:
-        raise RuntimeError(proc.stdout + proc.stderr)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output}")
+    world = json.loads((raw / "world.json").read_text())
+    return {"wall_s": wall, "pixels": world["s1_grid"]["nx"] * world["s1_grid"]["ny"],
+            "pairs": world["s1_network"]["n_pairs"], "dates": world["s1_network"]["n_dates"],
+            "n_products": len(list((raw / "hyp3").iterdir())),
+            "n_parts": len(world["s1_network"]["winter_gaps"]) + 1,
+            "command_peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "command": " ".join(cmd), "output": output.strip()}
+
+
+REPEAT = 1  # --repeat: each timed phase runs this many times; the fastest run is kept
+
+
+def _best(args: list[str], key: str = "wall_s") -> dict:
+    """The fastest of ``REPEAT`` runs of a phase (on a shared machine, the least disturbed)."""
+    runs = [_child(args) for _ in range(REPEAT)]
+    best = min(runs, key=lambda r: r.get(key, 0.0))
+    best["runs"] = len(runs)
+    return best
+
+
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _child(args: list[str]) -> dict:
+    """Run a phase in a fresh process; return its JSON result plus its own peak RSS.
+
+    Also ``others_cpu``: the share of the machine's cores that other processes kept busy
+    meanwhile (this machine is shared; a busy one makes every time longer).
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        busy, start = _busy_cpu_s(), time.perf_counter()
+        proc = subprocess.Popen([sys.executable, __file__, *args], stdout=out, stderr=err,
+                                text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        others = _busy_cpu_s() - busy - usage.ru_utime - usage.ru_stime
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(stdout + stderr)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["others_cpu"] = max(0.0, others) / (wall * (os.cpu_count() or 1))
+    return result
 
 
 def _phase(argv: list[str]) -> None:
@@ -193,15 +397,19 @@ def _phase(argv: list[str]) -> None:
         out = make_stack(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]),
                          gap_days=int(rest[4]) if len(rest) > 4 else 125)
     elif kind == "invert":
-        out = run_inversion(Path(rest[0]), rest[1], rest[2] == "memory")
+        out = run_inversion(Path(rest[0]), rest[1], rest[2])
+    elif kind == "peer":
+        out = run_peer(Path(rest[0]), rest[1] == "masked")
     elif kind == "make-world":
-        make_world(Path(rest[0]), int(rest[1]))
+        make_world(Path(rest[0]), int(rest[1]), *rest[2:3], *(int(v) for v in rest[3:4]))
         out = {}
     elif kind == "chain":
         out = run_chain(Path(rest[0]), Path(rest[1]))
+    elif kind == "cli":
+        out = run_cli_chain(Path(rest[0]), Path(rest[1]))
     else:
         raise SystemExit(f"unknown phase {kind}")
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.setdefault("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(out))
 
 
@@ -209,7 +417,80 @@ def _line(label: str, r: dict) -> str:
     rate = r["pixels"] * r["pairs"] / r["wall_s"]
     return (f"{label:<46} {r['wall_s']:8.1f} s  {rate / 1e6:8.1f} M pixel·ifg/s  "
             f"peak RSS {r['peak_rss_mb']:7.0f} MiB  ({r['pixels'] / 1e6:.2f} M px, "
-            f"{r['pairs']} ifgs, {r['dates']} dates)")
+            f"{r['pairs']} ifgs, {r['dates']} dates; others {r['others_cpu']:.0%} CPU)")
+
+
+def _vs_peer(talik_s: float, peer: dict) -> str:
+    if not peer.get("installed"):
+        return "  talik/peer: peer not installed"
+    if "solve_s" not in peer:
+        return "  talik/peer: peer not run (see above)"
+    return (f"  talik/peer {talik_s / peer['solve_s']:5.2f} (solve), "
+            f"{talik_s / peer['wall_s']:5.2f} (peer read+solve)")
+
+
+def peer_case(workdir: Path) -> list[str]:
+    """talik and insar-rs on the same 500² stack, in this run."""
+    lines = []
+
+    def say(text: str) -> None:
+        lines.append(text)
+        print(text, flush=True)
+
+    # A connected network (no winter gap): 590 interferograms, 150 dates.
+    path = workdir / "stack_500_150_4_nogap.zarr"
+    if not path.exists():
+        _child(["--phase", "make-stack", str(path), "500", "150", "4", "0"])
+    _child(["--phase", "invert", str(path), "linear", "memory"])  # warm the file cache
+    peers = {}
+    for label in ("masked", "no mask"):
+        peer = peers[label] = _best(["--phase", "peer", str(path),
+                                     "masked" if label == "masked" else "all"], key="solve_s")
+        if not peer["installed"]:
+            say(f"peer insar-rs: peer not installed ({peer['reason']}; pip install -e '.[bench]')")
+            peers["no mask"] = peer
+            break
+        if label == "masked":
+            say(f"masked stack: {peer['complete_fraction']:.1%} of pixels keep all "
+                f"{peer['pairs']} ifgs; {peer['patterns']:,} distinct patterns of valid ifgs "
+                f"→ {peer['pinv_gb']:.1f} GB of pseudo-inverses in insar-rs")
+        if "skipped" in peer:
+            say(f"peer insar-rs {peer['version']}, {label}: not run: {peer['skipped']}")
+            continue
+        say(_line(f"peer insar-rs {peer['version']} read + solve, {label}", peer))
+        say(f"    read {peer['read_s']:.1f} s (Zarr → numpy phase) + solve {peer['solve_s']:.1f} s;"
+            f" {peer['solved_fraction']:.1%} of pixels solved; max |insar-rs − talik none| = "
+            f"{peer['max_diff_mm']:.2g} mm")
+    for model, mode in [("none", "memory-nomask"), *((m, "memory") for m in MODELS)]:
+        r = _best(["--phase", "invert", str(path), model, mode])
+        label = "no mask" if mode == "memory-nomask" else "masked"
+        say(_line(f"500² {model}, in memory, {label}", r) + _vs_peer(r["wall_s"], peers[label]))
+    for model in ("none", "linear_periodic"):
+        r = _best(["--phase", "invert", str(path), model, "zarr"])
+        say(_line(f"500² {model}, Zarr → Zarr, masked", r) + "  (peer: no Zarr path)")
+    return lines
+
+
+def cli_case(workdir: Path, size: int, end: str, neighbours: int) -> list[str]:
+    """`talik sentinel1` in a subprocess, start-up included, on HyP3 product folders."""
+    raw = workdir / f"world_{size}_{end.replace('-', '')}_{neighbours}nb"
+    if not (raw / "world.json").exists():
+        print(f"generating a {size}² demo world to {end}, {neighbours} neighbours (not timed) ...",
+              flush=True)
+        _child(["--phase", "make-world", str(raw), str(size), end, str(neighbours)])
+    r = _best(["--phase", "cli", str(raw), str(workdir / f"cli_{size}" / "out.nc")])
+    r["peak_rss_mb"] = r["command_peak_rss_mb"]
+    said = r["output"].splitlines()
+    said = [t.strip() for t in said if t.startswith("wrote")] + said[-1:]
+    lines = [_line(f"`talik sentinel1` command {size}², start-up incl.", r),
+             f"    {r['n_products']} HyP3 product folders; CPU {r['cpu_s']:.0f} s (user + system)",
+             *(f"    > {t.strip()}" for t in dict.fromkeys(said)),
+             f"    $ {r['command']}",
+             f"    peer: not run (insar-rs has no HyP3 product reader, and refuses a network "
+             f"in {r['n_parts']} parts split by winter gaps)"]
+    for line in lines:
+        print(line, flush=True)
+    return lines
 
 
 def main() -> None:
@@ -221,14 +502,22 @@ def main() -> None:
     parser.add_argument("--dates", type=int, default=200)
     parser.add_argument("--neighbours", type=int, default=4)
     parser.add_argument("--chain-size", type=int, default=1000)
-    parser.add_argument("--only", choices=["inversion", "rust", "chain"], nargs="+",
-                        default=["inversion", "rust", "chain"])
+    parser.add_argument("--cli-size", type=int, default=500)
+    parser.add_argument("--cli-end", default="2024-08-01",
+                        help="last acquisition date of the `cli` world (2015-03-20 onwards)")
+    parser.add_argument("--cli-neighbours", type=int, default=3)
+    parser.add_argument("--only", choices=["inversion", "peer", "chain", "cli"], nargs="+",
+                        default=["inversion", "peer", "chain", "cli"])
     parser.add_argument("--workdir", type=Path, default=HERE / "out")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each timed phase of `peer` and `cli`; the fastest is printed")
     args = parser.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    print(f"machine: {os.cpu_count()} cores; dask threaded scheduler; numba kernel")
-    results = []
+    print(f"machine: {os.cpu_count()} cores; dask threaded scheduler; numba kernel"
+          + (f"; fastest of {REPEAT} runs of each `peer`/`cli` phase" if REPEAT > 1 else ""))
     if "inversion" in args.only:
         for size in args.sizes:
             path = args.workdir / f"stack_{size}_{args.dates}_{args.neighbours}.zarr"
@@ -241,29 +530,19 @@ def main() -> None:
             for mode in modes:
                 r = _child(["--phase", "invert", str(path), "linear_periodic", mode])
                 label = "solve in memory" if mode == "memory" else "Zarr → solve → Zarr"
-                results.append(_line(f"inversion {size}², {label}", r))
-                print(results[-1], flush=True)
-    if "rust" in args.only:
-        # The reference run: a connected network (no winter gap), 590 interferograms.
-        path = args.workdir / "stack_500_150_4_nogap.zarr"
-        if not path.exists():
-            _child(["--phase", "make-stack", str(path), "500", "150", "4", "0"])
-        _child(["--phase", "invert", str(path), "linear", "memory"])  # warm the file cache
-        for model in ("none", "linear_periodic"):
-            for mode in ("memory", "zarr"):
-                r = _child(["--phase", "invert", str(path), model, mode])
-                label = "in memory" if mode == "memory" else "Zarr → Zarr"
-                results.append(_line(f"500² {model}, {label} (Rust: 10.6 s)", r))
-                print(results[-1], flush=True)
+                print(_line(f"inversion {size}², {label}", r), flush=True)
+    if "peer" in args.only:
+        peer_case(args.workdir)
     if "chain" in args.only:
         raw = args.workdir / f"world_{args.chain_size}"
         if not (raw / "world.json").exists():
             print(f"generating a {args.chain_size}² demo world (not timed) ...", flush=True)
             _child(["--phase", "make-world", str(raw), str(args.chain_size)])
         r = _child(["--phase", "chain", str(raw), str(args.workdir / "chain" / "out.nc")])
-        results.append(_line(f"whole `talik sentinel1` chain {args.chain_size}²", r))
-        print(results[-1], flush=True)
+        print(_line(f"whole `talik sentinel1` chain {args.chain_size}²", r), flush=True)
         print("   ", r["output"])
+    if "cli" in args.only:
+        cli_case(args.workdir, args.cli_size, args.cli_end, args.cli_neighbours)
 
 
 if __name__ == "__main__":
