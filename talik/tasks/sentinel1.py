@@ -61,7 +61,6 @@ from talik.science.network import (
 )
 from talik.science.products import constraint_comparison, select_points, timeseries_products
 from talik.science.quality import MaskThresholds
-from talik.science.seasonal import linear_rate
 from talik.science.velocity_reference import (
     INITIAL_MODELS,
     choose_initial_model,
@@ -452,22 +451,24 @@ def run_sentinel1_chain(
         result = result.assign(displacement_unfiltered=result["displacement"],
                                displacement=filtered)
         result.attrs["filter_temporal_sigma_days"] = sigma_t
-    v_ref = result.get("velocity_reference")
-    points = _comparison_points(los, result, v_ref, used, options, stack)
     products, report.mask = timeseries_products(
         result, stack["incidence_deg"], mask_thresholds(options), options.thaw_onset,
         options.thaw_end, options.period_yr, options.seasonal_products_from)
+    points = _comparison_points(sub, step, products, result.get("velocity_reference"), used,
+                                options, stack)
     products.attrs.update(_attrs(report, options))
     return products, report, points
 
 
-def _point_indices(stack: xr.Dataset, result: xr.Dataset,
-                   options: Sentinel1Options) -> list[tuple[str, int, int]]:
-    """Grid indices of the Fig. 3c points.
+def _point_indices(stack: xr.Dataset, products: xr.Dataset, options: Sentinel1Options,
+                   step: int) -> list[tuple[str, int, int]]:
+    """Grid indices of the Fig. 3c points, on the spatial subsample (every ``step`` pixels).
 
-    Configured (lon, lat) points, or else the fastest-subsiding and the most stable pixel among
-    those with the most valid interferograms.
+    Configured (lon, lat) points (the nearest subsample pixel), or else the fastest-subsiding
+    and the most stable trusted pixel among those with the most valid interferograms. The
+    subsample's interferograms are in memory, so the points' series need no new pass.
     """
+    ys, xs = stack["y"].values[::step], stack["x"].values[::step]
     if options.timeseries_points:
         from pyproj import Transformer
 
@@ -476,30 +477,32 @@ def _point_indices(stack: xr.Dataset, result: xr.Dataset,
         out = []
         for name, lon, lat in options.timeseries_points:
             x, y = to_grid.transform(lon, lat)
-            iy = int(np.abs(stack["y"].values - y).argmin())
-            ix = int(np.abs(stack["x"].values - x).argmin())
-            out.append((name, iy, ix))
+            out.append((name, int(np.abs(ys - y).argmin()), int(np.abs(xs - x).argmin())))
         return out
-    return select_points(linear_rate(result["displacement"]).values,
-                         result["n_valid_ifg"].values)
+    sub_sel = {"y": slice(None, None, step), "x": slice(None, None, step)}
+    return select_points(products["velocity"].isel(**sub_sel).values,
+                         products["n_valid_ifg"].isel(**sub_sel).values)
 
 
-def _comparison_points(los: xr.DataArray, result: xr.Dataset, v_ref: xr.DataArray | None,
-                       network: Network, options: Sentinel1Options,
-                       stack: xr.Dataset) -> xr.Dataset:
+def _comparison_points(sub: xr.DataArray, step: int, products: xr.Dataset,
+                       v_ref: xr.DataArray | None, network: Network,
+                       options: Sentinel1Options, stack: xr.Dataset) -> xr.Dataset:
     """Series of the Fig. 3c points under each constraint model (mm)."""
-    points = _point_indices(stack, result, options)
-    data = np.stack(dask.compute(*[los.isel(y=iy, x=ix).data for _, iy, ix in points]))
-    vref = (np.array([float(v_ref.values[iy, ix]) for _, iy, ix in points])
-            if v_ref is not None else None)
+    points = _point_indices(stack, products, options, step)
+    sub = sub.transpose("pair", "y", "x")
+    data = np.stack([np.asarray(sub.values[:, iy, ix]) for _, iy, ix in points])
+    vref = (np.array([float(v_ref.isel(y=iy * step, x=ix * step).values)
+                      for _, iy, ix in points]) if v_ref is not None else None)
     series = constraint_comparison(data, network, options.gamma, options.period_yr, vref)
+    rows = [p[1] * step for p in points]
+    cols = [p[2] * step for p in points]
     return xr.Dataset(
         {"displacement": (("model", "point", "time"), np.stack(list(series.values())),
                           {"units": "mm", "long_name": "LOS displacement under each constraint"})},
         coords={"model": list(series), "point": [p[0] for p in points],
-                "row": ("point", [p[1] for p in points]), "col": ("point", [p[2] for p in points]),
-                "x": ("point", [float(stack["x"][p[2]]) for p in points]),
-                "y": ("point", [float(stack["y"][p[1]]) for p in points]),
+                "row": ("point", rows), "col": ("point", cols),
+                "x": ("point", [float(stack["x"][c]) for c in cols]),
+                "y": ("point", [float(stack["y"][r]) for r in rows]),
                 "time": network.dates.astype("datetime64[ns]")},
     )
 
@@ -601,12 +604,20 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
     # casting each stored chunk before tiles are assembled halves a tile's largest arrays.
     stack["coherence"] = stack["coherence"].astype(np.float32)
     stack = stack.chunk({"pair": -1, "y": options.chunk_px, "x": options.chunk_px})
+    # The per-pair coordinates are small: held in memory, they are never recomputed through
+    # dask each time they are compared or read.
+    small = {name: stack[name].compute() for name in stack.coords
+             if stack[name].dims == ("pair",)}
+    stack = stack.assign_coords(small)
     r = xr.open_zarr(rasters).compute() if rasters is not None and rasters.exists() else None
     g = None
     if gacos is not None and gacos.exists():
         g = xr.open_zarr(gacos, chunks={"date": -1})
         if "has_gacos" not in g:
             g = None
+        else:
+            g = g.assign({name: g[name].load() for name in g.data_vars
+                          if g[name].dims == ("pair",)})
     incidence = stack["incidence_deg"].compute()
     lband = None
     if options.velocity_reference != "none":
