@@ -163,10 +163,6 @@ def _within_dates(stack: xr.Dataset, gacos: xr.Dataset | None, options: Sentinel
     return stack.isel(pair=idx), gacos
 
 
-def _window_offsets(los: xr.DataArray, window: tuple[slice, slice]) -> xr.DataArray:
-    return reference_offsets(los.isel(y=window[0], x=window[1]), xr.DataArray(True)).compute()
-
-
 def stable_mask_of(rasters: xr.Dataset | None, shape: tuple[int, int], max_ice: float) -> np.ndarray:
     """Stable ground from the staged ground-ice map; every pixel when there is none."""
     if rasters is not None and "ground_ice" in rasters:
@@ -302,7 +298,10 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
         "rows": [window[0].start, window[0].stop], "cols": [window[1].start, window[1].stop],
         "x": float(stack["x"][window[1]].mean()), "y": float(stack["y"][window[0]].mean()),
     }
-    offsets = _window_offsets(los, window)
+    # The window's pixels of every pair, read once: they give the offsets now and, after the
+    # ramps are removed, again (no second pass over the tiles around the window).
+    window_los = los.isel(y=window[0], x=window[1]).compute()
+    offsets = reference_offsets(window_los, xr.DataArray(True))
     los = apply_reference(los, offsets)
     sub = apply_reference(sub, offsets)
 
@@ -337,7 +336,8 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     stable_da = xr.DataArray(stable, dims=("y", "x"))
     coefs = fit_ramps(sub.isel(pair=kept), stable_da.isel(**sub_sel), options.ramp)
     los = remove_ramps(los.isel(pair=kept), coefs)
-    los = apply_reference(los, _window_offsets(los, window))
+    window_los = remove_ramps(apply_reference(window_los, offsets).isel(pair=kept), coefs)
+    los = apply_reference(los, reference_offsets(window_los, xr.DataArray(True)))
     sub = remove_ramps(sub.isel(pair=kept), coefs)
     sub = apply_reference(sub, sub.isel(y=slice(window[0].start // step, window[0].stop // step + 1),
                                         x=slice(window[1].start // step, window[1].stop // step + 1)
