@@ -150,26 +150,11 @@ def science_world(tmp_path_factory):
 
     Returns ``(cfg, staged)`` where ``staged`` maps store names to their paths.
     """
-    from talik.config import load_study
-    from talik.tasks.ingest.world import ingest_world
-    from talik.tasks.stage import stage_gacos, stage_pairs, stage_rasters, stage_sentinel1
-
     root = tmp_path_factory.mktemp("science")
     study = root / "science.toml"
     study.write_text(DEMO_SIZED_WORLD.format(raw=root / "raw", work=root / "work",
                                              releases=root / "releases"))
-    cfg = load_study(study)
-    work = str(cfg.stores.work_dir)
-    inputs = ingest_world.fn(cfg.source, work)
-    s1 = stage_sentinel1.fn(inputs, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
-    staged = {
-        "sentinel1": Path(s1.path) / "sentinel1.zarr",
-        "rasters": Path(stage_rasters.fn(inputs, s1, work).path) / "rasters.zarr",
-        "gacos": Path(stage_gacos.fn(inputs, s1, work).path) / "gacos.zarr",
-        "pairs": Path(stage_pairs.fn(inputs, s1, work).path) / "pairs.zarr",
-        "raw": Path(cfg.source.raw_dir),
-    }
-    return cfg, staged
+    return generate_and_stage(study)
 
 
 HARD_WORLD = """
