@@ -123,6 +123,15 @@ def test_invert_nsbas_dask_equals_numpy():
     lazy = invert_nsbas(los.chunk({"pair": -1, "y": 5, "x": 4}), spec).compute()
     xr.testing.assert_allclose(eager["displacement"], lazy["displacement"])
     assert eager["displacement"].dims == ("time", "y", "x")
+    for name in ("temporal_coherence", "n_parts", "bridged", "condition", "velocity_std"):
+        xr.testing.assert_allclose(eager[name], lazy[name])
+    # velocity_std is the standard error of the series' least-squares rate
+    from scipy.stats import linregress
+
+    t = net.years()
+    for iy, ix in [(0, 0), (5, 3), (11, 9)]:
+        fit = linregress(t, eager["displacement"].values[:, iy, ix])
+        assert float(eager["velocity_std"][iy, ix]) == pytest.approx(fit.stderr, rel=1e-3)
 
 
 def _winter_start(n_pix: int = 30, seed: int = 3):

@@ -639,6 +639,7 @@ def invert_nsbas(
             first = solve_nsbas(flat, network, initial_spec, None, min_valid, pair_major=True,
                                 wavelength_m=wavelength_m, threads=threads)
             initial_rate = first["displacement"] @ rate_weights
+            del first  # its series are not needed: free them before the second solve
             vflat = np.asarray(mapping(initial_rate), dtype=np.float64)
         res = solve_nsbas(flat, network, spec, vflat, min_valid, pair_major=True,
                           reference_epoch=ref_epoch, wavelength_m=wavelength_m, threads=threads)
@@ -649,9 +650,14 @@ def invert_nsbas(
         q0 = 2 * n_dates
         rate = rate_weights @ disp
         # Standard error of the least-squares slope: residual variance about the line / Sxx.
-        centred = disp - disp.mean(axis=0)
-        ss = np.einsum("ij,ij->j", centred, centred, dtype=np.float64) - rate.astype(
-            np.float64) ** 2 * sxx
+        # Accumulated date by date in float64: no (time, pixel) temporary.
+        mean = np.zeros(disp.shape[1])
+        sq = np.zeros(disp.shape[1])
+        for row in disp:
+            mean += row
+            sq += np.square(row, dtype=np.float64)
+        mean /= n_dates
+        ss = sq - n_dates * mean**2 - rate.astype(np.float64) ** 2 * sxx
         vstd = np.sqrt(np.maximum(ss, 0.0) / max(n_dates - 2, 1) / sxx)
         out[q0] = res["n_valid"]
         out[q0 + 1] = res["residual_rms"]
