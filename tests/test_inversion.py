@@ -115,6 +115,7 @@ def test_invert_nsbas_dask_equals_numpy():
     net = _gapped_network()
     truth = np.cumsum(rng.normal(0, 3, (12, 10, net.n_dates)), axis=-1)
     data = truth[..., net.sec_index] - truth[..., net.ref_index]
+    data[rng.random(data.shape) < 0.5] = np.nan  # some epochs untouched at some pixels
     los = xr.DataArray(np.moveaxis(data, -1, 0), dims=("pair", "y", "x"),
                        coords={"reference_date": ("pair", net.dates[net.ref_index]),
                                "secondary_date": ("pair", net.dates[net.sec_index])})
@@ -125,6 +126,11 @@ def test_invert_nsbas_dask_equals_numpy():
     assert eager["displacement"].dims == ("time", "y", "x")
     for name in ("temporal_coherence", "n_parts", "bridged", "condition", "velocity_std"):
         xr.testing.assert_allclose(eager[name], lazy[name])
+    # the per-epoch flags survive their packing through the tile's float32 block
+    direct = solve_nsbas(np.moveaxis(data, -1, 0).reshape(net.n_pairs, -1), net, spec,
+                         pair_major=True)["bridged"]
+    assert np.array_equal(lazy["bridged"].values.reshape(net.n_dates, -1), direct.T)
+    assert lazy["bridged"].dtype == np.uint8 and lazy["bridged"].values.any()
     # velocity_std is the standard error of the series' least-squares rate
     from scipy.stats import linregress
 

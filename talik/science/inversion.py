@@ -573,6 +573,26 @@ def solve_nsbas(
     }
 
 
+def _pack_flags(flags: np.ndarray, rows: int) -> np.ndarray:
+    """``(time, pixel)`` uint8 flags → ``(rows, pixel)`` float32 holding four epochs' bytes each.
+
+    The inversion returns one float32 block per tile; carried as bytes, the per-epoch flags
+    take a quarter of the rows (only copied, never computed on, until unpacked).
+    """
+    n, p = flags.shape
+    padded = np.zeros((rows * 4, p), np.uint8)
+    padded[:n] = flags
+    return np.ascontiguousarray(padded.reshape(rows, 4, p).transpose(0, 2, 1)).view(
+        np.float32).reshape(rows, p)
+
+
+def _unpack_flags(packed: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of :func:`_pack_flags` for ``(rows, ...)`` blocks → ``(n, ...)`` uint8."""
+    rows, *space = packed.shape
+    raw = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint8).reshape(rows, *space, 4)
+    return np.moveaxis(raw, -1, 1).reshape(rows * 4, *space)[:n].copy()
+
+
 QUALITY_LAYERS = ("n_valid_ifg", "residual_rms", "temporal_coherence", "n_parts",
                   "bridged_fraction", "condition", "velocity_std")
 """Per-pixel layers :func:`invert_nsbas` returns beside the series (see its docstring)."""
@@ -623,7 +643,9 @@ def invert_nsbas(
     ref_epoch = reference_epoch_index(network.dates, reference_date)
     extra = 2 if reference_from is not None else 0
     n_q = len(QUALITY_LAYERS)
-    n_out = 2 * n_dates + n_q + k + extra
+    n_packed = -(-n_dates // 4)  # bridged flags, four epochs' bytes in each float32 row
+    q0 = n_dates + n_packed
+    n_out = q0 + n_q + k + extra
     t = network.years()
     sxx = float(((t - t.mean()) ** 2).sum())
     rate_weights = slope_weights(t).astype(np.float32)  # LS rate = weights · series
@@ -646,8 +668,7 @@ def invert_nsbas(
         out = np.empty((n_out, ny * nx), np.float32)
         disp = res["displacement"].T  # contiguous date-major already
         out[:n_dates] = disp
-        out[n_dates : 2 * n_dates] = res["bridged"].T
-        q0 = 2 * n_dates
+        out[n_dates:q0] = _pack_flags(res["bridged"].T, n_packed)
         rate = rate_weights @ disp
         # Standard error of the least-squares slope: residual variance about the line / Sxx.
         # Accumulated date by date in float64: no (time, pixel) temporary.
@@ -696,14 +717,17 @@ def invert_nsbas(
                         threads=None)
     coords = {"y": stack["y"], "x": stack["x"]} if "y" in stack.coords else {}
     full = xr.DataArray(result, dims=("out", "y", "x"), coords=coords)
-    q0 = 2 * n_dates
-
     def layer(i: int) -> xr.DataArray:
         return full.isel(out=q0 + i, drop=True)
 
     disp = full.isel(out=slice(0, n_dates)).rename(out="time").drop_vars("out", errors="ignore")
-    bridged = full.isel(out=slice(n_dates, 2 * n_dates)).rename(out="time").drop_vars(
-        "out", errors="ignore").astype(np.uint8)
+    packed = full.isel(out=slice(n_dates, q0)).data
+    if hasattr(packed, "map_blocks"):
+        flags = packed.map_blocks(_unpack_flags, n_dates, dtype=np.uint8,
+                                  chunks=((n_dates,), *packed.chunks[1:]))
+    else:
+        flags = _unpack_flags(packed, n_dates)
+    bridged = xr.DataArray(flags, dims=("time", "y", "x"), coords=disp.coords)
     params = full.isel(out=slice(q0 + n_q, q0 + n_q + k)).rename(out="param")
     times = network.dates.astype("datetime64[ns]")
     ref_label = str(network.dates[ref_epoch])
