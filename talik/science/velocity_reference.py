@@ -31,6 +31,8 @@ __all__ = [
 
 INITIAL_MODELS = ("linear_periodic", "linear", "none")
 """Candidate constraints of the initial inversion, in the order that settles ties."""
+RAMP_FIT_PIXELS = 256
+"""Pixels per side of the subsample the L-band pairs' ramps are fitted on."""
 INITIAL_MODEL_TIE = 0.02
 """Rank agreements (Spearman) closer than this count as equal when choosing the initial model."""
 
@@ -69,7 +71,11 @@ def lband_rate(pairs: xr.Dataset, platform: str, min_span_days: float,
         los = xr.concat(corrected, dim="pair")
     stable_da = xr.DataArray(np.ones(los.shape[1:], bool) if stable is None else stable,
                              dims=("y", "x"))
-    los = remove_ramps(los, fit_ramps(los, stable_da, ramp))
+    # A plane or quadratic needs few pixels: fit on a subsample of at most ~256² pixels (the
+    # fit's design matrices grow with the pixels fitted), remove on the whole grid.
+    step = max(1, int(np.ceil(max(los.sizes["y"], los.sizes["x"]) / RAMP_FIT_PIXELS)))
+    sub = {"y": slice(None, None, step), "x": slice(None, None, step)}
+    los = remove_ramps(los, fit_ramps(los.isel(**sub), stable_da.isel(**sub), ramp))
     los = los - los.where(stable_da).median(("y", "x"))
     span = ((sub["secondary_date"] - sub["reference_date"]) / np.timedelta64(1, "D")).values
     rate = mean_annual_rate(los, span, min_span_days)
