@@ -74,8 +74,8 @@ def lband_rate(pairs: xr.Dataset, platform: str, min_span_days: float,
     # A plane or quadratic needs few pixels: fit on a subsample of at most ~256² pixels (the
     # fit's design matrices grow with the pixels fitted), remove on the whole grid.
     step = max(1, int(np.ceil(max(los.sizes["y"], los.sizes["x"]) / RAMP_FIT_PIXELS)))
-    sub = {"y": slice(None, None, step), "x": slice(None, None, step)}
-    los = remove_ramps(los, fit_ramps(los.isel(**sub), stable_da.isel(**sub), ramp))
+    every = {"y": slice(None, None, step), "x": slice(None, None, step)}
+    los = remove_ramps(los, fit_ramps(los.isel(**every), stable_da.isel(**every), ramp))
     los = los - los.where(stable_da).median(("y", "x"))
     span = ((sub["secondary_date"] - sub["reference_date"]) / np.timedelta64(1, "D")).values
     rate = mean_annual_rate(los, span, min_span_days)
