@@ -292,6 +292,7 @@ def lband_rate(
     import tempfile
 
     import numpy as np
+    import xarray as xr
     from rasterio.enums import Resampling
 
     from talik.config import Sentinel1Options
@@ -320,8 +321,6 @@ def lband_rate(
             dates = sorted({m.reference_date for _, m in found} | {m.secondary_date for _, m in found})
             with tempfile.TemporaryDirectory() as tmp:
                 write_gacos_store(gacos, dates, grid, Path(tmp) / "gacos.zarr")
-                import xarray as xr
-
                 with xr.open_zarr(Path(tmp) / "gacos.zarr") as g:
                     delays = g["ztd_m"].load()
         incidence = float(found[0][1].incidence_deg)

@@ -7,6 +7,19 @@ import xarray as xr
 
 from talik.science.compare import agreement
 from talik.tasks.report import referenced_truth
+from talik.tasks.sentinel1 import ChainInputs, open_chain_inputs
+
+
+def load_truth(staged: dict) -> xr.Dataset:
+    """The world's Sentinel-1 truth (``truth/sentinel1_truth.nc``), in memory."""
+    with xr.open_dataset(staged["raw"] / "truth" / "sentinel1_truth.nc") as t:
+        return t.load()
+
+
+def chain_inputs(staged: dict, options, sentinel1=None) -> ChainInputs:
+    """The chain's inputs from a staged world (optionally another Sentinel-1 store)."""
+    return open_chain_inputs(sentinel1 or staged["sentinel1"], options, staged["rasters"],
+                             staged["gacos"], staged["pairs"])
 
 
 def winter_epochs(times: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import rasterio
 import xarray as xr
 
 from talik.tasks.readers.hyp3 import find_hyp3_products
+from tests.scoring import load_truth
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +42,7 @@ def stack(hard_world):
 
 @pytest.fixture(scope="module")
 def truth(hard_world):
-    _, staged = hard_world
-    with xr.open_dataset(staged["raw"] / "truth" / "sentinel1_truth.nc") as t:
-        return t.load()
+    return load_truth(hard_world[1])
 
 
 @pytest.fixture(scope="module")

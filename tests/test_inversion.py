@@ -218,7 +218,11 @@ def test_quality_layers_against_brute_force(model):
 
 
 def test_quality_mask_sets_one_bit_per_failed_test():
-    from talik.science.quality import FLAG_BITS, MaskThresholds, quality_mask
+    from talik.config import Sentinel1Options
+    from talik.science.quality import FLAG_BITS, quality_mask
+    from talik.tasks.sentinel1 import mask_thresholds
+
+    limits = mask_thresholds(Sentinel1Options())  # the study defaults
 
     n = 6
     times = np.datetime64("2020-01-01") + np.arange(0, 4 * 365, 12).astype("timedelta64[D]")
@@ -241,11 +245,11 @@ def test_quality_mask_sets_one_bit_per_failed_test():
         layers[key] = (("y", "x"), values)
     ds = xr.Dataset({**layers, "displacement": (("time", "y", "x"), np.zeros((times.size, 1, n)))},
                     coords={"time": times})
-    mask, flags = quality_mask(ds, MaskThresholds())
+    mask, flags = quality_mask(ds, limits)
     assert mask.values.sum() == 0
     for col, name in enumerate(names):
         assert flags.values[0, col] == FLAG_BITS[name], name
     ds2 = ds.copy()
     for key in good:
         ds2[key] = xr.full_like(ds[key], good[key])
-    assert quality_mask(ds2, MaskThresholds())[0].values.all()
+    assert quality_mask(ds2, limits)[0].values.all()

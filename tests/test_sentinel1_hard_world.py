@@ -13,24 +13,20 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from talik.tasks.sentinel1 import open_chain_inputs, run_sentinel1_chain
-from tests.scoring import score, table_lines
+from talik.tasks.sentinel1 import run_sentinel1_chain
+from tests.scoring import chain_inputs, load_truth, score, table_lines
 
 pytestmark = pytest.mark.slow
 
 
 def _run(cfg, staged, **update):
     options = cfg.sentinel1.model_copy(update=update)
-    inputs = open_chain_inputs(staged["sentinel1"], options, staged["rasters"], staged["gacos"],
-                               staged["pairs"])
-    return run_sentinel1_chain(inputs, options)
+    return run_sentinel1_chain(chain_inputs(staged, options), options)
 
 
 @pytest.fixture(scope="module")
 def hard_truth(hard_world):
-    _, staged = hard_world
-    with xr.open_dataset(staged["raw"] / "truth" / "sentinel1_truth.nc") as t:
-        return t.load()
+    return load_truth(hard_world[1])
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +114,7 @@ def test_mask_catches_pixels_with_unwrapping_errors_loop_closure_cannot_see(hard
     broken = tmp_path / "sentinel1.zarr"
     stack.to_zarr(broken)
     options = cfg.sentinel1
-    inputs = open_chain_inputs(broken, options, staged["rasters"], staged["gacos"],
-                               staged["pairs"])
+    inputs = chain_inputs(staged, options, sentinel1=broken)
     products, report, _ = run_sentinel1_chain(inputs, options)
     assert not {r["pair"] for r in report.rejected_pairs} >= set(
         np.asarray(stack["product"].values)[hit])  # loop closure does not catch them all

@@ -17,22 +17,19 @@ from talik.science.compare import agreement
 from talik.science.inversion import ConstraintSpec, invert_nsbas, solve_nsbas
 from talik.science.network import components
 from talik.tasks.report import referenced_truth
-from talik.tasks.sentinel1 import open_chain_inputs, prepare_interferograms, run_sentinel1_chain
-from tests.scoring import score, table_lines
+from talik.tasks.sentinel1 import prepare_interferograms, run_sentinel1_chain
+from tests.scoring import chain_inputs, load_truth, score, table_lines
 
 pytestmark = pytest.mark.slow
 
 
 def _inputs(cfg, staged, options):
-    return open_chain_inputs(staged["sentinel1"], options, staged["rasters"], staged["gacos"],
-                             staged["pairs"])
+    return chain_inputs(staged, options)
 
 
 @pytest.fixture(scope="module")
 def truth(science_world):
-    _, staged = science_world
-    with xr.open_dataset(staged["raw"] / "truth" / "sentinel1_truth.nc") as t:
-        return t.load()
+    return load_truth(science_world[1])
 
 
 @pytest.fixture(scope="module")

@@ -201,8 +201,8 @@ def date_coverage(valid: np.ndarray, network: Network) -> np.ndarray:
 
 
 def choose_reference_date(coverage: np.ndarray, network: Network,
-                          reference_date: np.datetime64 | None = None,
-                          min_coverage: float = 0.5) -> tuple[int, dict]:
+                          reference_date: np.datetime64 | None,
+                          min_coverage: float) -> tuple[int, dict]:
     """Index of the date every series is expressed relative to, and why it was chosen.
 
     A configured ``reference_date`` is taken as given (the nearest network date). Otherwise

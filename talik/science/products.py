@@ -26,8 +26,7 @@ PRODUCT_QUALITY_LAYERS = ("n_valid_ifg", "residual_rms", "temporal_coherence", "
 
 
 def timeseries_products(ts: xr.Dataset, incidence: xr.DataArray, limits: MaskThresholds,
-                        thaw_onset: str = "05-01", thaw_end: str = "10-01",
-                        period_yr: float = 1.0, seasonal_from: str = "unfiltered",
+                        thaw_onset: str, thaw_end: str, period_yr: float, seasonal_from: str,
                         ) -> tuple[xr.Dataset, dict]:
     """Rate, thaw-season and seasonal maps and the series, masked where not trusted.
 
@@ -105,8 +104,8 @@ def select_points(rate: np.ndarray, n_valid: np.ndarray) -> list[tuple[str, int,
     return [("P1 (fastest subsidence)", int(iy), int(ix)), ("P2 (stable)", int(jy), int(jx))]
 
 
-def constraint_comparison(los_points: np.ndarray, network: Network, gamma: float = 1e-4,
-                          period_yr: float = 1.0, v_ref: np.ndarray | None = None
+def constraint_comparison(los_points: np.ndarray, network: Network, gamma: float,
+                          period_yr: float, v_ref: np.ndarray | None = None
                           ) -> dict[str, np.ndarray]:
     """Series of a few pixels under each constraint model (Fig. 3c): model → (P, N) mm."""
     out = {}

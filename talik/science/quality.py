@@ -38,13 +38,16 @@ FLAG_BITS = {
 
 @dataclass(frozen=True)
 class MaskThresholds:
-    """Limits of the product mask (see the module's table)."""
+    """Limits of the product mask (see the module's table).
 
-    min_temporal_coherence: float = 0.7
-    max_bridged_fraction: float = 0.6
-    max_parts_per_year: float = 3.0
-    max_condition: float = 1e12
-    max_velocity_std: float = 10.0  # mm/yr
+    Their defaults are the study's ``[sentinel1] mask_*`` options (``talik.config``).
+    """
+
+    min_temporal_coherence: float
+    max_bridged_fraction: float
+    max_parts_per_year: float
+    max_condition: float
+    max_velocity_std: float  # mm/yr
 
 
 def quality_mask(ts: xr.Dataset, limits: MaskThresholds) -> tuple[xr.DataArray, xr.DataArray]:

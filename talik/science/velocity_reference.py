@@ -102,9 +102,8 @@ def lband_for_matching(lband: xr.DataArray, stable: np.ndarray, smoothing_px: fl
 
 
 def choose_initial_model(sub: xr.DataArray, lband_sub: np.ndarray,
-                         candidates: tuple[str, ...] = INITIAL_MODELS, gamma: float = 1e-4,
-                         period_yr: float = 1.0, min_valid: int = 1
-                         ) -> tuple[str, dict, np.ndarray]:
+                         candidates: tuple[str, ...], gamma: float, period_yr: float,
+                         min_valid: int = 1) -> tuple[str, dict, np.ndarray]:
     """The initial constraint whose rates rank the overlap most like the L-band map.
 
     Quantile mapping keeps the rank order of the rates it maps, so the candidate (inverted on

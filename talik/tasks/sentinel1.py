@@ -72,7 +72,7 @@ from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.raster import read_raster
 from talik.tasks.records import StepOutput
-from talik.tasks.stage import AnalysisGrid, on_grid
+from talik.tasks.stage import AnalysisGrid, on_grid, require_network_size
 from talik.tasks.steps import STEP_CACHE, step_folder
 from talik.tasks.zarr_io import write_zarr, write_zarr_by_tiles
 
@@ -150,13 +150,10 @@ def _within_dates(stack: xr.Dataset, gacos: xr.Dataset | None, options: Sentinel
     if options.last_date is not None:
         keep &= sec <= pd.Timestamp(options.last_date)
     idx = np.flatnonzero(keep)
-    if idx.size < 3:
-        from talik.errors import InputError
-
-        raise InputError(stack.attrs.get("source", "the staged Sentinel-1 stack"),
+    n_dates = np.unique(np.concatenate([ref[keep], sec[keep]])).size
+    require_network_size(idx.size, n_dates, stack.attrs.get("source", "the staged stack"),
                          "[sentinel1] first_date/last_date",
-                         "a date range holding at least 3 interferograms",
-                         f"{idx.size} of {keep.size} pairs between {options.first_date} and "
+                         f" of {keep.size} pairs between {options.first_date} and "
                          f"{options.last_date}")
     if gacos is not None and "pair" in gacos.dims:
         gacos = gacos.isel(pair=idx)
@@ -323,6 +320,10 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     keep = ~qc.bad_pair
     logger.info("loop closure: %d of %d loops bad, %d pairs rejected", report.n_bad_loops,
                 report.n_loops, int(qc.bad_pair.sum()))
+    require_network_size(int(keep.sum()), np.unique(np.concatenate(
+        [network.ref_index[keep], network.sec_index[keep]])).size,
+        stack.attrs.get("source", "the staged stack"), "interferograms",
+        f" of {keep.size} after loop closure")
     report.network = {
         "reference_date": [str(d)[:10] for d in los["reference_date"].values],
         "secondary_date": [str(d)[:10] for d in los["secondary_date"].values],
@@ -343,13 +344,6 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
                                         x=slice(window[1].start // step, window[1].stop // step + 1)
                                         ).mean(("y", "x")))
 
-    if keep.sum() < 3 or np.unique(np.concatenate([network.ref_index[keep],
-                                                   network.sec_index[keep]])).size < 3:
-        from talik.errors import InputError
-
-        raise InputError(stack.attrs.get("source", "the Sentinel-1 stack"), "interferograms",
-                         "at least 3 interferograms over at least 3 dates after loop closure",
-                         f"{int(keep.sum())} of {keep.size} kept")
     used = network.subset(keep)
     report.n_pairs_used = used.n_pairs
     report.n_dates = used.n_dates
@@ -381,8 +375,6 @@ def run_sentinel1_chain(
     # 4. Velocity reference from the L-band rates by CDF matching.
     reference = None
     if options.velocity_reference != "none" and inputs.lband_rate is not None:
-        # The L-band pairs were each referenced to their own point; put stable ground at zero,
-        # as the Sentinel-1 pairs are (their reference window is stable ground).
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
         lband, lband_offset = lband_for_matching(
             inputs.lband_rate, stable, options.velocity_reference_smoothing_m / pixel)
@@ -628,12 +620,10 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
             p = xr.open_zarr(pairs).compute()
             if (p["sensor"].values == lband_platform).any():
                 stable = stable_mask_of(r, incidence.shape, options.stable_max_ground_ice)
-                lband = lband_rate(p, lband_platform,
-                                              options.velocity_reference_min_span_days,
-                                              options.coherence_threshold, incidence, stable,
-                                              options.ramp,
-                                              g["ztd_m"].compute() if g is not None
-                                              and options.gacos else None).compute()
+                lband = lband_rate(p, lband_platform, options.velocity_reference_min_span_days,
+                                   options.coherence_threshold, incidence, stable, options.ramp,
+                                   g["ztd_m"].compute() if g is not None and options.gacos
+                                   else None).compute()
     return ChainInputs(stack=stack, rasters=r, gacos=g, lband_rate=lband)
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "on_grid",
     "open_staged",
     "pairs_on_grid",
+    "require_network_size",
     "basin_mean_climate",
     "stage_climate",
     "stage_pairs",
@@ -334,15 +335,26 @@ def _require_network(products: Sequence[Hyp3Product], folder: Path,
                      dropped: Sequence[dict[str, str]]) -> None:
     """Refuse a stack with fewer than the minimum interferograms or dates for a time series."""
     dates = {p.reference_date for p in products} | {p.secondary_date for p in products}
-    if len(products) >= MIN_INTERFEROGRAMS and len(dates) >= MIN_DATES:
-        return
-    got = f"{len(products)} usable interferograms over {len(dates)} dates"
+    detail = ""
     if dropped:
-        got += (f" after dropping {len(dropped)} empty ones ("
-                + "; ".join(f"{d['product']}: {d['reason']}" for d in dropped) + ")")
-    raise InputError(folder, "interferograms",
+        detail = (f" after dropping {len(dropped)} empty ones ("
+                  + "; ".join(f"{d['product']}: {d['reason']}" for d in dropped) + ")")
+    require_network_size(len(products), len(dates), folder, "interferograms", detail)
+
+
+def require_network_size(n_pairs: int, n_dates: int, where: str | Path, field: str,
+                         detail: str = "") -> None:
+    """Refuse a network below :data:`MIN_INTERFEROGRAMS` pairs or :data:`MIN_DATES` dates.
+
+    The one check of a stack's size, at staging, for a date range and after loop closure;
+    ``detail`` says what reduced the network.
+    """
+    if n_pairs >= MIN_INTERFEROGRAMS and n_dates >= MIN_DATES:
+        return
+    raise InputError(where, field,
                      f"at least {MIN_INTERFEROGRAMS} usable interferograms over at least "
-                     f"{MIN_DATES} dates for a time series", got)
+                     f"{MIN_DATES} dates for a time series",
+                     f"{n_pairs} usable interferograms over {n_dates} dates{detail}")
 
 
 def _drop_pairs(out: Path, kept: Sequence[int], dropped: Sequence[dict[str, str]]) -> None:
