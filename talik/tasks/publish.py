@@ -181,8 +181,11 @@ def write_release(
                         return PublishOutcome(release=other, created=False)
                 _make_writable(staging)
                 continue
-            (root / "LATEST.tmp").write_text(release_id + "\n")
-            (root / "LATEST.tmp").replace(root / "LATEST")
+            # Each publisher writes its own temporary file: concurrent publishers sharing one
+            # name could rename it from under each other.
+            pointer = root / f".LATEST.{uuid.uuid4().hex}.tmp"
+            pointer.write_text(release_id + "\n")
+            pointer.replace(root / "LATEST")
             return PublishOutcome(release=_info(target), created=True)
         raise RuntimeError(f"could not allocate a release number in {root}")
     finally:
