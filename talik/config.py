@@ -30,6 +30,16 @@ from pydantic import (
 from talik.errors import ConfigError
 
 __all__ = [
+    "RetryOptions",
+    "NwisOptions",
+    "NetworkPlanOptions",
+    "IngestOptions",
+    "Hyp3Options",
+    "EsaOptions",
+    "EarthEngineOptions",
+    "DemOptions",
+    "CdsOptions",
+    "AsfSearchOptions",
     "AreaOfInterest",
     "AttributionOptions",
     "DischargeFile",
@@ -542,6 +552,246 @@ class AttributionOptions(_Model):
         return self
 
 
+# ---------------------------------------------------------------------------------------------
+# Ingest from the real services (issue 8). Every source is off by default: a study runs from
+# local folders with no credentials. Downloaded files land in the LocalSource folders that the
+# readers already read; the ledger records what was found, ordered and downloaded.
+# Credentials never live here: they come from environment variables or Prefect Secret blocks
+# (talik.tasks.ingest.common.CREDENTIALS names them).
+
+
+class RetryOptions(_Model):
+    """How transient service errors (5xx, timeouts, 429) are retried."""
+
+    attempts: int = Field(default=5, ge=1, le=50, description="Attempts per request, the first included.")
+    backoff_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="First wait between attempts, seconds (doubles each time, with jitter).",
+    )
+    max_backoff_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="Longest wait between attempts, seconds (a Retry-After header is honoured up to this).",
+    )
+
+
+class AsfSearchOptions(_Model):
+    """Scene discovery at ASF with asf_search (Sentinel-1 SLC; ERS/ALOS-1 heritage scenes)."""
+
+    enabled: bool = Field(default=False, description="Flag (no unit): search ASF for scenes.")
+    host: str = Field(
+        default="api.daac.asf.alaska.edu",
+        description="Host of ASF's search API (HTTPS; asf_search's ASFSearchOptions(host=...)).",
+    )
+    platform: Literal["Sentinel-1", "ERS-1", "ERS-2", "ALOS"] = Field(
+        default="Sentinel-1", description="Platform of the scenes to find."
+    )
+    processing_level: str = Field(
+        default="SLC", description="ASF processing level (product type), e.g. 'SLC', 'L1.0'."
+    )
+    beam_mode: str | None = Field(default="IW", description="Beam mode, e.g. 'IW' (unset: any).")
+    polarization: str | None = Field(
+        default=None, description="Polarisation filter, e.g. 'VV+VH' (unset: any)."
+    )
+    flight_direction: Literal["ASCENDING", "DESCENDING"] | None = Field(
+        default=None, description="Orbit direction (unset: both)."
+    )
+    relative_orbit: int | None = Field(
+        default=None, ge=1, le=1000, description="Relative orbit (path) number."
+    )
+    frame: int | None = Field(default=None, ge=0, le=10000, description="ASF frame number.")
+    start: dt.date | None = Field(default=None, description="First acquisition date searched.")
+    end: dt.date | None = Field(default=None, description="Last acquisition date searched (unset: today).")
+    max_results: int = Field(default=5000, ge=1, le=100000, description="Most scenes one search returns.")
+
+
+class NetworkPlanOptions(_Model):
+    """Which interferograms to order from a scene list (talik.science.network.plan_pairs)."""
+
+    neighbours: int = Field(default=3, ge=1, le=12, description="Each date is paired with its next N dates.")
+    max_temporal_baseline_days: int = Field(
+        default=48, ge=1, le=3650, description="Longest pair, days (longer pairs are not ordered)."
+    )
+    months: list[Annotated[int, Field(ge=1, le=12)]] | None = Field(
+        default=None,
+        description="Months (1-12) both dates of a pair must fall in, e.g. the snow-free season "
+        "(unset: any month).",
+    )
+
+
+class Hyp3Options(_Model):
+    """On-demand interferograms from ASF HyP3 (hyp3_sdk)."""
+
+    enabled: bool = Field(
+        default=False, description="Flag (no unit): order and download HyP3 interferograms."
+    )
+    api_url: str = Field(default="https://hyp3-api.asf.alaska.edu", description="HyP3 API base URL.")
+    job_type: Literal["INSAR_GAMMA", "INSAR_ISCE_MULTI_BURST"] = Field(
+        default="INSAR_GAMMA", description="HyP3 job type ordered for each pair."
+    )
+    looks: Literal["20x4", "10x2"] = Field(
+        default="20x4",
+        description="Range x azimuth looks (INSAR_GAMMA: 20x4 costs 10 credits, 10x2 costs 15).",
+    )
+    monthly_budget_credits: int = Field(
+        default=10000,
+        ge=0,
+        le=1000000,
+        description="Credits this study may spend per calendar month (HyP3 grants 10,000 per user).",
+    )
+    submit_batch_size: int = Field(default=25, ge=1, le=200, description="Jobs per submission request.")
+    max_resubmits: int = Field(default=2, ge=0, le=10, description="Times a failed job is submitted again.")
+    poll_interval_s: float = Field(
+        default=300.0, gt=0, le=86400, description="Wait between polls of running jobs, seconds."
+    )
+    poll_timeout_h: float = Field(
+        default=6.0,
+        gt=0,
+        le=336,
+        description="Longest a run waits for its jobs, hours (later runs keep polling).",
+    )
+    download_margin_days: float = Field(
+        default=3.0,
+        ge=0,
+        le=13,
+        description="Products within this many days of their expiry are downloaded first, and warned about.",
+    )
+
+
+class EsaOptions(_Model):
+    """Copernicus Data Space / ESA heritage scenes (eodag; sentinelsat for DHuS mirrors)."""
+
+    enabled: bool = Field(default=False, description="Flag (no unit): search ESA/Copernicus for scenes.")
+    backend: Literal["eodag", "sentinelsat"] = Field(
+        default="eodag",
+        description="Client: eodag (Copernicus Data Space, STAC providers) or sentinelsat (a DHuS mirror).",
+    )
+    provider: str = Field(default="cop_dataspace", description="eodag provider name.")
+    search_url: str | None = Field(
+        default=None,
+        description="Search endpoint overriding the provider's (eodag), or the DHuS API URL (sentinelsat).",
+    )
+    auth_url: str | None = Field(
+        default=None, description="OIDC configuration URL overriding the provider's (eodag)."
+    )
+    collection: str = Field(
+        default="S1_SAR_SLC", description="eodag collection (e.g. S1_SAR_SLC, ERS heritage SAR_IMS_1P)."
+    )
+    start: dt.date | None = Field(default=None, description="First acquisition date searched.")
+    end: dt.date | None = Field(default=None, description="Last acquisition date searched (unset: today).")
+    flight_direction: Literal["ASCENDING", "DESCENDING"] | None = Field(
+        default=None, description="Orbit direction (unset: both)."
+    )
+    relative_orbit: int | None = Field(default=None, ge=1, le=1000, description="Relative orbit number.")
+    download: bool = Field(
+        default=False, description="Flag (no unit): download the scenes found (else only record them)."
+    )
+
+
+class EarthEngineOptions(_Model):
+    """MODIS NDVI, albedo and LST from Google Earth Engine (computePixels)."""
+
+    enabled: bool = Field(default=False, description="Flag (no unit): fetch MODIS stacks from Earth Engine.")
+    api_url: str = Field(
+        default="https://earthengine.googleapis.com", description="Earth Engine API base URL."
+    )
+    project: str | None = Field(default=None, description="Google Cloud project registered for Earth Engine.")
+    ndvi_collection: str = Field(default="MODIS/061/MOD13Q1", description="NDVI collection (band NDVI).")
+    albedo_collection: str = Field(
+        default="MODIS/061/MCD43A3", description="Albedo collection (band Albedo_BSA_Band7)."
+    )
+    lst_collection: str = Field(default="MODIS/061/MOD11A1", description="LST collection (band LST_Day_1km).")
+    start: dt.date | None = Field(default=None, description="First date fetched.")
+    end: dt.date | None = Field(default=None, description="Last date fetched (unset: today).")
+    scale_m: float = Field(
+        default=500.0, gt=0, le=10000, description="Pixel size of the fetched stacks, metres."
+    )
+    max_request_mib: float = Field(
+        default=48.0,
+        gt=0,
+        le=48,
+        description="Largest computePixels answer, MiB (Earth Engine's limit is 48, mask bytes included).",
+    )
+    max_concurrent: int = Field(default=4, ge=1, le=40, description="Requests in flight at once.")
+
+
+class CdsOptions(_Model):
+    """ERA5-Land from the Copernicus Climate Data Store (cdsapi)."""
+
+    enabled: bool = Field(default=False, description="Flag (no unit): fetch ERA5-Land from the CDS.")
+    url: str = Field(default="https://cds.climate.copernicus.eu/api", description="CDS API base URL.")
+    dataset: Literal["reanalysis-era5-land-monthly-means", "reanalysis-era5-land"] = Field(
+        default="reanalysis-era5-land-monthly-means", description="ERA5-Land dataset requested."
+    )
+    variables: list[str] = Field(
+        default_factory=lambda: [
+            "2m_temperature",
+            "total_precipitation",
+            "total_evaporation",
+            "surface_net_solar_radiation",
+            "surface_net_thermal_radiation",
+            "snow_depth",
+            "volumetric_soil_water_layer_1",
+        ],
+        description="CDS variable names requested (the attribution predictors).",
+    )
+    first_year: int = Field(default=1973, ge=1950, le=2100, description="First year requested.")
+    last_year: int | None = Field(
+        default=None, ge=1950, le=2100, description="Last year requested (unset: this year)."
+    )
+    max_in_flight: int = Field(default=3, ge=1, le=20, description="Requests queued at the CDS at once.")
+    poll_interval_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Wait between polls of a queued request, seconds."
+    )
+
+
+class DemOptions(_Model):
+    """Copernicus GLO-30 DEM tiles."""
+
+    enabled: bool = Field(default=False, description="Flag (no unit): fetch GLO-30 DEM tiles over the area.")
+    url: str = Field(
+        default="https://copernicus-dem-30m.s3.amazonaws.com", description="Base URL of the GLO-30 COG tiles."
+    )
+
+
+class NwisOptions(_Model):
+    """Daily discharge of a USGS NWIS gauge (dataretrieval), for new basins."""
+
+    enabled: bool = Field(default=False, description="Flag (no unit): fetch daily discharge from USGS NWIS.")
+    site: str | None = Field(default=None, description="USGS site number, e.g. '15356000'.")
+    start: dt.date | None = Field(default=None, description="First day fetched.")
+
+
+class IngestOptions(_Model):
+    """Fetching inputs from the services; every source off by default (local folders only)."""
+
+    ledger: StudyPath | None = Field(
+        default=None,
+        description="SQLite ledger of scenes, planned pairs, jobs and downloads (unset: "
+        "<work_dir>/ingest/ledger.sqlite).",
+    )
+    retries: RetryOptions = Field(default_factory=RetryOptions)
+    asf: AsfSearchOptions = Field(default_factory=AsfSearchOptions)
+    network: NetworkPlanOptions = Field(default_factory=NetworkPlanOptions)
+    hyp3: Hyp3Options = Field(default_factory=Hyp3Options)
+    esa: EsaOptions = Field(default_factory=EsaOptions)
+    earthengine: EarthEngineOptions = Field(default_factory=EarthEngineOptions)
+    cds: CdsOptions = Field(default_factory=CdsOptions)
+    dem: DemOptions = Field(default_factory=DemOptions)
+    nwis: NwisOptions = Field(default_factory=NwisOptions)
+
+    @property
+    def any_enabled(self) -> bool:
+        """Whether any source fetches from a service."""
+        return any(
+            getattr(self, name).enabled
+            for name in ("asf", "hyp3", "esa", "earthengine", "cds", "dem", "nwis")
+        )
+
+
 class StudyConfig(_Model):
     """A whole study: where, which sensors, which periods, which inputs, which options."""
 
@@ -559,6 +809,14 @@ class StudyConfig(_Model):
     drivers: DriverOptions = Field(default_factory=DriverOptions)
     recession: RecessionOptions = Field(default_factory=RecessionOptions)
     attribution: AttributionOptions = Field(default_factory=AttributionOptions)
+    ingest: IngestOptions = Field(default_factory=IngestOptions)
+
+    @model_validator(mode="after")
+    def _check_ingest_source(self) -> StudyConfig:
+        if self.ingest.any_enabled and not isinstance(self.source, LocalSource):
+            raise ValueError("[ingest] fetches into the folders of a local source: set "
+                             "[source] kind = \"local\" (the demo world is generated, not fetched)")
+        return self
 
     @model_validator(mode="after")
     def _check_sensor_keys(self) -> StudyConfig:

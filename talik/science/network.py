@@ -18,6 +18,7 @@ __all__ = [
     "components",
     "date_coverage",
     "loop_closure",
+    "plan_pairs",
     "reference_epoch_index",
     "revisit_days",
 ]
@@ -246,3 +247,37 @@ def reference_epoch_index(dates: np.ndarray, reference_date: np.datetime64 | str
     target = np.datetime64(reference_date, "D")
     days = np.asarray(dates).astype("datetime64[D]")
     return int(np.abs((days - target).astype(np.int64)).argmin())
+
+
+def plan_pairs(dates: np.ndarray | list, neighbours: int, max_baseline_days: int,
+               months: list[int] | None = None,
+               held: set[tuple[np.datetime64, np.datetime64]] | None = None
+               ) -> list[tuple[int, int]]:
+    """The interferograms to order from a list of acquisition dates: ``(i, j)`` index pairs.
+
+    Each date is paired with its next ``neighbours`` dates that lie at most
+    ``max_baseline_days`` later (the count is of dates, not of a fixed revisit, so a missing
+    acquisition or a new satellite changes nothing); with ``months``, both dates must fall in
+    those calendar months (e.g. the snow-free season). Pairs in ``held`` (reference and
+    secondary as ``datetime64[D]``) are left out. Dates must be sorted and unique; the result
+    is sorted by reference, then secondary date.
+    """
+    days = np.asarray(dates, dtype="datetime64[D]")
+    if days.size > 1 and not (np.diff(days) > np.timedelta64(0, "D")).all():
+        raise ValueError("plan_pairs: dates must be sorted and unique")
+    if neighbours < 1 or max_baseline_days < 1:
+        raise ValueError("plan_pairs: neighbours and max_baseline_days must be >= 1")
+    allowed = np.ones(days.size, bool)
+    if months:
+        month = (days.astype("datetime64[M]").astype(int) % 12) + 1
+        allowed = np.isin(month, months)
+    candidates = np.flatnonzero(allowed)
+    held = held or set()
+    out = []
+    for pos, i in enumerate(candidates):
+        for j in candidates[pos + 1: pos + 1 + neighbours]:
+            if (days[j] - days[i]).astype(int) > max_baseline_days:
+                break
+            if (days[i], days[j]) not in held:
+                out.append((int(i), int(j)))
+    return out
