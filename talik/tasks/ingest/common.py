@@ -293,9 +293,12 @@ def raise_for_status(response: Any, service: str, credential_key: str | None = N
 def retrying(options: RetryOptions, service: str,
              transient: Iterable[type[BaseException]] = ()) -> Callable[[Callable[..., T]],
                                                                         Callable[..., T]]:
-    """A tenacity decorator: retry :class:`TransientServiceError` (and ``transient`` types,
-    e.g. a client's connection errors) with exponential backoff and jitter, honouring a
-    Retry-After; re-raise the last error when the attempts are used up."""
+    """A tenacity decorator for client calls of ``service``.
+
+    Retries :class:`TransientServiceError` (and ``transient`` types, e.g. a client's
+    connection errors) with exponential backoff and jitter, honouring a Retry-After, and
+    re-raises the last error when the attempts are used up.
+    """
     import requests
     import tenacity
 

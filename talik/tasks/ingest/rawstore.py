@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +98,7 @@ class RawStore:
         get(url, partial, session or http_session(self.retries), size, md5, sha256,
             credential_key)
         digest = sha256_of(partial)
-        os.replace(partial, dest)
+        partial.replace(dest)
         entry = FileEntry(path=key, source=source, query=query or {}, url=scrub_url(url),
                           bytes=dest.stat().st_size, sha256=digest, fetched_at=utc_now(),
                           status="provisional" if provisional else "final")
