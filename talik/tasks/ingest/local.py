@@ -13,7 +13,7 @@ from talik.tasks.log import step_logger
 from talik.tasks.provenance import digest_of, file_sha256
 from talik.tasks.records import FileRecord, InputManifest, InputSet
 
-__all__ = ["build_manifest", "ingest_local", "source_locations"]
+__all__ = ["build_manifest", "common_root", "ingest_local", "source_locations"]
 
 
 def source_locations(source: LocalSource) -> dict[str, Path]:
@@ -32,7 +32,8 @@ def source_locations(source: LocalSource) -> dict[str, Path]:
     return {role: Path(p) for role, p in roles.items() if p is not None}
 
 
-def _common_root(paths: list[Path]) -> Path:
+def common_root(paths: list[Path]) -> Path:
+    """The deepest folder holding every path (a file counts by its folder)."""
     parents = [p if p.is_dir() else p.parent for p in paths]
     root = parents[0]
     while not all(root == q or root in q.parents for q in parents):
@@ -53,7 +54,7 @@ def build_manifest(source: LocalSource, kind: str, checksum_cache: Path | None =
             cache = json.loads(checksum_cache.read_text())
         except ValueError:
             cache = {}
-    root = _common_root(list(locations.values()))
+    root = common_root(list(locations.values()))
     records = []
     for role, path in sorted(locations.items()):
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
