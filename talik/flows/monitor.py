@@ -6,6 +6,7 @@ from prefect import flow
 
 from talik.config import LocalSource, WorldSource, load_study
 from talik.flows.common import step_options
+from talik.flows.ingest import ingest_flow
 from talik.flows.recession import recession_flow
 from talik.flows.sentinel1 import sentinel1_flow
 from talik.tasks.ingest.local import ingest_local
@@ -18,7 +19,8 @@ __all__ = ["monitor"]
 
 
 @flow(name="monitor")
-def monitor(study: str, refresh: bool = False) -> PublishOutcome:
+def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = None
+            ) -> PublishOutcome:
     """Run a study end to end: ingest → stage → Sentinel-1 time series, recession, joint → publish.
 
     Parameters
@@ -27,12 +29,17 @@ def monitor(study: str, refresh: bool = False) -> PublishOutcome:
         Path of the study TOML file (e.g. ``studies/demo.toml``).
     refresh
         Recompute every step even if a cached result exists.
+    skip_sources
+        Services not to fetch from in this run (of ``asf``, ``esa``, ``earthengine``, ``cds``,
+        ``dem``, ``nwis``); only enabled ``[ingest]`` sources are fetched at all.
     """
     cfg = load_study(study)
     work = str(cfg.stores.work_dir)
     if isinstance(cfg.source, WorldSource):
         manifest = ingest_world(cfg.source, work)
     elif isinstance(cfg.source, LocalSource):
+        if cfg.ingest.any_enabled:
+            ingest_flow(cfg, skip_sources)  # fills the local folders from the services
         manifest = ingest_local(cfg.source, work)
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise TypeError(f"unknown source kind {cfg.source!r}")

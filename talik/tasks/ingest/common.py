@@ -303,7 +303,8 @@ def retrying(options: RetryOptions, service: str,
     import tenacity
 
     kinds = (TransientServiceError, requests.ConnectionError, requests.Timeout, *transient)
-    backoff = tenacity.wait_exponential_jitter(initial=options.backoff_s, max=options.max_backoff_s)
+    backoff = tenacity.wait_exponential_jitter(multiplier=options.backoff_s, max=options.max_backoff_s,
+                                               jitter=options.backoff_s)
     logger = logging.getLogger("talik.ingest")
 
     def wait(state: tenacity.RetryCallState) -> float:
