@@ -81,11 +81,23 @@ def config_defaults() -> None:
     typer.echo(defaults_toml())
 
 
-def _run(study: Path, refresh: bool):
+def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None):
     from talik.flows.monitor import monitor
 
     _load(study)  # fail early with a clear message
-    return monitor(study=str(study.resolve()), refresh=refresh)
+    return monitor(study=str(study.resolve()), refresh=refresh, skip_sources=skip_sources)
+
+
+SOURCES = ("asf", "esa", "earthengine", "cds", "dem", "nwis")
+SkipOpt = Annotated[list[str] | None, typer.Option(
+    "--skip", help=f"A service not to fetch from this time (repeatable): one of {', '.join(SOURCES)}.")]
+
+
+def _check_sources(names: list[str] | None) -> list[str]:
+    bad = sorted(set(names or []) - set(SOURCES))
+    if bad:
+        _fail(f"--skip: unknown source {', '.join(bad)}; expected one of {', '.join(SOURCES)}")
+    return list(names or [])
 
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the outcome: "
@@ -95,12 +107,51 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and
 @app.command()
 def run(study: StudyArg,
         refresh: Annotated[bool, typer.Option(help="Recompute cached steps.")] = False,
-        quiet: QuietOpt = False) -> None:
+        quiet: QuietOpt = False, skip: SkipOpt = None) -> None:
     """Run the monitor flow for STUDY: ingest → stage → time series → publish."""
+    skip = _check_sources(skip)
     if quiet:  # before Prefect is imported: its console handler reads the level once
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    outcome = _run(study, refresh)
+    outcome = _run(study, refresh, skip)
     _print_outcome(outcome, steps=not quiet)
+
+
+@app.command()
+def ingest(study: StudyArg, skip: SkipOpt = None) -> None:
+    """Fetch what is new from the services STUDY enables (its ingest sections); no processing."""
+    skip = _check_sources(skip)
+    cfg = _load(study)
+    if not cfg.ingest.any_enabled:
+        _fail(f"{study}: no [ingest] source is enabled (set e.g. [ingest.asf] enabled = true)")
+    from talik.flows.ingest import ingest_flow
+
+    summary = ingest_flow(cfg, skip)
+    typer.echo(json.dumps(summary, indent=1, default=str))
+
+
+@app.command()
+def ledger(study: StudyArg) -> None:
+    """Show STUDY's ingest ledger: scenes, pairs by state, jobs, credits this month, files."""
+    import collections
+    import datetime as dt
+
+    from talik.flows.ingest import ledger_of
+
+    cfg = _load(study)
+    book = ledger_of(cfg)
+    scenes = book.scenes()
+    states = collections.Counter(p.state for p in book.pairs())
+    jobs = collections.Counter(j.state for j in book.jobs())
+    files = book.files()
+    typer.echo(f"ledger {book.path}")
+    typer.echo(f"  scenes: {len(scenes)}" + (f" ({scenes[0].date} .. {scenes[-1].date})" if scenes else ""))
+    typer.echo("  pairs:  " + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"))
+    typer.echo("  jobs:   " + (", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "none"))
+    typer.echo(f"  credits spent this month: {book.credits_spent(dt.datetime.now(dt.UTC).date()):g} "
+               f"of {cfg.ingest.hyp3.monthly_budget_credits}")
+    provisional = sum(f.status == "provisional" for f in files)
+    typer.echo(f"  files:  {len(files)} ({sum(f.bytes for f in files) / 1e6:.1f} MB, "
+               f"{provisional} provisional)")
 
 
 def _print_outcome(outcome, steps: bool = True) -> None:
