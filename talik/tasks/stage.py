@@ -389,8 +389,11 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
     :data:`MIN_DATES` dates. While reading, an interferogram whose phase (or coherence) has no
     valid pixel on the grid is dropped, logged and listed in the store's ``dropped_products``
     attribute (JSON: product and reason); coherence outside [0, 1] and unreadable files are
-    refused by name. If the usable interferograms are then too few, the stack is refused. On
-    any failure the partly written store is removed.
+    refused by name. Where a product has a ``conncomp`` layer (ISCE2 products), its pixels of
+    connected component 0 are NaN in ``los_mm`` (mm); the masked pixel counts per product go to
+    the ``conncomp_masked`` attribute (JSON), the log and the summary (``conncomp_masked_px``),
+    and a product left with no valid pixel is dropped. If the usable interferograms are then
+    too few, the stack is refused. On any failure the partly written store is removed.
     """
     logger = step_logger()
     folder = products[0].location.parent
@@ -440,7 +443,7 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
         },
         coords=coords,
         attrs={**grid.to_attrs(), "wavelength_m": wavelength_m, "sensor": "Sentinel-1",
-               "source": "ASF HyP3 INSAR_GAMMA",
+               "source": "ASF HyP3 " + ", ".join(sorted({p.kind for p in products})),
                # JSON lists (of dicts): product → pixels it cut on each side / why it was left out
                "grid_shrunk_by": json.dumps(shrink), "dropped_products": "[]"},
     )
@@ -457,6 +460,10 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
             if reason is not None:
                 return reason
             los[i] = phase_to_los_mm(xr.DataArray(phase), wavelength_m).values
+            if "conncomp" in p.layers:
+                reason = _mask_unconnected(los[i], p, grid, untrusted)
+                if reason is not None:
+                    return reason
             coh[i] = read_on_grid(p.layers["corr"], grid, Resampling.nearest)
             return _check_coherence(coh[i], p.layers["corr"])
 
@@ -466,6 +473,7 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
 
     kept: list[int] = []  # products written, in order: pair k of the store is products[kept[k]]
     dropped: list[dict[str, str]] = []
+    untrusted: dict[str, int] = {}  # product with a conncomp layer → pixels masked for component 0
     try:
         write_zarr(template, out, mode="w", compute=False, encoding=encoding)
         # GDAL decompresses and warps outside the GIL: one reader thread per core; each batch
@@ -497,6 +505,12 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
                 pending.result()
         used = [products[i] for i in kept]
         _require_network(used, folder, dropped)
+        masked = {p.name: untrusted[p.name] for p in used if p.name in untrusted}
+        if masked:
+            logger.info("masked %d pixels of connected component 0 (unwrapping not trusted) in "
+                        "%d of the %d products with a conncomp layer", sum(masked.values()),
+                        sum(n > 0 for n in masked.values()), len(masked))
+            _set_attrs(out, conncomp_masked=json.dumps(masked))
         if dropped:
             _drop_pairs(out, kept, dropped)
     except BaseException:
@@ -505,7 +519,41 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
     return {"n_pairs": len(used), "height": grid.height, "width": grid.width,
             "first_date": str(used[0].reference_date),
             "last_date": str(max(p.secondary_date for p in used)),
-            "dropped_products": dropped, **_shrink_summary(shrink)}
+            "dropped_products": dropped, **_shrink_summary(shrink), **_conncomp_summary(masked)}
+
+
+def _mask_unconnected(los: np.ndarray, product: Hyp3Product, grid: AnalysisGrid,
+                      counts: dict[str, int]) -> str | None:
+    """Set to NaN (in place) the LOS pixels whose SNAPHU connected component is 0.
+
+    ``conncomp`` is read like the phase (nearest, same path); component 0, which ISCE2 also
+    writes as the layer's no-data, marks pixels left unwrapped or not trusted, so a NaN
+    component masks the pixel too. The number of valid LOS pixels masked is recorded in
+    ``counts[product.name]``. Returns why the interferogram is unusable (no valid pixel left),
+    or None.
+    """
+    component = read_on_grid(product.layers["conncomp"], grid, Resampling.nearest)
+    bad = ~(component > 0) & np.isfinite(los)  # NaN > 0 is False: no-data is component 0
+    counts[product.name] = int(bad.sum())
+    los[bad] = np.nan
+    if not np.isfinite(los).any():
+        return "every unwrapped pixel on the analysis grid has connected component 0 (conncomp)"
+    return None
+
+
+def _set_attrs(out: Path, **attrs: str) -> None:
+    """Add attributes to a staged store and consolidate its metadata again."""
+    import zarr
+
+    group = zarr.open_group(str(out), mode="r+", zarr_format=2)
+    group.attrs.update(attrs)
+    zarr.consolidate_metadata(str(out), zarr_format=2)
+
+
+def _conncomp_summary(masked: dict[str, int]) -> dict:
+    """The step summary's short form of ``conncomp_masked`` (product → pixels masked)."""
+    return {"conncomp_masked_px": int(sum(masked.values())),
+            "n_products_with_conncomp": len(masked)}
 
 
 def _shrink_summary(shrink: Sequence[dict]) -> dict:
@@ -628,7 +676,8 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
                 summary = {"n_pairs": ds.sizes["pair"], "height": ds.sizes["y"],
                            "width": ds.sizes["x"],
                            "dropped_products": json.loads(ds.attrs.get("dropped_products", "[]")),
-                           **_shrink_summary(json.loads(ds.attrs.get("grid_shrunk_by", "[]")))}
+                           **_shrink_summary(json.loads(ds.attrs.get("grid_shrunk_by", "[]"))),
+                           **_conncomp_summary(json.loads(ds.attrs.get("conncomp_masked", "{}")))}
     return StepOutput(step="stage-sentinel1", path=str(sd.final), digest=digest,
                       parameters={"wavelength_m": wavelength_m, "aoi": aoi.model_dump(mode="json")},
                       summary=summary)

@@ -1,12 +1,26 @@
-"""Reader of ASF HyP3 INSAR_GAMMA products (Sentinel-1), as folders or as zips.
+"""Reader of ASF HyP3 Sentinel-1 interferograms (INSAR_GAMMA and ISCE2 burst products).
 
-A product named ``S1xy_<ref>_<sec>_<pol><orbit><days>_INT<px>_G_<m>eF_<id>`` holds
-``<name>_unw_phase.tif`` (radians; **positive = range increase, i.e. motion away from the
-satellite**, the opposite of HyP3's displacement maps; 0 at the product's reference point and
-0 as no-data), ``<name>_corr.tif`` (0–1), optionally ``_lv_theta.tif`` (look-vector elevation,
-radians; incidence = π/2 − lv_theta), ``_lv_phi.tif``, ``_dem.tif``, ``_water_mask.tif``, and
-``<name>.txt`` with ``Key: value`` lines. The conversion to displacement lives in
-:func:`talik.science.interferogram.phase_to_los_mm`, nowhere else.
+Three product kinds are recognised by their names (folders, or zips holding one folder):
+
+* ``INSAR_GAMMA`` (GAMMA, whole IW scenes):
+  ``S1xy_<ref>T<time>_<sec>T<time>_<pol><orbit><days>_INT<px>_G_<m>eF_<id>``;
+* ``INSAR_ISCE_BURST`` (ISCE2, one burst): ``S1_<burst id>_IW<swath>_<ref>_<sec>_<pol>_INT<px>_<id>``;
+* ``INSAR_ISCE_MULTI_BURST`` (ISCE2, 1–15 bursts merged), hyp3-isce2 ≥ 4.0:
+  ``S1_<path>_<id>s1n<nn>-<id>s2n<nn>-<id>s3n<nn>_IW_<ref>_<sec>_<pol>_INT<px>_<id>``; earlier
+  releases named it by platform, path and a lon/lat box:
+  ``S1A_<path>_E053_1_N27_3_E054_1_N27_8_<ref>_<sec>_<pol>_INT<px>_<id>``.
+
+Every kind holds ``<name>_unw_phase.tif`` (radians; **positive = range increase, i.e. motion
+away from the satellite** for GAMMA and ISCE2 alike, the opposite of HyP3's displacement maps;
+0 at the product's reference point and 0 as no-data), ``<name>_corr.tif`` (0–1), optionally
+``_lv_theta.tif`` (look-vector elevation, radians; incidence = π/2 − lv_theta), ``_lv_phi.tif``,
+``_dem.tif`` (m), ``_water_mask.tif``, and ``<name>.txt`` with ``Key: value`` lines; ISCE2
+products add ``_conncomp.tif`` (SNAPHU connected components, integers; 0 = not unwrapped or
+not trusted, also the file's no-data) and ``_wrapped_phase.tif`` (radians). Their
+``Reference Granule`` / ``Secondary Granule`` lines list the burst granules, separated by
+``", "``. A layer a product lacks is simply absent from :attr:`Hyp3Product.layers`. The
+conversion to displacement lives in :func:`talik.science.interferogram.phase_to_los_mm`,
+nowhere else.
 """
 
 from __future__ import annotations
@@ -25,16 +39,22 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 
 from talik.errors import InputError
+from talik.tasks.log import step_logger
 from talik.tasks.readers.raster import raster_errors
 
 __all__ = [
     "GRID_LAYERS",
     "HYP3_NAME",
+    "ISCE_BURST_NAME",
+    "ISCE_MULTI_BURST_LEGACY_NAME",
+    "ISCE_MULTI_BURST_NAME",
+    "KINDS",
     "Hyp3Product",
     "LayerGrid",
     "find_hyp3_products",
     "parse_parameter_file",
     "product_grid",
+    "product_kind",
     "read_hyp3_layer",
 ]
 
@@ -45,15 +65,61 @@ HYP3_NAME = re.compile(
     r"INT(?P<pixel>\d+)_G_(?P<mask>[uw])(?P<extent>[ec])(?P<swath>[F123])_"
     r"(?P<id>[0-9A-F]{4})$"
 )
-LAYERS = ("unw_phase", "corr", "lv_theta", "lv_phi", "dem", "water_mask", "los_disp", "vert_disp")
+"""An INSAR_GAMMA product name (the dates carry the acquisition times)."""
+ISCE_BURST_NAME = re.compile(
+    r"^S1_(?P<burst_id>\d{6})_IW(?P<swath>[123])_(?P<ref_time>\d{8})_(?P<sec_time>\d{8})_"
+    r"(?P<pol>[VH]{2})_INT(?P<pixel>\d+)_(?P<id>[0-9A-F]{4})$"
+)
+"""An INSAR_ISCE_BURST product name: relative burst id, sub-swath, dates (days only)."""
+ISCE_MULTI_BURST_NAME = re.compile(
+    r"^S1_(?P<path>\d{3})_"
+    r"(?P<s1_first>\d{6})s1n(?P<s1_count>\d{2})-(?P<s2_first>\d{6})s2n(?P<s2_count>\d{2})-"
+    r"(?P<s3_first>\d{6})s3n(?P<s3_count>\d{2})_IW_"
+    r"(?P<ref_time>\d{8})_(?P<sec_time>\d{8})_(?P<pol>[VH]{2})_INT(?P<pixel>\d+)_(?P<id>[0-9A-F]{4})$"
+)
+"""An INSAR_ISCE_MULTI_BURST name (hyp3-isce2 ≥ 4.0): first burst id and burst count per sub-swath."""
+ISCE_MULTI_BURST_LEGACY_NAME = re.compile(
+    r"^S1(?P<platform>[A-D])_(?P<path>\d{3})_"
+    r"(?P<west>[EW]\d{3}_\d)_(?P<south>[NS]\d{2}_\d)_(?P<east>[EW]\d{3}_\d)_(?P<north>[NS]\d{2}_\d)_"
+    r"(?P<ref_time>\d{8})_(?P<sec_time>\d{8})_(?P<pol>[VH]{2})_INT(?P<pixel>\d+)_(?P<id>[0-9A-F]{4})$"
+)
+"""An INSAR_ISCE_MULTI_BURST name of hyp3-isce2 < 4.0: platform, path and lon/lat box (degrees)."""
+KINDS = ("INSAR_GAMMA", "INSAR_ISCE_BURST", "INSAR_ISCE_MULTI_BURST")
+"""The HyP3 job types whose products this reader knows."""
+# (kind, pattern, format of the name's dates); the first matching pattern wins.
+_SCHEMES = (
+    ("INSAR_GAMMA", HYP3_NAME, "%Y%m%dT%H%M%S"),
+    ("INSAR_ISCE_BURST", ISCE_BURST_NAME, "%Y%m%d"),
+    ("INSAR_ISCE_MULTI_BURST", ISCE_MULTI_BURST_NAME, "%Y%m%d"),
+    ("INSAR_ISCE_MULTI_BURST", ISCE_MULTI_BURST_LEGACY_NAME, "%Y%m%d"),
+)
+# Anything starting like an ISCE2 product (``S1_123…``, ``S1A_064_…``) is meant as one: a folder
+# or zip so named that fits no scheme is refused rather than skipped.
+_ISCE_LIKE = re.compile(r"^S1[A-D]?_\d{3}")
+_ISCE_EXAMPLES = ("an INSAR_ISCE_BURST name like S1_136231_IW2_20240101_20240113_VV_INT80_1A2B or "
+                  "an INSAR_ISCE_MULTI_BURST name like "
+                  "S1_064_136231s1n02-136232s2n03-000000s3n00_IW_20240101_20240113_VV_INT80_1A2B "
+                  "(or, before hyp3-isce2 4.0, "
+                  "S1A_064_E053_1_N27_3_E054_1_N27_8_20200604_20200616_VV_INT80_7EB5)")
+# Granules named in an ISCE2 product's parameter file: bursts, or (older multi-burst products)
+# whole IW SLC scenes.
+BURST_GRANULE = re.compile(
+    r"^S1_(?P<burst_id>\d{6})_IW(?P<swath>[123])_(?P<time>\d{8}T\d{6})_(?P<pol>[VH]{2})_"
+    r"(?P<id>[0-9A-F]{4})-BURST$"
+)
+SLC_GRANULE = re.compile(
+    r"^S1[A-D]_IW_SLC__1S[SD](?P<pol>[VH])_(?P<time>\d{8}T\d{6})_\d{8}T\d{6}_\d{6}_[0-9A-F]{6}_[0-9A-F]{4}$"
+)
+LAYERS = ("unw_phase", "corr", "conncomp", "wrapped_phase", "lv_theta", "lv_phi", "dem", "water_mask",
+          "los_disp", "vert_disp")
 REQUIRED_KEYS = ("Reference Granule", "Secondary Granule")
-GRID_LAYERS = ("unw_phase", "corr", "lv_theta", "dem", "water_mask")
+GRID_LAYERS = ("unw_phase", "corr", "conncomp", "lv_theta", "dem", "water_mask")
 """Layers that must share the product's grid (the ones staging reads, and its water mask)."""
 
 
 @dataclass(frozen=True)
 class Hyp3Product:
-    """One HyP3 INSAR_GAMMA product found on disk.
+    """One HyP3 interferogram product found on disk.
 
     Attributes
     ----------
@@ -62,13 +128,19 @@ class Hyp3Product:
     location
         Folder or zip file holding the product.
     reference_date, secondary_date
-        Acquisition dates (the reference is the earlier scene).
+        Acquisition dates (the reference is the earlier scene), from the name.
     pixel_m
-        Pixel spacing from the name (80 or 40 m).
+        Pixel spacing from the name's ``INT<px>``, metres (80, 40 or 20).
     layers
-        Layer name → path readable by rasterio (``/vsizip/...`` inside zips).
+        Layer name → path readable by rasterio (``/vsizip/...`` inside zips); only the layers
+        the product has (``conncomp`` in ISCE2 products only).
     parameters
         The ``.txt`` parameter file as a dict of strings.
+    kind
+        HyP3 job type: one of :data:`KINDS`.
+    reference_granules, secondary_granules
+        The granules of the ``Reference Granule`` / ``Secondary Granule`` lines (one for
+        INSAR_GAMMA and INSAR_ISCE_BURST, one per burst for INSAR_ISCE_MULTI_BURST).
     """
 
     name: str
@@ -78,6 +150,9 @@ class Hyp3Product:
     pixel_m: float
     layers: dict[str, str]
     parameters: dict[str, str]
+    kind: str = "INSAR_GAMMA"
+    reference_granules: tuple[str, ...] = ()
+    secondary_granules: tuple[str, ...] = ()
 
     @property
     def span_days(self) -> int:
@@ -101,21 +176,37 @@ def parse_parameter_file(text: str, source: Path) -> dict[str, str]:
     return params
 
 
-def _parse_name(name: str, location: Path) -> re.Match[str]:
-    match = HYP3_NAME.match(name)
-    if match is None:
+def product_kind(name: str) -> tuple[str, re.Match[str]] | None:
+    """The HyP3 job type a product name follows and its match, or None for no known scheme."""
+    for kind, pattern, _ in _SCHEMES:
+        match = pattern.match(name)
+        if match is not None:
+            return kind, match
+    return None
+
+
+def _is_product_name(name: str) -> bool:
+    """Whether a folder (or zip stem) is taken as a product: a known scheme or ISCE2-like."""
+    return product_kind(name) is not None or _ISCE_LIKE.match(name) is not None
+
+
+def _parse_name(name: str, location: Path) -> tuple[str, re.Match[str]]:
+    found = product_kind(name)
+    if found is None:
+        if _ISCE_LIKE.match(name):
+            raise InputError(location, "product name", _ISCE_EXAMPLES, name)
         raise InputError(
             location,
             "product name",
             "a HyP3 INSAR_GAMMA name like S1AA_20170101T000000_20170113T000000_VVP012_INT80_G_ueF_1A2B",
             name,
         )
-    return match
+    return found
 
 
 def _product_from_folder(folder: Path) -> Hyp3Product:
     name = folder.name
-    match = _parse_name(name, folder)
+    kind, match = _parse_name(name, folder)
     layers = {
         layer: str(folder / f"{name}_{layer}.tif")
         for layer in LAYERS
@@ -125,12 +216,12 @@ def _product_from_folder(folder: Path) -> Hyp3Product:
     if not txt.exists():
         raise InputError(folder, f"{name}.txt", "the HyP3 parameter file in the product folder")
     params = parse_parameter_file(txt.read_text(), txt)
-    return _make_product(name, folder, match, layers, params)
+    return _make_product(name, folder, kind, match, layers, params, txt)
 
 
 def _product_from_zip(path: Path) -> Hyp3Product:
     name = path.stem
-    match = _parse_name(name, path)
+    kind, match = _parse_name(name, path)
     try:
         with zipfile.ZipFile(path) as zf:
             members = set(zf.namelist())
@@ -145,27 +236,131 @@ def _product_from_zip(path: Path) -> Hyp3Product:
         for layer in LAYERS
         if f"{name}/{name}_{layer}.tif" in members
     }
-    return _make_product(name, path, match, layers, params)
+    return _make_product(name, path, kind, match, layers, params, path / txt_member)
 
 
-def _make_product(name: str, location: Path, match: re.Match[str], layers: dict[str, str],
-                  params: dict[str, str]) -> Hyp3Product:
+def _name_date(text: str, fmt: str, location: Path, name: str, which: str) -> dt.date:
+    try:
+        return dt.datetime.strptime(text, fmt).date()
+    except ValueError:
+        raise InputError(location, f"product name ({which} date)", "a valid calendar date",
+                         name) from None
+
+
+def _granule_list(value: str) -> tuple[str, ...]:
+    """The granule names of one ``Reference/Secondary Granule`` value (``", "``-separated)."""
+    return tuple(g.strip() for g in value.split(",") if g.strip())
+
+
+def _check_isce_granules(kind: str, match: re.Match[str], ref: dt.date, sec: dt.date,
+                         granules: dict[str, tuple[str, ...]], txt: Path) -> None:
+    """Refuse an ISCE2 parameter file whose granules do not fit the product's name.
+
+    Every granule must be a burst name (or, for a multi-burst product, an IW SLC name); a
+    single-burst product names one burst per date, of the name's burst id and sub-swath; a
+    multi-burst product as many reference as secondary bursts (as many as its name counts);
+    the earliest reference and the latest secondary granule carry the name's two dates.
+    """
+    legacy = kind == "INSAR_ISCE_MULTI_BURST" and "platform" in match.groupdict()
+    for key, names in granules.items():
+        value = ", ".join(names)
+        if not names:
+            raise InputError(txt, key, "one or more granule names separated by ', '", value)
+        if kind == "INSAR_ISCE_BURST" and len(names) != 1:
+            raise InputError(txt, key, "exactly one burst granule (INSAR_ISCE_BURST)", value)
+        for g in names:
+            m = BURST_GRANULE.match(g) or (SLC_GRANULE.match(g) if legacy else None)
+            if m is None:
+                raise InputError(txt, key, "Sentinel-1 burst granule names like "
+                                 "S1_136231_IW2_20200604T022312_VV_7C85-BURST", g)
+            if m["pol"] not in match["pol"]:
+                raise InputError(txt, key, f"granules of the product's polarisation {match['pol']}", g)
+            if kind == "INSAR_ISCE_BURST" and (m["burst_id"], m["swath"]) != (match["burst_id"],
+                                                                               match["swath"]):
+                raise InputError(txt, key, f"the burst of the product name ({match['burst_id']}_IW"
+                                 f"{match['swath']})", g)
+    ref_g, sec_g = granules["Reference Granule"], granules["Secondary Granule"]
+    if len(ref_g) != len(sec_g):
+        raise InputError(txt, "Secondary Granule", f"as many secondary as reference granules "
+                         f"({len(ref_g)})", f"{len(sec_g)} granules")
+    if kind == "INSAR_ISCE_MULTI_BURST" and not legacy:
+        counted = sum(int(match[f"s{i}_count"]) for i in (1, 2, 3))
+        if counted != len(ref_g):
+            raise InputError(txt, "Reference Granule", f"the {counted} bursts the product name counts",
+                             f"{len(ref_g)} granules")
+
+    def day(g: str) -> dt.date:
+        m = BURST_GRANULE.match(g) or SLC_GRANULE.match(g)
+        return dt.datetime.strptime(m["time"][:8], "%Y%m%d").date()
+
+    for key, found, expected in (("Reference Granule", min(map(day, ref_g)), ref),
+                                 ("Secondary Granule", max(map(day, sec_g)), sec)):
+        if found != expected:
+            raise InputError(txt, key, f"granules acquired on the product name's date {expected}",
+                             f"{found} ({', '.join(granules[key])})")
+
+
+def _make_product(name: str, location: Path, kind: str, match: re.Match[str], layers: dict[str, str],
+                  params: dict[str, str], txt: Path) -> Hyp3Product:
     for required in ("unw_phase", "corr"):
         if required not in layers:
             raise InputError(location, f"{name}_{required}.tif", "a layer every product must have")
-    ref = dt.datetime.strptime(match["ref_time"], "%Y%m%dT%H%M%S").date()
-    sec = dt.datetime.strptime(match["sec_time"], "%Y%m%dT%H%M%S").date()
+    fmt = next(f for k, pattern, f in _SCHEMES if k == kind and pattern.match(name))
+    ref = _name_date(match["ref_time"], fmt, location, name, "reference")
+    sec = _name_date(match["sec_time"], fmt, location, name, "secondary")
     if sec <= ref:
         raise InputError(location, "product name", "the secondary date after the reference date",
                          name)
-    return Hyp3Product(name, location, ref, sec, float(match["pixel"]), layers, params)
+    granules = {key: _granule_list(params[key]) for key in REQUIRED_KEYS}
+    if kind != "INSAR_GAMMA":
+        _check_isce_granules(kind, match, ref, sec, granules, txt)
+    return Hyp3Product(name, location, ref, sec, float(match["pixel"]), layers, params, kind,
+                       granules["Reference Granule"], granules["Secondary Granule"])
+
+
+def _kinds_text(products: list[Hyp3Product]) -> str:
+    counts = {k: sum(p.kind == k for p in products) for k in KINDS}
+    return ", ".join(f"{k} ({n})" for k, n in counts.items() if n)
+
+
+def _check_mixed_kinds(folder: Path, products: list[Hyp3Product]) -> None:
+    """Accept products of several kinds only when they all sit on one pixel lattice.
+
+    One lattice: the same CRS and pixel size, and origins a whole number of pixels apart (to a
+    thousandth of a pixel), so that staging pastes every product in place. The extents may
+    differ. Refused otherwise, naming the kinds and the first product off the first one's
+    lattice; accepted with the kinds logged.
+    """
+    grids = [product_grid(p) for p in products]
+    first, g0 = products[0], grids[0]
+    ax, ay = abs(g0.transform.a), abs(g0.transform.e)
+    for p, g in zip(products, grids, strict=True):
+        t = g.transform
+        same = (g.crs == g0.crs and np.isclose(abs(t.a), ax, rtol=1e-6)
+                and np.isclose(abs(t.e), ay, rtol=1e-6))
+        if same:
+            cols, rows = (t.c - g0.transform.c) / ax, (t.f - g0.transform.f) / ay
+            same = abs(cols - round(cols)) < 1e-3 and abs(rows - round(rows)) < 1e-3
+        if not same:
+            raise InputError(
+                folder, "product kinds",
+                "products of one HyP3 job type, or products of several types that all share one "
+                "grid (same CRS, pixel size and pixel lattice)",
+                f"{_kinds_text(products)}; {p.name} ({p.kind}) is on {g.describe()}, "
+                f"{first.name} ({first.kind}) on {g0.describe()}")
+    step_logger().info("%s mixes HyP3 job types %s; accepted: all %d products share one grid "
+                       "(%s, pixel %g m)", folder, _kinds_text(products), len(products), g0.crs, ax)
 
 
 def find_hyp3_products(folder: str | Path) -> list[Hyp3Product]:
-    """All HyP3 INSAR_GAMMA products (folders or ``.zip``) directly inside ``folder``.
+    """All HyP3 interferogram products (folders or ``.zip``) directly inside ``folder``.
 
-    A product present both as a folder and as a zip is read from the folder. Products are
-    sorted by (reference, secondary) date; two products of the same pair are refused.
+    INSAR_GAMMA, INSAR_ISCE_BURST and INSAR_ISCE_MULTI_BURST products are recognised by name
+    (see the module docstring); a folder or zip named like an ISCE2 product but fitting no
+    scheme is refused. A product present both as a folder and as a zip is read from the
+    folder. Products of several job types are refused unless all share one pixel lattice
+    (:func:`_check_mixed_kinds`). Products are sorted by (reference, secondary) date; two
+    products of the same pair are refused.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -174,11 +369,13 @@ def find_hyp3_products(folder: str | Path) -> list[Hyp3Product]:
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir() and HYP3_NAME.match(entry.name):
+        if entry.is_dir() and _is_product_name(entry.name):
             found[entry.name] = _product_from_folder(entry)
-        elif entry.suffix == ".zip" and HYP3_NAME.match(entry.stem):
+        elif entry.suffix == ".zip" and _is_product_name(entry.stem):
             found.setdefault(entry.stem, _product_from_zip(entry))
     products = sorted(found.values(), key=lambda p: (p.reference_date, p.secondary_date))
+    if len({p.kind for p in products}) > 1:  # first: a mix explains duplicate pairs best
+        _check_mixed_kinds(folder, products)
     seen: dict[tuple[dt.date, dt.date], str] = {}
     for p in products:
         key = (p.reference_date, p.secondary_date)
@@ -186,7 +383,8 @@ def find_hyp3_products(folder: str | Path) -> list[Hyp3Product]:
             raise InputError(folder, p.name, f"one product per pair; {seen[key]} has the same dates")
         seen[key] = p.name
     if not products:
-        raise InputError(folder, "(contents)", "at least one HyP3 INSAR_GAMMA product folder or zip")
+        raise InputError(folder, "(contents)", "at least one HyP3 INSAR_GAMMA product folder or zip "
+                         "(or an INSAR_ISCE_BURST / INSAR_ISCE_MULTI_BURST one)")
     return products
 
 
@@ -194,7 +392,8 @@ def read_hyp3_layer(product: Hyp3Product, layer: str) -> xr.DataArray:
     """Read one layer of a product as a float32 DataArray ``(y, x)`` with no-data as NaN.
 
     Units: ``unw_phase`` radians (positive away from the satellite), ``corr`` 0–1,
-    ``lv_theta``/``lv_phi`` radians, ``dem`` metres. The CRS and transform are attached
+    ``lv_theta``/``lv_phi`` radians, ``dem`` metres, ``conncomp`` component numbers (unitless;
+    its 0, "not unwrapped", is also its no-data and so reads as NaN). The CRS and transform are attached
     (``.rio``).
     """
     if layer not in product.layers:
@@ -213,7 +412,7 @@ def read_hyp3_layer(product: Hyp3Product, layer: str) -> xr.DataArray:
         dims=("y", "x"),
         coords={"y": transform.f + transform.e * (np.arange(ny) + 0.5),
                 "x": transform.c + transform.a * (np.arange(nx) + 0.5)},
-        attrs={"units": {"unw_phase": "rad", "corr": "1", "dem": "m"}.get(layer, "rad"),
+        attrs={"units": {"unw_phase": "rad", "corr": "1", "dem": "m", "conncomp": "1"}.get(layer, "rad"),
                "product": product.name, "layer": layer},
     )
     return da.rio.write_crs(crs).rio.write_transform(transform)
