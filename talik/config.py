@@ -762,6 +762,9 @@ class NwisOptions(_Model):
 
     enabled: bool = Field(default=False, description="Flag (no unit): fetch daily discharge from USGS NWIS.")
     site: str | None = Field(default=None, description="USGS site number, e.g. '15356000'.")
+    url: str | None = Field(
+        default=None, description="Base URL of the USGS Water Data API (unset: dataretrieval's default)."
+    )
     start: dt.date | None = Field(default=None, description="First day fetched.")
 
 

@@ -28,6 +28,7 @@ from talik.config import RetryOptions
 
 __all__ = [
     "CREDENTIALS",
+    "TRANSIENT_STATUS",
     "BudgetExceededError",
     "CredentialSpec",
     "IngestError",
@@ -42,6 +43,7 @@ __all__ = [
     "redact",
     "register_secret",
     "require_credential",
+    "retry_after_seconds",
     "retrying",
     "scrub_url",
 ]
@@ -79,15 +81,19 @@ class SceneRecord(BaseModel):
 
 # ---------------------------------------------------------------------------------- errors
 class IngestError(RuntimeError):
-    """A service could not give what was asked."""
+    """A service could not give what was asked; ``status`` is the HTTP status when known."""
+
+    status: int | None = None
 
 
 class TransientServiceError(IngestError):
     """Worth retrying: a 5xx, a timeout, a 429 or a queue that is not done yet."""
 
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, message: str, retry_after_s: float | None = None,
+                 status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.status = status
 
 
 class PermanentServiceError(IngestError):
@@ -250,7 +256,8 @@ def scrub_url(url: str) -> str:
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-def _retry_after(headers: Any) -> float | None:
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds a ``Retry-After`` header (seconds or an HTTP date) asks to wait, or None."""
     value = headers.get("Retry-After") if headers is not None else None
     if value is None:
         return None
@@ -280,14 +287,17 @@ def raise_for_status(response: Any, service: str, credential_key: str | None = N
     detail = redact((getattr(response, "text", "") or "")[:300].strip())
     if status in TRANSIENT_STATUS:
         raise TransientServiceError(f"{service}: HTTP {status} from {url}: {detail}",
-                                    _retry_after(response.headers))
+                                    retry_after_seconds(response.headers), status)
     if status in (401, 403) and credential_key is not None:
         spec = CREDENTIALS[credential_key]
-        raise MissingCredentialError(
+        error: IngestError = MissingCredentialError(
             f"{service}: HTTP {status} (refused) from {url}: check the {spec.what} in "
             f"{spec.env} or the Prefect Secret block '{spec.block}': {detail}")
-    hint = f" (check the setting {setting})" if setting else ""
-    raise PermanentServiceError(f"{service}: HTTP {status} from {url}{hint}: {detail}")
+    else:
+        hint = f" (check the setting {setting})" if setting else ""
+        error = PermanentServiceError(f"{service}: HTTP {status} from {url}{hint}: {detail}")
+    error.status = status
+    raise error
 
 
 def retrying(options: RetryOptions, service: str,
@@ -302,7 +312,9 @@ def retrying(options: RetryOptions, service: str,
     import requests
     import tenacity
 
-    kinds = (TransientServiceError, requests.ConnectionError, requests.Timeout, *transient)
+    kinds = (TransientServiceError, requests.ConnectionError, requests.Timeout,
+             requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
+             *transient)  # a body cut off mid-transfer is worth another (resumed) attempt
     backoff = tenacity.wait_exponential_jitter(multiplier=options.backoff_s, max=options.max_backoff_s,
                                                jitter=options.backoff_s)
     logger = logging.getLogger("talik.ingest")

@@ -29,6 +29,7 @@ from talik.tasks.ingest.ledger import FileEntry, Ledger, utc_now
 __all__ = ["Download", "RawStore", "sha256_of"]
 
 CHUNK_BYTES = 1 << 20
+STREAM_BYTES = 64 << 10  # written as it arrives: a cut connection loses at most this much
 logger = logging.getLogger("talik.ingest")
 
 
@@ -39,6 +40,14 @@ def sha256_of(path: Path, md5: bool = False) -> str:
         for block in iter(lambda: f.read(CHUNK_BYTES), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _content_range_total(header: str | None) -> int | None:
+    """The full length ``N`` of a ``Content-Range: bytes a-b/N`` header, or None."""
+    if not header or "/" not in header:
+        return None
+    total = header.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -127,8 +136,14 @@ class RawStore:
             else:
                 raise_for_status(response, f"download {scrub_url(url)}", credential_key)
                 append = have and response.status_code == 206
+                total = _content_range_total(response.headers.get("Content-Range"))
+                if size is None and total is not None:
+                    size = total  # what the server says the whole file is
+                elif (size is None and not append and response.headers.get("Content-Length")
+                      and not response.headers.get("Content-Encoding")):  # not a decoded length
+                    size = int(response.headers["Content-Length"])
                 with partial.open("ab" if append else "wb") as out:
-                    for block in response.iter_content(CHUNK_BYTES):
+                    for block in response.iter_content(STREAM_BYTES):
                         out.write(block)
         got = partial.stat().st_size
         if size is not None and got != size:
