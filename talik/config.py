@@ -704,7 +704,9 @@ class EarthEngineOptions(_Model):
         default="MODIS/061/MCD43A3", description="Albedo collection (band Albedo_BSA_Band7)."
     )
     lst_collection: str = Field(default="MODIS/061/MOD11A1", description="LST collection (band LST_Day_1km).")
-    start: dt.date | None = Field(default=None, description="First date fetched.")
+    start: dt.date | None = Field(
+        default=None, description="First date fetched (unset: the start of the study's first period)."
+    )
     end: dt.date | None = Field(default=None, description="Last date fetched (unset: today).")
     scale_m: float = Field(
         default=500.0, gt=0, le=10000, description="Pixel size of the fetched stacks, metres."
@@ -716,6 +718,9 @@ class EarthEngineOptions(_Model):
         description="Largest computePixels answer, MiB (Earth Engine's limit is 48, mask bytes included).",
     )
     max_concurrent: int = Field(default=4, ge=1, le=40, description="Requests in flight at once.")
+    timeout_s: float = Field(
+        default=360.0, gt=0, le=3600, description="Longest wait for one Earth Engine answer, seconds."
+    )
 
 
 class CdsOptions(_Model):

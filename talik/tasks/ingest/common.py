@@ -258,7 +258,9 @@ TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 def retry_after_seconds(headers: Any) -> float | None:
     """Seconds a ``Retry-After`` header (seconds or an HTTP date) asks to wait, or None."""
-    value = headers.get("Retry-After") if headers is not None else None
+    if headers is None:
+        return None
+    value = headers.get("Retry-After") or headers.get("retry-after")  # httplib2: lower case
     if value is None:
         return None
     try:

@@ -63,6 +63,7 @@ from talik.tasks.ingest.common import (
     redact,
     register_secret,
     require_credential,
+    retry_after_seconds,
     retrying,
 )
 from talik.tasks.ingest.ledger import Ledger
@@ -85,7 +86,6 @@ MAX_GRID_SIDE = 32768
 #: Tiles are multiples of this many pixels (the GeoTIFF block size) where the grid allows.
 BLOCK = 256
 #: Timeout of one Earth Engine call, seconds (interactive computations stop at about 5 min).
-DEADLINE_S = 360.0
 
 _SPLIT_MESSAGES = ("user memory limit exceeded", "request payload size exceeds the limit",
                    "total request size", "computation timed out", "too many pixels",
@@ -292,14 +292,6 @@ def _http_error_in(exc: BaseException) -> Any:
     return None
 
 
-def _retry_after(http_error: Any) -> float | None:
-    value = http_error.resp.get("retry-after") if http_error is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _refused(status: int | None, project: str | None, detail: str) -> MissingCredentialError:
     spec = CREDENTIALS[CREDENTIAL_KEY]
     how = f"HTTP {status}" if status else "no access token could be obtained or refreshed"
@@ -328,13 +320,14 @@ def _translate(exc: BaseException, what: str, project: str | None) -> BaseExcept
         return TransientServiceError(f"{SERVICE} {what}: {detail}")
     if any(m in low for m in _SPLIT_MESSAGES):
         return _TooLarge(f"{SERVICE} {what}: {detail}")
+    wait = retry_after_seconds(getattr(http_error, "resp", None))
     if status == 403 and "rate limit" in low:
-        return TransientServiceError(f"{SERVICE} {what}: HTTP 403: {detail}", _retry_after(http_error))
+        return TransientServiceError(f"{SERVICE} {what}: HTTP 403: {detail}", wait)
     if status in (401, 403) or (status is None and any(m in low for m in _AUTH_MESSAGES)):
         return _refused(status, project, detail)
     if status in TRANSIENT_STATUS or any(m in low for m in _TRANSIENT_MESSAGES):
         shown = f"HTTP {status}: " if status else ""
-        return TransientServiceError(f"{SERVICE} {what}: {shown}{detail}", _retry_after(http_error))
+        return TransientServiceError(f"{SERVICE} {what}: {shown}{detail}", wait)
     shown = f"HTTP {status}: " if status else ""
     return PermanentServiceError(f"{SERVICE} {what}: {shown}{detail}")
 
@@ -671,7 +664,7 @@ def _initialise(cfg: StudyConfig, credentials: Any, project: str | None) -> None
         if "project" in str(exc).lower() and not project:
             raise PermanentServiceError(f"{exc}; set ingest.earthengine.project") from None
         raise
-    ee.data.setDeadline(int(DEADLINE_S * 1000))
+    ee.data.setDeadline(int(cfg.ingest.earthengine.timeout_s * 1000))
 
 
 def _plan(cfg: StudyConfig, grid: Grid, out_dir: Path, store: RawStore,

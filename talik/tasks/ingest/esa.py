@@ -48,6 +48,7 @@ from talik.tasks.ingest.common import (
     install_redaction,
     redact,
     require_credential,
+    retry_after_seconds,
     retrying,
     scrub_url,
 )
@@ -212,22 +213,6 @@ def _http_error(exc: BaseException) -> tuple[int | None, Any]:
     return status, headers
 
 
-def _seconds_after(headers: Any) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) as seconds from now."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, (parsedate_to_datetime(value) - dt.datetime.now(dt.UTC)).total_seconds())
-        except (TypeError, ValueError):
-            return None
-
-
 def _service_error(exc: BaseException, service: str, credential_keys: tuple[str, str] | None,
                    setting: str, auth_error: bool = False) -> IngestError | None:
     """A client's exception as a transient or permanent talik error (secrets removed)."""
@@ -248,7 +233,7 @@ def _service_error(exc: BaseException, service: str, credential_keys: tuple[str,
             f"{', '.join(repr(s.block) for s in specs)}): {kind}: {detail}")
     if status in TRANSIENT_STATUS:
         return TransientServiceError(f"{service}: HTTP {status}: {kind}: {detail}",
-                                     _seconds_after(headers))
+                                     retry_after_seconds(headers))
     if status is not None and 400 <= status < 500:
         return PermanentServiceError(
             f"{service}: HTTP {status} (check the setting {setting}): {kind}: {detail}")
@@ -369,7 +354,7 @@ def _eodag_search_products(dag: Any, options: EsaOptions,
             if isinstance(error, TransientServiceError):
                 raise error from None
             raise TransientServiceError(f"{service}: {type(exc).__name__}: {_clean(str(exc))}",
-                                        _seconds_after(_http_error(exc)[1])) from None
+                                        retry_after_seconds(_http_error(exc)[1])) from None
         except AuthenticationError as exc:
             raise _service_error(exc, service, keys, "", auth_error=True) from None
         except (NoMatchingCollection, UnsupportedCollection, MisconfiguredError) as exc:
