@@ -243,6 +243,18 @@ def test_era5_monthly_matches_the_worlds_climate(tiny_world):
     assert (mean["evapotranspiration"] >= 0).all()  # e is negative in ERA5: flipped to positive
 
 
+def test_era5_folder_of_monthly_files_reads_like_one_file(tiny_world, tmp_path):
+    """A folder of per-period files (as the CDS ingest writes) keeps every month, not the first's."""
+    whole = xr.open_dataset(tiny_world / "era5land_monthly.nc").load()
+    time = next(n for n in ("valid_time", "time", "date") if n in whole.dims)
+    half = whole.sizes[time] // 2
+    whole.isel({time: slice(None, half)}).to_netcdf(tmp_path / "a.nc")
+    whole.isel({time: slice(half, None)}).to_netcdf(tmp_path / "b.nc")
+    from_folder = read_era5_land(tmp_path)
+    from_file = read_era5_land(tiny_world / "era5land_monthly.nc")
+    xr.testing.assert_allclose(from_folder, from_file)
+
+
 def test_station_temperature_round_trip(tiny_world):
     t = read_station_temperature(tiny_world / "station_tmean.csv")
     raw = pd.read_csv(tiny_world / "station_tmean.csv", parse_dates=["date"]).set_index("date")

@@ -37,8 +37,13 @@ def _open_all(path: Path) -> xr.Dataset:
         files = sorted(path.glob("*.nc"))
         if not files:
             raise InputError(path, "(folder)", "ERA5-Land NetCDF files (*.nc)")
-        return xr.merge([xr.open_dataset(f, engine="netcdf4").load() for f in files],
-                        compat="override")
+        parts = [xr.open_dataset(f, engine="netcdf4").load() for f in files]
+        try:  # files of other months are concatenated, files of other variables merged
+            return xr.combine_by_coords(parts, data_vars="minimal", coords="minimal",
+                                        compat="override", combine_attrs="drop_conflicts")
+        except ValueError as exc:
+            raise InputError(path, "(folder)", "ERA5-Land NetCDF files of one area that "
+                             f"tile in time or variables ({exc})") from None
     if zipfile.is_zipfile(path):
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path) as zf:
             zf.extractall(tmp)
