@@ -231,4 +231,32 @@ def ingest_flow(cfg: StudyConfig, skip: list[str] | None = None) -> dict[str, An
     for key, sub in SOURCE_FLOWS.items():
         if getattr(cfg.ingest, key).enabled and key not in skip:
             out[key] = sub(cfg)
+    _summary_artifact(cfg, out, sorted(skip))
     return out
+
+
+def _summary_artifact(cfg: StudyConfig, out: dict[str, Any], skipped: list[str]) -> None:
+    """What each source did, and the ledger's totals, as a markdown artifact in the Prefect UI."""
+    import collections
+    import json
+
+    from prefect.artifacts import create_markdown_artifact
+
+    from talik.tasks.ingest.common import redact
+
+    ledger = ledger_of(cfg)
+    pairs = collections.Counter(p.state for p in ledger.pairs())
+    files = ledger.files()
+    lines = [f"# Ingest of study `{cfg.name}`", "",
+             f"- scenes known: {len(ledger.scenes())}",
+             "- pairs: " + (", ".join(f"{k} {v}" for k, v in sorted(pairs.items())) or "none"),
+             f"- raw-store files: {len(files)} ({sum(f.bytes for f in files) / 1e6:.1f} MB, "
+             f"{sum(f.status == 'provisional' for f in files)} provisional)",
+             f"- skipped this run: {', '.join(skipped) or 'none'}", ""]
+    for source, summary in out.items():
+        text = json.dumps(summary, default=str, indent=1)
+        if len(text) > 4000:
+            text = text[:4000] + "\n…"
+        lines += [f"## {source}", "", "```json", redact(text), "```", ""]
+    create_markdown_artifact(markdown="\n".join(lines), key=f"ingest-{cfg.name}",
+                             description="What the ingest subflows fetched, ordered and downloaded")
