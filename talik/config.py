@@ -751,6 +751,12 @@ class CdsOptions(_Model):
     poll_interval_s: float = Field(
         default=60.0, gt=0, le=3600, description="Wait between polls of a queued request, seconds."
     )
+    max_wait_h: float = Field(
+        default=2.0,
+        gt=0,
+        le=72,
+        description="Longest a run waits for queued requests, hours (the next run polls them again).",
+    )
 
 
 class DemOptions(_Model):

@@ -175,7 +175,7 @@ def fetch_era5(cfg: StudyConfig) -> dict[str, Any]:
     from talik.tasks.ingest.cds import fetch_era5_land
 
     ledger, store = _store(cfg)
-    return fetch_era5_land(cfg, ledger, store)
+    return fetch_era5_land(cfg, ledger, store, max_wait_s=cfg.ingest.cds.max_wait_h * 3600)
 
 
 @task(name="glo30-dem")
