@@ -18,6 +18,7 @@ import pytest
 from talik.config import load_study
 from talik.flows.ingest import ledger_of
 from talik.tasks.readers.hyp3 import find_hyp3_products
+from tests.conftest import STORES_AND_SENSORS
 from tests.fakes.asf_hyp3 import fake_asf, fake_hyp3  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -33,18 +34,7 @@ name = "tiny"
 kind = "local"
 hyp3_dir = "{hyp3}"
 
-[stores]
-work_dir = "{work}"
-release_dir = "{releases}"
-
-[sensors.sentinel1]
-platform = "Sentinel-1"
-band = "C"
-wavelength_m = 0.055465763
-incidence_deg = 39.47
-direction = "descending"
-polarization = "VV"
-
+{stores_and_sensors}
 [sentinel1]
 chunk_px = 16
 velocity_reference = "none"
@@ -108,9 +98,9 @@ def test_scheduled_runs_order_only_what_is_new(prefect_server, tiny_world, fake_
     fake_hyp3.state.fail_once = {failing}
 
     study = tmp_path / "scheduled.toml"
-    study.write_text(STUDY.format(hyp3=tmp_path / "raw" / "hyp3", work=tmp_path / "work",
-                                  releases=tmp_path / "releases", asf=fake_asf.host,
-                                  hyp3_url=fake_hyp3.url))
+    stores = STORES_AND_SENSORS.format(work=tmp_path / "work", releases=tmp_path / "releases")
+    study.write_text(STUDY.format(hyp3=tmp_path / "raw" / "hyp3", stores_and_sensors=stores,
+                                  asf=fake_asf.host, hyp3_url=fake_hyp3.url))
     cfg = load_study(study)
 
     # Run 1: everything is new.

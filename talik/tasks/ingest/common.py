@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -194,14 +195,21 @@ def register_secret(value: str) -> None:
     install_redaction()
 
 
+_SECRET_IN_QUERY = re.compile(
+    r"([?&](?:token|access_token|id_token|refresh_token|apikey|api_key|password|signature|"
+    r"x-amz-signature|x-amz-security-token)=)[^&\s'\"]+", re.IGNORECASE)
+"""Query parameters that carry a credential: masked even when the value was never registered
+(a token a client fetched itself, e.g. the Copernicus Data Space one eodag puts in URLs)."""
+
+
 def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
+    """``text`` with every registered secret, and every credential in a URL query, as ``***``."""
     with _LOCK:
         secrets = sorted(_SECRETS, key=len, reverse=True)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, _MASK)
-    return text
+    return _SECRET_IN_QUERY.sub(r"\1" + _MASK, text)
 
 
 def install_redaction() -> None:
@@ -219,14 +227,13 @@ def install_redaction() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        if _SECRETS:
-            try:
-                message = record.getMessage()
-            except Exception:  # noqa: BLE001 - a bad format string is the logger's business
-                return record
-            clean = redact(message)
-            if clean != message or record.args:
-                record.msg, record.args = clean, ()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is the logger's business
+            return record
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
         return record
 
     logging.setLogRecordFactory(factory)

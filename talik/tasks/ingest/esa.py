@@ -73,42 +73,9 @@ _ENV_LOCK = threading.Lock()  # eodag is configured through os.environ: one sess
 
 
 # ------------------------------------------------------------------------------ logging
-_TOKEN_QS = re.compile(r"([?&](?:token|access_token|id_token|refresh_token)=)[^&\s'\"]+", re.I)
-_scrub_installed = False
-
-
-def _install_token_scrub() -> None:
-    """Mask ``token=...`` query values in the log records of eodag and urllib3 (idempotent).
-
-    The Copernicus token is not known before eodag fetches it, so it cannot be registered
-    with :func:`~talik.tasks.ingest.common.register_secret`; this masks it by its place.
-    """
-    global _scrub_installed
-    install_redaction()  # also keeps the client loggers at INFO or above
-    with _ENV_LOCK:
-        if _scrub_installed:
-            return
-        _scrub_installed = True
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        if record.name.startswith(("eodag", "urllib3", "sentinelsat")):
-            try:
-                message = record.getMessage()
-            except Exception:  # noqa: BLE001 - a bad format string is the logger's business
-                return record
-            clean = _TOKEN_QS.sub(r"\1***", message)
-            if clean != message:
-                record.msg, record.args = clean, ()
-        return record
-
-    logging.setLogRecordFactory(factory)
-
-
 def _clean(text: str) -> str:
     """``text`` without registered secrets or query-string tokens."""
-    return _TOKEN_QS.sub(r"\1***", redact(text))
+    return redact(text)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -277,7 +244,7 @@ def _eodag_gateway(options: EsaOptions, need_credentials: bool = False) -> Itera
     Settings go through eodag's environment variables, set only inside the block; the
     configuration folder is a temporary folder removed afterwards.
     """
-    _install_token_scrub()
+    install_redaction()
     provider = options.provider
     key = re.sub(r"[^A-Za-z0-9]", "_", provider).upper()
     creds = _eodag_credentials(provider, need_credentials)
@@ -421,7 +388,7 @@ def _dhus_api(options: EsaOptions) -> Any:
             "(e.g. https://<mirror>/dhus/)")
     user = require_credential(_DHUS_KEYS[0], "DHuS mirror")
     password = require_credential(_DHUS_KEYS[1], "DHuS mirror")
-    _install_token_scrub()
+    install_redaction()
     from sentinelsat import SentinelAPI
 
     api = SentinelAPI(user, password, api_url=options.search_url, show_progressbars=False,
