@@ -948,8 +948,18 @@ def defaults_toml() -> str:
         ("drivers", DriverOptions),
         ("recession", RecessionOptions),
         ("attribution", AttributionOptions),
+        ("ingest", IngestOptions),
+        ("ingest.retries", RetryOptions),
+        ("ingest.asf", AsfSearchOptions),
+        ("ingest.network", NetworkPlanOptions),
+        ("ingest.hyp3", Hyp3Options),
+        ("ingest.esa", EsaOptions),
+        ("ingest.earthengine", EarthEngineOptions),
+        ("ingest.cds", CdsOptions),
+        ("ingest.dem", DemOptions),
+        ("ingest.nwis", NwisOptions),
     ]
-    lines = ["# talik analysis options and their defaults (generated from talik.config)."]
+    lines = ["# talik options and their defaults (generated from talik.config)."]
     for name, model in sections:
         instance = model()
         lines += ["", f"[{name}]"]
@@ -957,6 +967,8 @@ def defaults_toml() -> str:
         lines.append(f"# {doc}")
         for field_name, info in model.model_fields.items():
             value = getattr(instance, field_name)
+            if isinstance(value, _Model):
+                continue  # a sub-section of its own, listed after this one
             if info.description:
                 lines.append(f"# {info.description}")
             if value is None:

@@ -109,3 +109,16 @@ def test_cli_config_show_and_error(tmp_path):
     res = runner.invoke(app, ["config", "show", str(bad)])
     assert res.exit_code == 2
     assert "sentinel1.gamma" in res.output
+
+
+def test_defaults_toml_lists_the_ingest_sections_and_validates():
+    """`talik config defaults` covers [ingest.*] too, and what it prints is a valid [ingest]."""
+    import tomllib
+
+    from talik.config import IngestOptions, defaults_toml
+
+    text = defaults_toml()
+    for section in ("ingest.asf", "ingest.hyp3", "ingest.cds", "ingest.earthengine", "ingest.esa"):
+        assert f"[{section}]" in text
+    parsed = IngestOptions.model_validate(tomllib.loads(text)["ingest"])
+    assert parsed == IngestOptions() and not parsed.any_enabled
