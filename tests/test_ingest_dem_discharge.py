@@ -367,3 +367,18 @@ def test_nwis_refused_site_names_the_setting(tmp_path, water_data):
     with pytest.raises(PermanentServiceError, match="ingest.nwis.site"):
         fetch_nwis_discharge(cfg, ledger, store, today=dt.date(2024, 1, 6))
     assert not Path(cfg.source.discharge.path).exists()
+
+
+def test_ingest_flow_runs_an_enabled_source_and_skips_another(prefect_server, tmp_path, bucket):
+    """Through Prefect: the `ingest` flow's DEM subflow fills the study's DEM file, records it in
+    the study's own ledger (<work_dir>/ingest/ledger.sqlite), and a skipped source sends nothing."""
+    from talik.flows.ingest import ingest_flow, ledger_of
+
+    cfg = _study(tmp_path, dem_url=bucket.base)
+    out = ingest_flow(cfg, skip=["nwis"])
+    assert set(out) == {"dem"} and out["dem"]["written"]
+    _check_mosaic(Path(cfg.source.dem))
+    ledger = ledger_of(cfg)
+    assert ledger.path == tmp_path / "work" / "ingest" / "ledger.sqlite"
+    assert any(f.source == "glo30" and f.path.endswith("glo30.tif") for f in ledger.files())
+    assert not any("ogcapi" in str(r) for r in bucket.server.log)  # NWIS skipped: no request
