@@ -35,7 +35,7 @@ import rasterio
 import xarray as xr
 from prefect import task
 from pyproj import Transformer
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -289,8 +289,18 @@ def read_on_grid(path: str, grid: AnalysisGrid, resampling: Resampling) -> np.nd
             r0, c0 = max(row, 0), max(col, 0)
             r1, c1 = min(row + grid.height, src.height), min(col + grid.width, src.width)
             if r1 > r0 and c1 > c0:
-                data = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
-                out[r0 - row : r1 - row, c0 - col : c1 - col] = data.astype(np.float32).filled(np.nan)
+                window = Window(c0, r0, c1 - c0, r1 - r0)
+                target = out[r0 - row : r1 - row, c0 - col : c1 - col]
+                if src.mask_flag_enums[0] == [MaskFlags.nodata] or \
+                        src.mask_flag_enums[0] == [MaskFlags.all_valid]:
+                    # No-data is a value (HyP3's 0): read as float32, no masked-array copies.
+                    data = src.read(1, window=window, out_dtype=np.float32)
+                    if src.nodata is not None:
+                        data[data == np.float32(src.nodata)] = np.nan
+                    target[...] = data
+                else:  # a mask band or alpha: let rasterio combine it
+                    masked = src.read(1, window=window, masked=True)
+                    target[...] = masked.astype(np.float32).filled(np.nan)
             return out
         with WarpedVRT(src, crs=grid.crs, transform=g, width=grid.width, height=grid.height,
                        resampling=resampling, src_nodata=src.nodata, nodata=np.nan,
