@@ -24,13 +24,30 @@ __all__ = [
 _CHUNK = 1 << 20
 
 
+def _fingerprint(stat: os.stat_result) -> dict[str, int]:
+    """What must be unchanged for a cached checksum to stand.
+
+    Size and mtime alone can be restored after an edit in place; the inode change time
+    (ctime) cannot be set back by a user (any write or ``utime`` call moves it), and the inode
+    number changes when a file is replaced by another.
+    """
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+            "inode": stat.st_ino, "device": stat.st_dev}
+
+
 def file_sha256(path: Path, cache: dict[str, Any] | None = None) -> str:
-    """SHA-256 of a file; ``cache`` maps ``path`` → ``{size, mtime_ns, sha256}`` to skip rehashing."""
+    """SHA-256 of a file's bytes.
+
+    ``cache`` maps ``path`` → the file's fingerprint (size, mtime, ctime, inode, device) and
+    its checksum: the bytes are hashed again whenever any of those changed, so an edit in
+    place with the size and mtime restored is still seen.
+    """
     stat = path.stat()
     key = str(path)
+    fingerprint = _fingerprint(stat)
     if cache is not None:
         hit = cache.get(key)
-        if hit and hit["size"] == stat.st_size and hit["mtime_ns"] == stat.st_mtime_ns:
+        if hit and all(hit.get(k) == v for k, v in fingerprint.items()):
             return hit["sha256"]
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -38,7 +55,7 @@ def file_sha256(path: Path, cache: dict[str, Any] | None = None) -> str:
             h.update(block)
     value = h.hexdigest()
     if cache is not None:
-        cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
+        cache[key] = {**fingerprint, "sha256": value}
     return value
 
 

@@ -11,7 +11,9 @@ Prefect's cache records were lost.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -60,26 +62,74 @@ def step_path(work_dir: str | Path, step: str, digest: str) -> Path:
     return Path(work_dir) / "steps" / step / digest[:16]
 
 
+def _tmp_prefix(final: Path) -> str:
+    return f".{final.name}.tmp-"
+
+
+def _owner_alive(tmp_name: str, prefix: str) -> bool:
+    """Whether the process that made a temporary step folder may still be writing it.
+
+    The name carries ``<host>-<pid>-<random>``: a folder of this host whose process is gone
+    is a leftover of a killed run; folders of other hosts (a shared work store) are left to
+    their own host.
+    """
+    try:
+        host, pid, _ = tmp_name[len(prefix):].rsplit("-", 2)
+        pid_n = int(pid)
+    except ValueError:
+        return False  # an older name without host and pid: no process can be writing it
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid_n, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Delete temporary folders of this step left by killed runs on this host."""
+    prefix = _tmp_prefix(final)
+    for old in final.parent.glob(prefix + "*"):
+        if old.is_dir() and not _owner_alive(old.name, prefix):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / COMPLETE).exists()
+
+
 @contextmanager
 def step_folder(work_dir: str | Path, step: str, digest: str):
     """Yield a :class:`StepDir`; write into ``.work`` unless ``.done``.
 
     On normal exit the temporary folder is renamed to its final name and marked complete; on
-    an exception it is removed and nothing final is touched.
+    an exception it is removed and nothing final is touched. When another process completed
+    the same step (same digest, so the same content) in the meantime, its folder is kept and
+    this one discarded: a completed step folder is never removed or replaced. Temporary
+    folders of killed runs of this step are removed first.
     """
     final = step_path(work_dir, step, digest)
-    if (final / COMPLETE).exists():
+    if _complete(final):
         yield StepDir(final, final, True)
         return
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    _remove_leftovers(final)
+    tmp = final.parent / f"{_tmp_prefix(final)}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         yield StepDir(tmp, final, False)
         (tmp / COMPLETE).write_text(digest + "\n")
-        if final.exists():  # an incomplete leftover of a crashed run
-            shutil.rmtree(final)
-        tmp.rename(final)
+        if not _complete(final):
+            if final.exists():  # an incomplete leftover of a crashed run (never a complete one)
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                tmp.rename(final)
+            except OSError:
+                if not _complete(final):  # not a concurrent completion: a real failure
+                    raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
