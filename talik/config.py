@@ -472,9 +472,52 @@ class DriverOptions(_Model):
         description="Factors correlated with the mean thaw-season deformation.",
     )
     growing_season: tuple[MonthDay, MonthDay] = Field(
-        default=("06-01", "08-31"), description="Growing season for NDVI means (MM-DD, MM-DD)."
+        default=("06-01", "08-31"),
+        description="Growing season for NDVI means (MM-DD, MM-DD), both days included.",
     )
     n_bins: int = Field(default=8, ge=2, le=50, description="Bins for binned means ± std.")
+    binning: Literal["equal_count", "equal_width"] = Field(
+        default="equal_count",
+        description="How a factor's bins are cut: 'equal_count' (quantiles, about the same number "
+        "of 1 km cells per bin) or 'equal_width' (equal steps between the factor's min and max).",
+    )
+    thaw_season: tuple[MonthDay, MonthDay] | None = Field(
+        default=None,
+        description="Thaw season (MM-DD, MM-DD; first day included, last excluded) of the thawing "
+        "index and the SWIR albedo mean; unset = the Sentinel-1 thaw season (sentinel1.thaw_onset "
+        "→ sentinel1.thaw_end), so the factors cover the days of the deformation.",
+    )
+    lst_band: Literal["LST_Day_1km", "LST_Night_1km"] = Field(
+        default="LST_Day_1km", description="MOD11A1 band the thawing index is computed from (°C)."
+    )
+    lst_min_valid_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Fewest cloud-free LST days, as a fraction of the thaw season's days, for a "
+        "pixel-year's thawing index (fewer: no value for that pixel and year).",
+    )
+    deformation: Literal["vertical", "los"] = Field(
+        default="vertical",
+        description="Which mean thaw-season deformation of the Sentinel-1 product is correlated: "
+        "'vertical' (thaw_season_deformation_mean_vertical) or 'los', mm.",
+    )
+    min_cell_coverage: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Fewest valid deformation pixels in an aggregation cell, as a fraction of the "
+        "cell's area (0–1); cells with less are left out of the correlations.",
+    )
+
+    @model_validator(mode="after")
+    def _seasons_in_order(self) -> DriverOptions:
+        seasons = {"growing_season": self.growing_season, "thaw_season": self.thaw_season}
+        for name, season in seasons.items():
+            if season is not None and season[0] >= season[1]:
+                raise ValueError(f"{name}: the first day must come before the last within a "
+                                 f"calendar year, got {season[0]} → {season[1]}")
+        return self
 
 
 class RecessionOptions(_Model):

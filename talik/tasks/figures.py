@@ -219,3 +219,77 @@ def attribution_figure(predictions: pd.DataFrame, predictors: pd.DataFrame, summ
     axes[1].set_xlabel("r with Ks (before)")
     axes[1].set_xlim(-1, 1)
     return _save(fig, path)
+
+
+# ----------------------------------------------------------------- environmental drivers
+DRIVER_LABELS = {
+    "thawing_index": "thawing index (°C·d)",
+    "slope": "slope (°)",
+    "ndvi": "growing-season NDVI",
+    "ground_ice": "ground-ice content",
+    "swir_albedo": "thaw-season SWIR albedo",
+}
+
+
+def drivers_binned_figure(table: pd.DataFrame, binned: pd.DataFrame, path: Path) -> Path:
+    """|R| of each factor with the deformation, and deformation mean ± std per bin (Fig. 12)."""
+    ok = table[table["status"] == "ok"]
+    factors = list(ok["factor"])
+    n = len(factors) + 1
+    ncols = min(3, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows),
+                             constrained_layout=True, squeeze=False)
+    flat = axes.ravel()
+    bars = flat[0]
+    colors = np.where(ok["r"].to_numpy() < 0, "tab:blue", "tab:red")
+    bars.bar([DRIVER_LABELS.get(f, f).split(" (")[0] for f in factors], ok["abs_r"], color=colors)
+    bars.set_ylabel("|R| with thaw-season deformation")
+    bars.set_ylim(0, 1)
+    bars.tick_params(axis="x", labelrotation=35, labelsize=8)
+    bars.set_title("(a) |R| (blue: more factor, more subsidence)", fontsize=9)
+    for k, factor in enumerate(factors, start=1):
+        ax = flat[k]
+        b = binned[binned["factor"] == factor]
+        ax.errorbar(b["factor_mean"], b["deformation_mean"], yerr=b["deformation_std"], fmt="o-",
+                    ms=4, capsize=3, color="k")
+        row = ok[ok["factor"] == factor].iloc[0]
+        ax.set_title(f"({chr(ord('a') + k)}) R = {row['r']:.2f}, p = {row['p']:.2g}, "
+                     f"n = {int(row['n'])}", fontsize=9)
+        ax.set_xlabel(DRIVER_LABELS.get(factor, factor))
+        ax.set_ylabel("deformation (mm)")
+        ax.grid(alpha=0.3)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def drivers_maps_figure(ds: xr.Dataset, factors: list[str], path: Path) -> Path:
+    """Maps of the thaw-season deformation and each factor on the aggregation cells (Fig. 13)."""
+    names = ["thaw_season_deformation", *factors]
+    ncols = min(3, len(names))
+    nrows = int(np.ceil(len(names) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows),
+                             constrained_layout=True, squeeze=False)
+    flat = axes.ravel()
+    x_km, y_km = ds["x"].values / 1000.0, ds["y"].values / 1000.0
+    for k, name in enumerate(names):
+        ax = flat[k]
+        values = ds[name].values
+        is_def = name == "thaw_season_deformation"
+        if is_def:
+            lim = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+            mesh = ax.pcolormesh(x_km, y_km, values, cmap="RdBu", vmin=-lim, vmax=lim,
+                                 shading="nearest")
+        else:
+            mesh = ax.pcolormesh(x_km, y_km, values, cmap="viridis", shading="nearest")
+        label = "mm" if is_def else DRIVER_LABELS.get(name, name)
+        fig.colorbar(mesh, ax=ax, label=label, shrink=0.85)
+        ax.set_title(f"({chr(ord('a') + k)}) "
+                     + ("thaw-season deformation" if is_def else label.split(" (")[0]), fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xlabel("easting (km)")
+        ax.set_ylabel("northing (km)")
+    for ax in flat[len(names):]:
+        ax.set_visible(False)
+    return _save(fig, path)
