@@ -79,3 +79,36 @@ def test_concurrent_completions_leave_one_complete_folder(tmp_path):
         t.join()
     final = step_path(tmp_path, "s", "f" * 64)
     assert not errors and (final / COMPLETE).exists() and final.joinpath("v").read_text() == "same"
+
+
+# --- bad inputs that ended in tracebacks ------------------------------------------------------
+def test_discharge_with_an_empty_flow_column_or_a_header_only_is_refused(tmp_path):
+    import pytest
+
+    from talik.errors import InputError
+    from talik.tasks.readers.tables import read_discharge
+
+    empty_flow = tmp_path / "q.csv"
+    empty_flow.write_text("date,discharge_m3s\n2001-01-01,\n2001-01-02,-999\n")
+    with pytest.raises(InputError, match=r"q\.csv: column 'discharge_m3s'.*no value in 2 rows"):
+        read_discharge(empty_flow)
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("date,discharge_m3s\n")
+    with pytest.raises(InputError, match=r"h\.csv: \(rows\).*no data rows"):
+        read_discharge(header_only)
+
+
+def test_era5_variable_all_nan_names_file_and_variable(tiny_world, tmp_path):
+    import numpy as np
+    import pytest
+    import xarray as xr
+
+    from talik.errors import InputError
+    from talik.tasks.readers.era5 import read_era5_land
+
+    ds = xr.open_dataset(tiny_world / "era5land_monthly.nc").load()
+    ds["tp"] = ds["tp"] * np.nan
+    bad = tmp_path / "era5_nan.nc"
+    ds.to_netcdf(bad)
+    with pytest.raises(InputError, match=r"era5_nan\.nc: variables \['tp'\].*all NaN"):
+        read_era5_land(bad)

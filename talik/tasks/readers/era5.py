@@ -71,6 +71,10 @@ def read_era5_land(path: str | Path) -> xr.Dataset:
     missing = [v for v in ERA5_VARIABLES if v not in ds.data_vars]
     if missing:
         raise InputError(path, f"variables {missing}", f"all of {list(ERA5_VARIABLES)}")
+    empty = [v for v in ERA5_VARIABLES if not bool(ds[v].notnull().any())]
+    if empty:
+        raise InputError(path, f"variables {empty}", "values (ERA5-Land fields over the area)",
+                         "all NaN (no data: check the request's area and dates)")
     times = pd.DatetimeIndex(ds["time"].values)
     if len(times) < 2:
         raise InputError(path, "time", "at least two time steps")

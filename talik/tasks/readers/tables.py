@@ -132,6 +132,9 @@ def read_discharge(
             raise InputError(path, f"column {col!r}",
                              f"a column named {col!r} (found {list(frame.columns)})")
     counts = {"rows": len(frame)}
+    if frame.empty:
+        raise InputError(path, "(rows)", "at least one row of daily discharge below the header",
+                         "no data rows")
 
     # Dates: refuse the first row that does not parse.
     if len(date_cols) == 1:
@@ -169,6 +172,10 @@ def read_discharge(
                          f"a flow >= 0 in {units} (negative flows are not physical)",
                          float(values.iloc[i]))
     counts["missing"] = int((empty | sentinel).sum())
+    if not values.notna().any():
+        raise InputError(path, f"column {flow_column!r}", "daily flows (numbers >= 0)",
+                         f"no value in {len(frame)} rows (all empty or missing-value sentinels "
+                         f"{list(missing_values)})")
     zero = values == 0
     counts["zero_masked"] = int(zero.sum())
     values = values.mask(zero)
