@@ -63,7 +63,7 @@ __all__ = [
     "valid_fraction",
 ]
 
-SUBGRID_PER_SOURCE_CELL = 4
+SUBGRID_PER_SOURCE_CELL = 8
 """Sub-grid points per source-cell side when resampling a foreign grid onto cells."""
 
 
