@@ -81,11 +81,70 @@ def config_defaults() -> None:
     typer.echo(defaults_toml())
 
 
-def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None):
-    from talik.flows.monitor import monitor
+class _UserErrorsWithoutTraceback:
+    """A logging filter: bad-input and service errors keep their message, not their traceback.
 
-    _load(study)  # fail early with a clear message
-    return monitor(study=str(study.resolve()), refresh=refresh, skip_sources=skip_sources)
+    The traceback is about talik's call stack, not the user's file; ``--debug`` keeps it.
+    """
+
+    def filter(self, record) -> bool:  # noqa: A003 - the logging.Filter protocol
+        from talik.errors import InputError
+        from talik.tasks.ingest.common import PermanentServiceError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (InputError, PermanentServiceError)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _user_errors_briefly(debug: bool) -> None:
+    """Install :class:`_UserErrorsWithoutTraceback` on every handler (unless ``debug``)."""
+    import logging
+
+    if debug:
+        return
+    quiet = _UserErrorsWithoutTraceback()
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "talik"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(quiet)
+
+
+def _check_local_inputs(cfg) -> None:
+    """Refuse a local study whose configured inputs do not exist, before anything starts.
+
+    Inputs an enabled ``[ingest]`` source is about to fetch are not required yet.
+    """
+    from talik.config import LocalSource
+    from talik.tasks.ingest.local import source_locations
+
+    if not isinstance(cfg.source, LocalSource):
+        return
+    fetched = {"hyp3": cfg.ingest.hyp3.enabled, "modis": cfg.ingest.earthengine.enabled,
+               "era5": cfg.ingest.cds.enabled, "dem": cfg.ingest.dem.enabled,
+               "discharge": cfg.ingest.nwis.enabled}
+    for role, path in source_locations(cfg.source).items():
+        if not path.exists() and not fetched.get(role, False):
+            _fail(f"{path}: source.{role}: expected an existing file or folder")
+
+
+def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None, debug: bool = False):
+    from talik.errors import InputError
+    from talik.flows.monitor import monitor
+    from talik.tasks.ingest.common import PermanentServiceError
+
+    cfg = _load(study)  # fail early with a clear message
+    _check_local_inputs(cfg)
+    _user_errors_briefly(debug)
+    try:
+        return monitor(study=str(study.resolve()), refresh=refresh, skip_sources=skip_sources)
+    except (InputError, PermanentServiceError) as exc:
+        if debug:
+            raise
+        _fail(f"{exc}\n(nothing was published; rerun with --debug for the traceback)")
+
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of input and service "
+                                                         "errors (hidden otherwise).")]
 
 
 SOURCES = ("asf", "esa", "earthengine", "cds", "dem", "nwis")
@@ -107,25 +166,32 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and
 @app.command()
 def run(study: StudyArg,
         refresh: Annotated[bool, typer.Option(help="Recompute cached steps.")] = False,
-        quiet: QuietOpt = False, skip: SkipOpt = None) -> None:
+        quiet: QuietOpt = False, skip: SkipOpt = None, debug: DebugOpt = False) -> None:
     """Run the monitor flow for STUDY: ingest → stage → time series → publish."""
     skip = _check_sources(skip)
     if quiet:  # before Prefect is imported: its console handler reads the level once
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    outcome = _run(study, refresh, skip)
+    outcome = _run(study, refresh, skip, debug)
     _print_outcome(outcome, steps=not quiet)
 
 
 @app.command()
-def ingest(study: StudyArg, skip: SkipOpt = None) -> None:
+def ingest(study: StudyArg, skip: SkipOpt = None, debug: DebugOpt = False) -> None:
     """Fetch what is new from the services STUDY enables (its ingest sections); no processing."""
     skip = _check_sources(skip)
     cfg = _load(study)
     if not cfg.ingest.any_enabled:
         _fail(f"{study}: no [ingest] source is enabled (set e.g. [ingest.asf] enabled = true)")
     from talik.flows.ingest import ingest_flow
+    from talik.tasks.ingest.common import PermanentServiceError
 
-    summary = ingest_flow(cfg, skip)
+    _user_errors_briefly(debug)
+    try:
+        summary = ingest_flow(cfg, skip)
+    except PermanentServiceError as exc:
+        if debug:
+            raise
+        _fail(f"{exc}\n(rerun with --debug for the traceback)")
     typer.echo(json.dumps(summary, indent=1, default=str))
 
 
@@ -174,10 +240,11 @@ def _print_outcome(outcome, steps: bool = True) -> None:
 
 @app.command()
 def demo(study: StudyOpt = DEMO_STUDY,
-         refresh: Annotated[bool, typer.Option(help="Recompute cached steps.")] = False) -> None:
+         refresh: Annotated[bool, typer.Option(help="Recompute cached steps.")] = False,
+         debug: DebugOpt = False) -> None:
     """Generate the demo world (first time), run the whole pipeline, compare with the truth."""
     started = time.time()
-    outcome = _run(study, refresh)
+    outcome = _run(study, refresh, debug=debug)
     _print_outcome(outcome)
     report = Path(outcome.release.path) / "report.md"
     typer.echo("")

@@ -112,3 +112,43 @@ def test_era5_variable_all_nan_names_file_and_variable(tiny_world, tmp_path):
     ds.to_netcdf(bad)
     with pytest.raises(InputError, match=r"era5_nan\.nc: variables \['tp'\].*all NaN"):
         read_era5_land(bad)
+
+
+def test_cli_refuses_a_missing_input_first_without_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from talik.cli import app
+    from tests.conftest import STORES_AND_SENSORS
+
+    study = tmp_path / "s.toml"
+    study.write_text('name = "bad"\ntitle = "bad"\n[aoi]\nname = "x"\n[source]\nkind = "local"\n'
+                     'hyp3_dir = "nowhere"\n'
+                     + STORES_AND_SENSORS.format(work=tmp_path / "w", releases=tmp_path / "r"))
+    result = CliRunner().invoke(app, ["run", str(study)])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == (
+        f"error: {tmp_path / 'nowhere'}: source.hyp3: expected an existing file or folder")
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+
+
+def test_user_error_records_lose_their_traceback_but_not_their_message():
+    import logging
+
+    from talik.cli import _UserErrorsWithoutTraceback
+    from talik.errors import InputError
+
+    try:
+        raise InputError("q.csv", "column 'flow'", "numbers")
+    except InputError:
+        record = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1,
+                                   "Task run failed with exception: %s", ("InputError(...)",),
+                                   sys.exc_info())
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        bug = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", (),
+                                sys.exc_info())
+    quiet = _UserErrorsWithoutTraceback()
+    assert quiet.filter(record) and record.exc_info is None
+    assert "InputError" in record.getMessage()
+    assert quiet.filter(bug) and bug.exc_info is not None  # a real bug keeps its traceback
