@@ -290,3 +290,24 @@ def test_missing_modis_inputs_leave_those_factors_not_computed(drivers_run, tmp_
     out = drivers_assessment.fn(cfg, inputs, s1, rasters, str(tmp_path / "work"))
     assert list(out.summary["not_computed"]) == ["ndvi"]
     assert "NDVI" in out.summary["not_computed"]["ndvi"]
+
+
+def test_pipeline_product_recovers_the_same_signs(drivers_run, science_report):
+    """The drivers step on the Sentinel-1 chain's own product (not the truth), end to end."""
+    from talik.tasks.drivers import drivers_assessment
+    from talik.tasks.sentinel1 import sentinel1_timeseries
+    from talik.tasks.stage import stage_gacos, stage_pairs, stage_sentinel1
+
+    cfg, inputs, _, rasters, _, _ = drivers_run
+    work = str(cfg.stores.work_dir)
+    s1_staged = stage_sentinel1.fn(inputs, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
+    s1 = sentinel1_timeseries.fn(s1_staged, rasters, stage_gacos.fn(inputs, s1_staged, work),
+                                 stage_pairs.fn(inputs, s1_staged, work), cfg.sentinel1,
+                                 cfg.sensors["alos2"].platform, work, "drivers test")
+    out = drivers_assessment.fn(cfg, inputs, s1, rasters, work)
+    for factor, stat in out.summary["factors"].items():
+        science_report.append(f"drivers (1 km, Sentinel-1 product): {factor:13s} "
+                              f"R = {stat['r']:+.2f} (p = {stat['p']:.1g}, n = {stat['n']})")
+    factors = out.summary["factors"]
+    for factor, sign in {"ground_ice": -1, "ndvi": -1, "slope": +1, "swir_albedo": +1}.items():
+        assert np.sign(factors[factor]["r"]) == sign and factors[factor]["p"] < 0.01, factor
