@@ -212,3 +212,50 @@ def test_secrets_are_masked_in_logs_and_urls(monkeypatch, caplog):
     assert token not in scrub_url(f"https://u:{token}@h.example/p?access_token={token}")
     register_secret("line-one-secret\nline-two-secret")
     assert redact("a line-two-secret b") == "a *** b"
+
+
+# ----------------------------------------------------------------------- review findings
+def test_a_download_that_keeps_failing_makes_attempts_requests_not_their_square(tmp_path, httpserver):
+    """One retry layer: [ingest.retries] attempts = 4 means 4 requests, not 4 × 4."""
+    httpserver.expect_request("/f.zip").respond_with_data("busy", status=503)
+    store = RawStore(tmp_path, Ledger(tmp_path / "l.sqlite"), FAST)
+    with pytest.raises(TransientServiceError, match="HTTP 503"):
+        store.fetch(httpserver.url_for("/f.zip"), tmp_path / "f.zip", "test")
+    assert len(httpserver.log) == FAST.attempts
+
+
+def test_http_session_caps_retry_after_at_max_backoff():
+    from talik.tasks.ingest.common import http_session
+
+    session = http_session(RetryOptions(attempts=3, backoff_s=0.01, max_backoff_s=5.0))
+    retry = session.get_adapter("https://x.example").max_retries
+    assert retry.parse_retry_after("86400") == 5.0  # a day-long Retry-After waits 5 s, not a day
+
+
+def test_a_secret_in_a_logged_traceback_is_masked(monkeypatch, caplog):
+    monkeypatch.setenv("CDSAPI_KEY", "cds-planted-key-0123456789")
+    key = require_credential("cds_key", "CDS")
+    log = logging.getLogger("talik.test")
+    with caplog.at_level(logging.INFO):
+        try:
+            raise RuntimeError(f"client said: bad key {key}")
+        except RuntimeError:
+            log.exception("the call failed")
+    assert "the call failed" in caplog.text and "bad key ***" in caplog.text
+    assert key not in caplog.text
+
+
+def test_partial_longer_than_the_file_is_not_taken_for_complete(tmp_path, httpserver):
+    """A 416 on resume (the partial is as long as, or longer than, the file) is checked."""
+    def handler(request: Request) -> Response:
+        rng = request.headers.get("Range")
+        start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+        if start >= len(PAYLOAD):
+            return Response("", status=416, headers={"Content-Range": f"bytes */{len(PAYLOAD)}"})
+        return Response(PAYLOAD[start:], status=206 if rng else 200)
+
+    httpserver.expect_request("/f.zip").respond_with_handler(handler)
+    store = RawStore(tmp_path, Ledger(tmp_path / "l.sqlite"), FAST)
+    (tmp_path / ".f.zip.partial").write_bytes(PAYLOAD + b"junk from an older version")
+    got = store.fetch(httpserver.url_for("/f.zip"), tmp_path / "f.zip", "test")
+    assert got.path.read_bytes() == PAYLOAD

@@ -356,3 +356,48 @@ def test_bad_zip_twice_fails_naming_the_file(tmp_path, fake_hyp3):
         download_products(cfg, ledger, store)
     assert not any(Path(cfg.source.hyp3_dir).iterdir())  # no unreadable zip left for the reader
     assert ledger.pairs()[0].state == "succeeded"
+
+
+# ----------------------------------------------------------------------- concurrent runs
+def test_second_run_while_one_orders_orders_nothing(tmp_path, fake_hyp3):
+    """Two runs (two processes) on one ledger: the one without the lease sends nothing."""
+    from talik.tasks.ingest.hyp3 import LEASE, LEASE_TTL
+
+    cfg, ledger = _setup(tmp_path, fake_hyp3)
+    plan_orders(cfg, ledger)
+    other = Ledger(ledger.path)  # the other run, mid-way through its own order
+    with other.lease(LEASE, LEASE_TTL):
+        out = order_pairs(cfg, ledger)
+        assert out["n_ordered"] == 0 and "held by another run" in out["busy"]
+        assert fake_hyp3.posted_jobs() == [] and set(_states(ledger)) == {"planned"}
+        assert poll_jobs(cfg, ledger)["n_checked"] == 0
+    assert order_pairs(cfg, ledger)["n_ordered"] == 4  # released: the next run orders
+    assert len(fake_hyp3.jobs) == 4
+
+
+def test_lease_of_a_dead_or_expired_run_is_taken_over(tmp_path):
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    from talik.tasks.ingest.ledger import LeaseHeldError
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(gone.stdout)
+    with sqlite3.connect(ledger.path) as db:  # a killed run on this host left its lease
+        db.execute("INSERT INTO leases VALUES ('x', 'o1', ?, ?, '2999-01-01T00:00:00+00:00')",
+                   (__import__("socket").gethostname(), dead_pid))
+        db.execute("INSERT INTO leases VALUES ('y', 'o2', 'another-host', 1, "
+                   "'2000-01-01T00:00:00+00:00')")  # expired, elsewhere
+        db.execute("INSERT INTO leases VALUES ('z', 'o3', 'another-host', 1, "
+                   "'2999-01-01T00:00:00+00:00')")  # live, elsewhere
+    for name in ("x", "y"):
+        with ledger.lease(name, dt.timedelta(minutes=1)) as renew:
+            renew()
+    with pytest.raises(LeaseHeldError, match="another-host"):
+        with ledger.lease("z", dt.timedelta(minutes=1)):
+            pass
+    assert os.getpid() != dead_pid

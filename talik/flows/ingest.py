@@ -82,7 +82,7 @@ def order_hyp3(cfg: StudyConfig) -> dict[str, Any]:
     ledger, _ = _store(cfg)
     planned = plan_orders(cfg, ledger)
     ordered = order_pairs(cfg, ledger)
-    step_logger().info("HyP3: %s new pairs planned; ordered: %s", planned.get("n_new"), ordered)
+    step_logger().info("HyP3: %s new pairs planned; ordered: %s", planned.get("n_new_pairs"), ordered)
     return {"planned": planned, "ordered": ordered}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import re
 import threading
@@ -212,6 +213,31 @@ def redact(text: str) -> str:
     return _SECRET_IN_QUERY.sub(r"\1" + _MASK, text)
 
 
+_TRACEBACKS = logging.Formatter()
+
+
+def _redact_traceback(record: logging.LogRecord) -> None:
+    """Mask secrets in a record's traceback and stack text too.
+
+    ``log.exception`` and Prefect's "Task run failed" records carry a traceback, and a client
+    exception may quote a key or a signed URL. When anything was masked, the formatted and
+    masked text replaces the exception itself (``exc_text``; ``exc_info`` cleared), so no
+    handler or formatter formats the original.
+    """
+    try:
+        if record.exc_info and record.exc_info[0] is not None:
+            text = _TRACEBACKS.formatException(record.exc_info)
+            clean = redact(text)
+            if clean != text:
+                record.exc_info, record.exc_text = None, clean
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+    except Exception:  # noqa: BLE001 - never lose a log record over its traceback
+        return
+
+
 def install_redaction() -> None:
     """Make every log record of the process pass through :func:`redact` (idempotent).
 
@@ -234,6 +260,7 @@ def install_redaction() -> None:
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, ()
+        _redact_traceback(record)
         return record
 
     logging.setLogRecordFactory(factory)
@@ -345,19 +372,36 @@ def retrying(options: RetryOptions, service: str,
                           before_sleep=before_sleep, reraise=True)
 
 
-def http_session(options: RetryOptions, allowed_methods: Iterable[str] = ("GET", "HEAD")) -> Any:
-    """A ``requests.Session`` whose adapters retry transient statuses (Retry-After honoured)."""
+def http_session(options: RetryOptions, allowed_methods: Iterable[str] = ("GET", "HEAD"),
+                 retry: bool = True) -> Any:
+    """A ``requests.Session`` whose adapters retry transient statuses (Retry-After honoured).
+
+    A Retry-After is waited at most ``options.max_backoff_s``. ``retry=False`` gives adapters
+    that never retry: for callers that retry themselves with :func:`retrying` (one retry layer,
+    so ``attempts`` means attempts, not attempts squared).
+    """
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
-    retry = Retry(total=options.attempts - 1, connect=options.attempts - 1,
-                  read=options.attempts - 1, status=options.attempts - 1,
-                  backoff_factor=options.backoff_s / 2, backoff_max=options.max_backoff_s,
-                  status_forcelist=sorted(TRANSIENT_STATUS), allowed_methods=frozenset(allowed_methods),
-                  respect_retry_after_header=True, raise_on_status=False)
+    if not retry:
+        session = requests.Session()
+        adapter = HTTPAdapter(max_retries=Retry(0, read=False, raise_on_status=False))
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+    policy: dict[str, Any] = dict(
+        total=options.attempts - 1, connect=options.attempts - 1, read=options.attempts - 1,
+        status=options.attempts - 1, backoff_factor=options.backoff_s / 2,
+        backoff_max=options.max_backoff_s, status_forcelist=sorted(TRANSIENT_STATUS),
+        allowed_methods=frozenset(allowed_methods), respect_retry_after_header=True,
+        raise_on_status=False)
+    try:  # urllib3 >= 2.6 caps Retry-After itself (its default cap is 6 hours)
+        retry_policy = Retry(**policy, retry_after_max=max(1, math.ceil(options.max_backoff_s)))
+    except TypeError:  # older urllib3: no cap to set; do not wait for Retry-After at all
+        retry_policy = Retry(**{**policy, "respect_retry_after_header": False})
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = HTTPAdapter(max_retries=retry_policy)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

@@ -81,7 +81,7 @@ def tiles_for_bbox(bbox: Sequence[float]) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------------------------ tiles
 def _recording_session(retries: RetryOptions) -> tuple[Any, dict[str, int]]:
     """A retrying ``requests`` session that remembers the final HTTP status of each URL."""
-    session = http_session(retries)
+    session = http_session(retries, retry=False)  # RawStore.fetch retries (one retry layer)
     statuses: dict[str, int] = {}
     plain_get = session.get
 
@@ -113,23 +113,20 @@ def _fetch_tile(store: RawStore, url: str, dest: Path, name: str, session: Any,
     """Download one tile (or find it verified in place); an interrupted body is resumed.
 
     :meth:`RawStore.fetch` keeps the ``.partial`` file when the connection breaks mid-body
-    (``requests`` raises ``ChunkedEncodingError``, which its own retries do not cover); calling
-    it again resumes from the bytes already there with a ``Range`` request.
+    (``requests`` raises ``ChunkedEncodingError``) and resumes it with a ``Range`` request, up
+    to ``[ingest.retries] attempts`` times; a tile that downloads but does not decode is
+    fetched again, up to ``attempts`` downloads.
     """
     import requests
 
     query = {"tile": name}
     for attempt in range(1, attempts + 1):
-        try:
+        try:  # RawStore.fetch already resumes a broken-off body ``attempts`` times
             download = store.fetch(url, dest, SOURCE, query, session=session)
         except requests.exceptions.ChunkedEncodingError as exc:
-            if attempt == attempts:
-                raise PermanentServiceError(
-                    f"GLO-30: the download of {scrub_url(url)} broke off {attempts} times; "
-                    f"last: {exc}") from None
-            logger.warning("GLO-30: download of %s broke off (%s); resuming (attempt %d of %d)",
-                           name, exc, attempt + 1, attempts)
-            continue
+            raise PermanentServiceError(
+                f"GLO-30: the download of {scrub_url(url)} broke off {attempts} times; "
+                f"last: {exc}") from None
         if not download.downloaded:
             return download
         problem = _readable_tile(dest)

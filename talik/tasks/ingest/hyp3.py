@@ -6,7 +6,8 @@ Four steps, each safe to rerun and each returning a JSON-able summary:
 :func:`order_pairs`       planned pairs → HyP3 jobs, within the credits HyP3 reports *and* the
                           study's monthly budget; crash-safe (see below)
 :func:`poll_jobs`         job states refreshed one by one (``GET /jobs/{id}``); failed jobs
-                          resubmitted a bounded number of times
+                          resubmitted a bounded number of times; one run at a time
+                          (a ledger lease), so two runs never order a pair twice
 :func:`download_products` product zips into ``[source] hyp3_dir``, soonest-expiring first,
                           checked by the HyP3 product reader
 
@@ -53,7 +54,7 @@ from talik.tasks.ingest.common import (
     require_credential,
     retrying,
 )
-from talik.tasks.ingest.ledger import JobEntry, Ledger, PairEntry, utc_now
+from talik.tasks.ingest.ledger import JobEntry, LeaseHeldError, Ledger, PairEntry, utc_now
 from talik.tasks.ingest.rawstore import RawStore
 
 __all__ = [
@@ -81,6 +82,14 @@ MAX_JOBS_PER_REQUEST = 200
 MAX_BURSTS = 15
 """Most bursts per date an INSAR_ISCE_MULTI_BURST job takes."""
 _DATE = re.compile(r"_(\d{8})T\d{6}")
+LEASE = "hyp3-orders"
+"""Ledger lease held while a run reads the pairs, checks the budget, sends orders or polls."""
+LEASE_TTL = dt.timedelta(hours=1)
+"""How long the lease outlives its last renewal (renewed before every batch and every job)."""
+
+
+def _no_renew() -> None:
+    return None
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -348,8 +357,12 @@ def _submit(cfg: StudyConfig, ledger: Ledger, hyp3: Any, batch: list[PairEntry])
     return len(jobs), []
 
 
-def _order(cfg: StudyConfig, ledger: Ledger, hyp3: Any, pairs: Sequence[PairEntry]) -> dict[str, Any]:
-    """Order ``pairs`` oldest first, as many as the credits allow, in batches."""
+def _order(cfg: StudyConfig, ledger: Ledger, hyp3: Any, pairs: Sequence[PairEntry],
+           renew: Callable[[], None] = _no_renew) -> dict[str, Any]:
+    """Order ``pairs`` oldest first, as many as the credits allow, in batches.
+
+    Called with the ledger's :data:`LEASE` held (``renew`` keeps it).
+    """
     options = cfg.ingest.hyp3
     pairs = sorted(pairs, key=lambda p: (pair_dates(p), p.reference, p.secondary))
     budget = _credits(cfg, ledger, hyp3) if pairs else {}
@@ -375,6 +388,7 @@ def _order(cfg: StudyConfig, ledger: Ledger, hyp3: Any, pairs: Sequence[PairEntr
     size = min(options.submit_batch_size, MAX_JOBS_PER_REQUEST)
     n_sent, refused, n_batches = 0, [], 0
     for start in range(0, len(fits), size):
+        renew()
         try:
             sent, bad = _submit(cfg, ledger, hyp3, fits[start:start + size])
         except _OutOfCredits as exc:
@@ -402,9 +416,16 @@ def order_pairs(cfg: StudyConfig, ledger: Ledger) -> dict[str, Any]:
     at HyP3 by job name (``n_recovered``); those never delivered are sent under the same name.
     """
     hyp3 = connect(cfg)
-    recovered, unsent = _recover_submitting(cfg, ledger, hyp3)
-    planned = ledger.pairs(cfg.ingest.hyp3.job_type, ["planned"])
-    summary = _order(cfg, ledger, hyp3, [*unsent, *planned])
+    try:
+        with ledger.lease(LEASE, LEASE_TTL) as renew:
+            recovered, unsent = _recover_submitting(cfg, ledger, hyp3)
+            planned = ledger.pairs(cfg.ingest.hyp3.job_type, ["planned"])
+            summary = _order(cfg, ledger, hyp3, [*unsent, *planned], renew)
+    except LeaseHeldError as exc:
+        logger.warning("HyP3: nothing ordered by this run: %s", exc)
+        return {"n_ordered": 0, "n_batches": 0, "credits_estimated": 0.0, "n_deferred": 0,
+                "deferred": [], "deferred_reason": None, "refused": [], "credits": {},
+                "n_recovered": 0, "busy": str(exc)}
     summary["n_recovered"] = recovered
     logger.info("HyP3: %d jobs ordered, %d recovered, %d deferred", summary["n_ordered"], recovered,
                 summary["n_deferred"])
@@ -419,9 +440,23 @@ def poll_jobs(cfg: StudyConfig, ledger: Ledger) -> dict[str, Any]:
     ``failed`` and submitted again as a new job while ``attempts <= max_resubmits`` (the first
     submission is attempt 1), else ``abandoned``. ``n_running`` counts jobs still pending or
     running, resubmissions included: poll again while it is above 0.
+
+    Runs with the ledger's :data:`LEASE` held; while another run holds it nothing is
+    refreshed and ``n_running`` is the number of submitted pairs (so the caller polls again).
     """
-    options = cfg.ingest.hyp3
     hyp3 = connect(cfg)
+    try:
+        with ledger.lease(LEASE, LEASE_TTL) as renew:
+            return _poll(cfg, ledger, hyp3, renew)
+    except LeaseHeldError as exc:
+        logger.warning("HyP3: not polled by this run: %s", exc)
+        submitted = ledger.pairs(cfg.ingest.hyp3.job_type, ["submitted"])
+        return {"n_checked": 0, "n_succeeded": 0, "n_failed": 0, "n_running": len(submitted),
+                "n_abandoned": 0, "n_resubmitted": 0, "busy": str(exc)}
+
+
+def _poll(cfg: StudyConfig, ledger: Ledger, hyp3: Any, renew: Callable[[], None]) -> dict[str, Any]:
+    options = cfg.ingest.hyp3
     jobs = {j.name: j for j in ledger.jobs()}
     counts = {"n_checked": 0, "n_succeeded": 0, "n_failed": 0, "n_running": 0, "n_abandoned": 0,
               "n_resubmitted": 0}
@@ -433,6 +468,7 @@ def poll_jobs(cfg: StudyConfig, ledger: Ledger) -> dict[str, Any]:
                            pair.job_name)
             ledger.set_pair(pair.reference, pair.secondary, pair.job_type, "planned")
             continue
+        renew()
         job = _call(cfg, "job refresh", hyp3.get_job_by_id, entry.job_id)
         ledger.upsert_job(_job_entry(job, pair, entry.credit_cost))
         counts["n_checked"] += 1
@@ -455,7 +491,7 @@ def poll_jobs(cfg: StudyConfig, ledger: Ledger) -> dict[str, Any]:
         logger.warning("HyP3: pair %s abandoned after %d failed jobs", _label(pair), pair.attempts)
     counts["n_abandoned"] = len(abandoned)
     if retry:
-        resubmitted = _order(cfg, ledger, hyp3, retry)
+        resubmitted = _order(cfg, ledger, hyp3, retry, renew)
         counts["n_resubmitted"] = resubmitted["n_ordered"]
         counts["n_running"] += resubmitted["n_ordered"]
         counts["resubmission"] = resubmitted

@@ -12,6 +12,9 @@ waits for a writer and a killed writer loses at most its open transaction). Tabl
                 (no credentials), size, SHA-256, time and whether it is provisional
 ``requests``    queued requests of other services (CDS, Earth Engine exports): key, remote id,
                 state, result file
+``leases``      who is ordering right now (:meth:`Ledger.lease`): one run at a time reads the
+                pairs, checks the budget and sends orders, so two runs (two processes, two
+                machines) never order the same pair twice nor spend the same credits twice
 
 A pair is marked ``submitting`` with its job name *before* the order is sent: a run killed
 between sending and recording finds the order by name at the service and never sends it twice.
@@ -23,15 +26,22 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
+import socket
 import sqlite3
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from talik.tasks.ingest.common import SceneRecord, redact, scrub_url
 
-__all__ = ["FileEntry", "JobEntry", "Ledger", "PairEntry", "RequestEntry", "utc_now"]
+__all__ = ["FileEntry", "JobEntry", "Ledger", "LeaseHeldError", "PairEntry", "RequestEntry", "utc_now"]
+
+
+class LeaseHeldError(RuntimeError):
+    """Another live run holds the lease asked for (its owner and expiry are in the message)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scenes (
@@ -54,6 +64,9 @@ CREATE TABLE IF NOT EXISTS requests (
     key TEXT PRIMARY KEY, source TEXT NOT NULL, request TEXT NOT NULL, remote_id TEXT,
     state TEXT NOT NULL, result TEXT, provisional INTEGER NOT NULL DEFAULT 0,
     submitted_at TEXT, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    expires_at TEXT NOT NULL);
 """
 
 PAIR_STATES = ("planned", "submitting", "submitted", "succeeded", "downloaded", "failed",
@@ -71,6 +84,17 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -160,6 +184,41 @@ class Ledger:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    # -------------------------------------------------------------------------- leases
+    @contextlib.contextmanager
+    def lease(self, name: str, ttl: dt.timedelta) -> Iterator[Callable[[], None]]:
+        """Hold the lease ``name`` for the block (raise :class:`LeaseHeldError` if another run does).
+
+        A lease another run left behind is taken over once it has expired, or at once when
+        its process is gone (same host, pid no longer running): a killed run never blocks
+        the next one for longer than ``ttl``. The block receives ``renew()``, which pushes
+        the expiry ``ttl`` ahead again (call it between long steps) and raises
+        :class:`LeaseHeldError` if the lease was lost meanwhile.
+        """
+        owner, host, pid = uuid.uuid4().hex, socket.gethostname(), os.getpid()
+
+        def take(renewing: bool) -> None:
+            now = utc_now()
+            with self.transaction() as db:
+                row = db.execute("SELECT owner, host, pid, expires_at FROM leases WHERE name = ?",
+                                 (name,)).fetchone()
+                if row is not None and row[0] != owner:
+                    expired = _time(row[3]) <= now
+                    dead = row[1] == host and not _alive(int(row[2]))
+                    if renewing or not (expired or dead):
+                        raise LeaseHeldError(
+                            f"ledger {self.path}: {name} is held by another run (host {row[1]}, "
+                            f"pid {row[2]}) until {row[3]}")
+                db.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?)",
+                           (name, owner, host, pid, _iso(now + ttl)))
+
+        take(False)
+        try:
+            yield lambda: take(True)
+        finally:
+            with self.transaction() as db:
+                db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
 
     # -------------------------------------------------------------------------- scenes
     def add_scenes(self, scenes: Sequence[SceneRecord]) -> list[SceneRecord]:

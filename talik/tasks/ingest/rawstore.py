@@ -104,7 +104,7 @@ class RawStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.partial")
         get = retrying(self.retries, f"download {scrub_url(url)}")(self._transfer)
-        get(url, partial, session or http_session(self.retries), size, md5, sha256,
+        get(url, partial, session or http_session(self.retries, retry=False), size, md5, sha256,
             credential_key)
         digest = sha256_of(partial)
         partial.replace(dest)
@@ -132,7 +132,15 @@ class RawStore:
         headers = {"Range": f"bytes={have}-"} if have else {}
         with session.get(url, headers=headers, stream=True, timeout=(30, 300)) as response:
             if response.status_code == 416 and have:  # nothing left to send: check what we have
-                pass
+                total = _content_range_total(response.headers.get("Content-Range"))
+                if size is None:
+                    size = total
+                if size is None or have > size:  # unknown length, or the partial is too long:
+                    partial.unlink()            # not this file's bytes; start again
+                    raise TransientServiceError(
+                        f"download {scrub_url(url)}: the server refused to resume at byte {have}"
+                        f" (file length {total if total is not None else 'not stated'}); "
+                        "downloading it again from the start")
             else:
                 raise_for_status(response, f"download {scrub_url(url)}", credential_key)
                 append = have and response.status_code == 206
