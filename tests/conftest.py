@@ -52,6 +52,17 @@ chunk_px = 16
 """
 
 
+def gamma_parameter_text(name: str, baseline_m: float = 12.5) -> str:
+    """A valid HyP3 INSAR_GAMMA ``.txt`` for product ``name``: SLC granules on its two dates."""
+    ref, sec = name.split("_")[1:3]
+
+    def slc(start: str) -> str:
+        return f"S1A_IW_SLC__1SDV_{start}_{start[:9]}235959_012345_0ABCDE_1A2B"
+
+    return (f"Reference Granule: {slc(ref)}\nSecondary Granule: {slc(sec)}\n"
+            f"Baseline: {baseline_m}\nUTC time: 84250.69\n")
+
+
 def write_study(folder: Path, raw: Path, name: str = "tiny.toml", extra: str = "") -> Path:
     """Write a tiny-world study file into ``folder`` (work and release folders beside it)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -152,3 +152,43 @@ def test_user_error_records_lose_their_traceback_but_not_their_message():
     assert quiet.filter(record) and record.exc_info is None
     assert "InputError" in record.getMessage()
     assert quiet.filter(bug) and bug.exc_info is not None  # a real bug keeps its traceback
+
+
+def _product_copy(tiny_world, tmp_path):
+    import shutil
+
+    source = sorted(p for p in (tiny_world / "hyp3").iterdir() if p.is_dir())[0]
+    folder = tmp_path / "hyp3"
+    shutil.copytree(source, folder / source.name)
+    return folder, folder / source.name / f"{source.name}.txt"
+
+
+def test_garbled_hyp3_metadata_is_refused_naming_the_key(tiny_world, tmp_path):
+    import re
+
+    import pytest
+
+    from talik.errors import InputError
+    from talik.tasks.readers.hyp3 import find_hyp3_products
+
+    folder, txt = _product_copy(tiny_world, tmp_path)
+    original = txt.read_text()
+    ref_line = next(line for line in original.splitlines() if line.startswith("Reference Granule"))
+    sec_line = next(line for line in original.splitlines() if line.startswith("Secondary Granule"))
+    sec_day = re.search(r"_(\d{8})T", sec_line).group(1)
+    shifted = sec_line.replace(f"_{sec_day}T", "_20991231T", 1)
+    cases = {
+        "Reference Granule": (original.replace(ref_line, "Reference Granule: S1A_GARBLED"),
+                              "IW SLC granule names"),
+        "Secondary Granule": (original.replace(sec_line, shifted), "product name's date"),
+        "UTC time": (re.sub(r"UTC time: .*", "UTC time: 23:24:10", original), "seconds of the day"),
+        "Baseline": (re.sub(r"Baseline: .*", "Baseline: n/a", original), "from -5000 to 5000"),
+    }
+    for key, (text, expected) in cases.items():
+        txt.write_text(text)
+        with pytest.raises(InputError) as err:
+            find_hyp3_products(folder)
+        message = str(err.value)
+        assert txt.name in message and f": {key}: expected" in message and expected in message, key
+    txt.write_text(original)
+    assert len(find_hyp3_products(folder)) == 1  # the untouched file is accepted

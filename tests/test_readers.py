@@ -25,6 +25,7 @@ from talik.tasks.readers.raster import read_raster
 from talik.tasks.readers.tables import read_discharge, read_station_temperature
 from talik.world.geotiff import write_geotiff
 from talik.world.sentinel1 import S1_WAVELENGTH_M
+from tests.conftest import gamma_parameter_text
 
 # --- HyP3 -----------------------------------------------------------------------------------
 
@@ -40,7 +41,7 @@ def _hyp3_product(folder: Path, los_mm: np.ndarray, name: str | None = None) -> 
                   nodata=0.0)
     write_geotiff(product / f"{name}_corr.tif", np.full_like(phase, 0.9, np.float32), t,
                   "EPSG:32647", nodata=0.0)
-    (product / f"{name}.txt").write_text("Reference Granule: A\nSecondary Granule: B\nBaseline: 12.5\n")
+    (product / f"{name}.txt").write_text(gamma_parameter_text(name, 12.5))
     return product
 
 

@@ -25,6 +25,7 @@ from talik.errors import InputError
 from talik.tasks.readers.hyp3 import find_hyp3_products
 from talik.tasks.stage import grid_from_products, write_sentinel1_store
 from talik.world.sentinel1 import S1_WAVELENGTH_M
+from tests.conftest import gamma_parameter_text
 
 CRS = "EPSG:32647"
 SHAPE = (6, 8)
@@ -131,8 +132,7 @@ def _gamma(folder: Path, name: str = GAMMA, transform: Affine | None = None) -> 
     _tif(product / f"{name}_unw_phase.tif", np.full(SHAPE, -1.0, np.float32), t)
     _tif(product / f"{name}_corr.tif", np.full(SHAPE, 0.7, np.float32), t)
     _tif(product / f"{name}_lv_theta.tif", np.full(SHAPE, np.radians(51.0), np.float32), t)
-    (product / f"{name}.txt").write_text("Reference Granule: S1A_IW_SLC__1SDV_20240101T232410\n"
-                                         "Secondary Granule: S1A_IW_SLC__1SDV_20240113T232410\n")
+    (product / f"{name}.txt").write_text(gamma_parameter_text(name))
     return product
 
 

@@ -300,6 +300,43 @@ def _check_isce_granules(kind: str, match: re.Match[str], ref: dt.date, sec: dt.
                              f"{found} ({', '.join(granules[key])})")
 
 
+def _check_gamma_parameters(ref: dt.date, sec: dt.date, granules: dict[str, tuple[str, ...]],
+                            params: dict[str, str], txt: Path) -> None:
+    """Refuse an INSAR_GAMMA parameter file that does not describe the named product.
+
+    Its granules must be Sentinel-1 IW SLC names acquired on the name's dates (the earliest
+    reference and latest secondary one); ``UTC time`` (seconds of the day) and ``Baseline``
+    (perpendicular baseline, m) must be numbers in range when present — a garbled value would
+    otherwise become NaN silently.
+    """
+    for key, expected in (("Reference Granule", ref), ("Secondary Granule", sec)):
+        names = granules[key]
+        if not names:
+            raise InputError(txt, key, "a Sentinel-1 SLC granule name", params[key])
+        days = []
+        for g in names:
+            m = SLC_GRANULE.match(g)
+            if m is None:
+                raise InputError(txt, key, "Sentinel-1 IW SLC granule names like "
+                                 "S1A_IW_SLC__1SDV_20150413T232410_20150413T232437_005471_0316BB_1846",
+                                 g)
+            days.append(dt.datetime.strptime(m["time"][:8], "%Y%m%d").date())
+        found = min(days) if key == "Reference Granule" else max(days)
+        if found != expected:
+            raise InputError(txt, key, f"a granule acquired on the product name's date {expected}",
+                             f"{found} ({', '.join(names)})")
+    for key, low, high, unit in (("UTC time", 0.0, 86400.0, "seconds of the day"),
+                                 ("Baseline", -5000.0, 5000.0, "m")):
+        if key not in params:
+            continue
+        try:
+            value = float(params[key])
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:  # NaN fails too
+            raise InputError(txt, key, f"a number from {low:g} to {high:g} ({unit})", params[key])
+
+
 def _make_product(name: str, location: Path, kind: str, match: re.Match[str], layers: dict[str, str],
                   params: dict[str, str], txt: Path) -> Hyp3Product:
     for required in ("unw_phase", "corr"):
@@ -314,6 +351,8 @@ def _make_product(name: str, location: Path, kind: str, match: re.Match[str], la
     granules = {key: _granule_list(params[key]) for key in REQUIRED_KEYS}
     if kind != "INSAR_GAMMA":
         _check_isce_granules(kind, match, ref, sec, granules, txt)
+    else:
+        _check_gamma_parameters(ref, sec, granules, params, txt)
     return Hyp3Product(name, location, ref, sec, float(match["pixel"]), layers, params, kind,
                        granules["Reference Granule"], granules["Secondary Granule"])
 
