@@ -6,6 +6,7 @@ from prefect import flow
 
 from talik.config import LocalSource, WorldSource, load_study
 from talik.flows.common import step_options
+from talik.flows.drivers import drivers_flow
 from talik.flows.ingest import ingest_flow
 from talik.flows.recession import recession_flow
 from talik.flows.sentinel1 import sentinel1_flow
@@ -50,8 +51,9 @@ def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = 
     if recession and cfg.periods:
         joint = [step_options(joint_assessment, work, refresh)(
             cfg, series, pairs, rasters, recession[-1], work)]
+    drivers = drivers_flow(cfg, manifest, steps, refresh)
     contents = step_options(release_contents, work, refresh)(
         cfg, manifest, series, recession[-1] if recession else None,
-        joint[0] if joint else None, work)
-    return publish_release(cfg, manifest, steps + recession + joint, contents["files"],
-                           contents["report"])
+        joint[0] if joint else None, work, drivers)
+    return publish_release(cfg, manifest, steps + recession + joint + [drivers],
+                           contents["files"], contents["report"])

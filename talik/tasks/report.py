@@ -260,14 +260,41 @@ def _joint_report(joint: StepOutput) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _drivers_report(drivers: StepOutput) -> str:
+    table = pd.read_csv(Path(drivers.path) / "drivers.csv")
+    cell = drivers.parameters.get("aggregate_m", "?")
+    lines = [f"## Environmental drivers at {cell:g} m (Fig. 12–13)" if isinstance(cell, float)
+             else "## Environmental drivers (Fig. 12–13)", "",
+             "Pearson R of each factor with the mean thaw-season deformation (positive up, so "
+             "a negative R means more of the factor goes with more subsidence).", "",
+             "| factor | R | p | cells | |", "|---|---|---|---|---|"]
+    for r in table.itertuples():
+        if r.status == "ok":
+            lines.append(f"| {r.factor} | {r.r:+.2f} | {r.p:.2g} | {int(r.n)} | |")
+        else:
+            lines.append(f"| {r.factor} | — | — | — | {r.status} |")
+    return "\n".join(lines) + "\n"
+
+
+def _step_files(step: StepOutput, products: tuple[str, ...]) -> dict[str, str]:
+    """Release name → file of a step's products (``products/``) and figures (``figures/``)."""
+    folder = Path(step.path)
+    files = {f"products/{name}": str(folder / name) for name in products
+             if (folder / name).exists()}
+    for png in sorted((folder / "figures").glob("*.png")):
+        files[f"figures/{png.name}"] = str(png)
+    return files
+
+
 @task(name="release-contents", cache_policy=STEP_CACHE, persist_result=True)
 def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
-                     recession: StepOutput | None, joint: StepOutput | None, work_dir: str
-                     ) -> dict:
+                     recession: StepOutput | None, joint: StepOutput | None, work_dir: str,
+                     drivers: StepOutput | None = None) -> dict:
     """GeoTIFF exports, figures, report (and truth comparison for the demo world)."""
     digest = digest_of("release-contents", cfg, manifest.digest, s1.digest,
                        recession.digest if recession else None,
-                       joint.digest if joint else None, code_digest())
+                       joint.digest if joint else None,
+                       drivers.digest if drivers else None, code_digest())
     with step_folder(work_dir, "release-contents", digest) as sd:
         if not sd.done:
             product = xr.open_dataset(Path(s1.path) / "sentinel1.nc").load()
@@ -294,6 +321,8 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                     (sd.work / "ks_truth_comparison.json").write_text(json.dumps(ks_rows))
             if joint is not None:
                 text += "\n" + _joint_report(joint)
+            if drivers is not None:
+                text += "\n" + _drivers_report(drivers)
             (sd.work / "report.md").write_text(text)
             step_logger().info("release contents prepared in %s", sd.final)
     files = {p.name if p.suffix != ".png" else f"figures/{p.name}": str(sd.final / p.name)
@@ -310,6 +339,8 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                 files[f"products/recession/{p.name}"] = str(p)
             elif p.suffix == ".png":
                 files[f"figures/{p.name}"] = str(p)
+    if drivers is not None:
+        files.update(_step_files(drivers, ("drivers_1km.nc", "drivers.csv", "binned.csv")))
     files = {(k if "/" in k else f"products/{k}"): v for k, v in files.items()}
     return {"files": files, "report": (sd.final / "report.md").read_text(),
             "digest": digest}

@@ -1,0 +1,25 @@
+"""The drivers flow: environmental factors at 1 km against the mean thaw-season deformation."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from talik.config import StudyConfig
+from talik.flows.common import step_options
+from talik.tasks.drivers import drivers_assessment
+from talik.tasks.records import InputSet, StepOutput
+
+__all__ = ["drivers_flow"]
+
+
+@flow(name="drivers")
+def drivers_flow(cfg: StudyConfig, manifest: InputSet, s1_steps: list[StepOutput],
+                 refresh: bool = False) -> StepOutput:
+    """Environmental factors on ``[drivers] aggregate_m`` cells against the deformation.
+
+    Slope, ground ice, thawing index, NDVI and SWIR albedo against the mean thaw-season
+    deformation: correlations, binned means and maps.
+    """
+    _staged, rasters, _gacos, _pairs, series = s1_steps
+    work = str(cfg.stores.work_dir)
+    return step_options(drivers_assessment, work, refresh)(cfg, manifest, series, rasters, work)
