@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -461,6 +462,46 @@ class LongTermOptions(_Model):
     common_area_min_sensors: int = Field(
         default=5, ge=1, description="Period statistics use pixels seen by at least this many sensors."
     )
+    min_span_days: float = Field(
+        default=300.0,
+        gt=0,
+        description="Pairs at least this long (days) give annual rates D·365.25/Δdays.",
+    )
+    max_partial_span_days: float = Field(
+        default=200.0,
+        gt=0,
+        description="Pairs at most this long (days), within one calendar year and overlapping the "
+        "thaw season ([sentinel1] thaw_onset–thaw_end), are scaled to a full thaw season.",
+    )
+    detrend_partial_pairs: bool = Field(
+        default=True,
+        description="Flag (no unit): remove the period's long-pair rate over a partial pair's span "
+        "before scaling it, as the Sentinel-1 thaw season is computed from a detrended series.",
+    )
+    min_s1_signal_mm: float = Field(
+        default=3.0,
+        gt=0,
+        description="Eq. 4 uses a pixel's own ratio only where the Sentinel-1 change over the "
+        "pair's calendar window is at least this large (mm, absolute); elsewhere the regional "
+        "(median) ratio.",
+    )
+    max_scaling_ratio: float = Field(
+        default=10.0,
+        gt=1,
+        description="Per-pixel Eq. 4 ratios above this (dimensionless) are replaced by the "
+        "regional ratio.",
+    )
+    agreement_sensor: str = Field(
+        default="alos2",
+        description="Key of the sensor whose pairs inside the Sentinel-1 series are compared with "
+        "Sentinel-1 over the same dates (Fig. 9).",
+    )
+    min_stable_pixels: int = Field(
+        default=10,
+        ge=1,
+        description="A pair with fewer coherent stable-ground pixels than this cannot be "
+        "referenced and is not used.",
+    )
 
 
 class DriverOptions(_Model):
@@ -603,6 +644,27 @@ class AttributionOptions(_Model):
 # (talik.tasks.ingest.common.CREDENTIALS names them).
 
 
+_CREDENTIAL_QUERY = re.compile(r"[?&](token|access_token|key|apikey|api_key|password|signature)=",
+                               re.IGNORECASE)
+
+
+def _no_credentials(url: str | None) -> str | None:
+    """Refuse a service URL that carries a credential (they belong in the environment)."""
+    if url is None:
+        return url
+    netloc = url.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in netloc or _CREDENTIAL_QUERY.search(url):
+        raise ValueError("a service URL must not carry credentials (user:password@ or a token/key "
+                         "query parameter): give them through the environment or a Prefect "
+                         "Secret block (see the README)")
+    return url
+
+
+ServiceUrl = Annotated[str, AfterValidator(_no_credentials)]
+"""A service base URL, refused if it holds a credential (study files and flow parameters are
+stored in plain text)."""
+
+
 class RetryOptions(_Model):
     """How transient service errors (5xx, timeouts, 429) are retried."""
 
@@ -671,7 +733,7 @@ class Hyp3Options(_Model):
     enabled: bool = Field(
         default=False, description="Flag (no unit): order and download HyP3 interferograms."
     )
-    api_url: str = Field(default="https://hyp3-api.asf.alaska.edu", description="HyP3 API base URL.")
+    api_url: ServiceUrl = Field(default="https://hyp3-api.asf.alaska.edu", description="HyP3 API base URL.")
     job_type: Literal["INSAR_GAMMA", "INSAR_ISCE_MULTI_BURST"] = Field(
         default="INSAR_GAMMA", description="HyP3 job type ordered for each pair."
     )
@@ -713,11 +775,11 @@ class EsaOptions(_Model):
         description="Client: eodag (Copernicus Data Space, STAC providers) or sentinelsat (a DHuS mirror).",
     )
     provider: str = Field(default="cop_dataspace", description="eodag provider name.")
-    search_url: str | None = Field(
+    search_url: ServiceUrl | None = Field(
         default=None,
         description="Search endpoint overriding the provider's (eodag), or the DHuS API URL (sentinelsat).",
     )
-    auth_url: str | None = Field(
+    auth_url: ServiceUrl | None = Field(
         default=None, description="OIDC configuration URL overriding the provider's (eodag)."
     )
     collection: str = Field(
@@ -738,7 +800,7 @@ class EarthEngineOptions(_Model):
     """MODIS NDVI, albedo and LST from Google Earth Engine (computePixels)."""
 
     enabled: bool = Field(default=False, description="Flag (no unit): fetch MODIS stacks from Earth Engine.")
-    api_url: str = Field(
+    api_url: ServiceUrl = Field(
         default="https://earthengine.googleapis.com", description="Earth Engine API base URL."
     )
     project: str | None = Field(default=None, description="Google Cloud project registered for Earth Engine.")
@@ -770,7 +832,7 @@ class CdsOptions(_Model):
     """ERA5-Land from the Copernicus Climate Data Store (cdsapi)."""
 
     enabled: bool = Field(default=False, description="Flag (no unit): fetch ERA5-Land from the CDS.")
-    url: str = Field(default="https://cds.climate.copernicus.eu/api", description="CDS API base URL.")
+    url: ServiceUrl = Field(default="https://cds.climate.copernicus.eu/api", description="CDS API base URL.")
     dataset: Literal["reanalysis-era5-land-monthly-means", "reanalysis-era5-land"] = Field(
         default="reanalysis-era5-land-monthly-means", description="ERA5-Land dataset requested."
     )
@@ -806,7 +868,7 @@ class DemOptions(_Model):
     """Copernicus GLO-30 DEM tiles."""
 
     enabled: bool = Field(default=False, description="Flag (no unit): fetch GLO-30 DEM tiles over the area.")
-    url: str = Field(
+    url: ServiceUrl = Field(
         default="https://copernicus-dem-30m.s3.amazonaws.com", description="Base URL of the GLO-30 COG tiles."
     )
 
@@ -816,7 +878,7 @@ class NwisOptions(_Model):
 
     enabled: bool = Field(default=False, description="Flag (no unit): fetch daily discharge from USGS NWIS.")
     site: str | None = Field(default=None, description="USGS site number, e.g. '15356000'.")
-    url: str | None = Field(
+    url: ServiceUrl | None = Field(
         default=None, description="Base URL of the USGS Water Data API (unset: dataretrieval's default)."
     )
     start: dt.date | None = Field(default=None, description="First day fetched.")

@@ -122,3 +122,16 @@ def test_defaults_toml_lists_the_ingest_sections_and_validates():
         assert f"[{section}]" in text
     parsed = IngestOptions.model_validate(tomllib.loads(text)["ingest"])
     assert parsed == IngestOptions() and not parsed.any_enabled
+
+
+def test_service_urls_with_credentials_are_refused():
+    """Study files and flow parameters are stored as text: a URL may not carry a credential."""
+    import pytest
+    from pydantic import ValidationError
+
+    from talik.config import CdsOptions, Hyp3Options
+
+    for bad in ("https://user:secret@hyp3-api.asf.alaska.edu", "https://h.example/api?token=abc"):
+        with pytest.raises(ValidationError, match="must not carry credentials"):
+            Hyp3Options(api_url=bad)
+    assert CdsOptions(url="http://127.0.0.1:8080/api").url.endswith("/api")

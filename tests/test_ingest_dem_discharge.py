@@ -382,3 +382,16 @@ def test_ingest_flow_runs_an_enabled_source_and_skips_another(prefect_server, tm
     assert ledger.path == tmp_path / "work" / "ingest" / "ledger.sqlite"
     assert any(f.source == "glo30" and f.path.endswith("glo30.tif") for f in ledger.files())
     assert not any("ogcapi" in str(r) for r in bucket.server.log)  # NWIS skipped: no request
+
+
+def test_a_second_fetching_run_of_a_study_fetches_nothing(prefect_server, tmp_path, bucket):
+    """While one run holds the study's ingest lease, another run sends no request."""
+    import datetime as dt
+
+    from talik.flows.ingest import ingest_flow, ledger_of
+
+    cfg = _study(tmp_path, dem_url=bucket.base)
+    with ledger_of(cfg).lease("ingest", dt.timedelta(minutes=5)):
+        out = ingest_flow(cfg, skip=["nwis"])
+    assert "held by another run" in out["not_fetched"] and "dem" not in out
+    assert sum(bucket.hits.values()) == 0

@@ -19,6 +19,7 @@ ledger's business, not an input hash's.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,16 @@ from prefect import flow, task
 
 from talik.config import LocalSource, StudyConfig
 from talik.tasks.ingest.common import IngestError, PermanentServiceError, install_redaction
-from talik.tasks.ingest.ledger import Ledger
+from talik.tasks.ingest.ledger import LeaseHeldError, Ledger
 from talik.tasks.ingest.rawstore import RawStore
 from talik.tasks.log import step_logger
 
 __all__ = ["JobsStillRunningError", "ingest_flow", "ledger_of", "raw_store_of"]
+
+
+INGEST_LEASE = dt.timedelta(hours=6)
+"""How long a fetching run holds the study's ingest lease between renewals (a killed run's
+lease is taken over at once on its own host, or after this long elsewhere)."""
 
 
 class JobsStillRunningError(IngestError):
@@ -226,11 +232,18 @@ def ingest_flow(cfg: StudyConfig, skip: list[str] | None = None) -> dict[str, An
     """
     skip = set(skip or [])
     out: dict[str, Any] = {}
-    if (cfg.ingest.asf.enabled or cfg.ingest.hyp3.enabled) and "asf" not in skip:
-        out["asf"] = ingest_asf(cfg)
-    for key, sub in SOURCE_FLOWS.items():
-        if getattr(cfg.ingest, key).enabled and key not in skip:
-            out[key] = sub(cfg)
+    try:  # one fetching run per study at a time: partial files and queues are shared
+        with ledger_of(cfg).lease("ingest", INGEST_LEASE) as renew:
+            if (cfg.ingest.asf.enabled or cfg.ingest.hyp3.enabled) and "asf" not in skip:
+                out["asf"] = ingest_asf(cfg)
+            for key, sub in SOURCE_FLOWS.items():
+                if getattr(cfg.ingest, key).enabled and key not in skip:
+                    renew()
+                    out[key] = sub(cfg)
+    except LeaseHeldError as exc:
+        step_logger().warning("%s: this run fetches nothing and goes on with the files already "
+                              "there", exc)
+        out["not_fetched"] = str(exc)
     _summary_artifact(cfg, out, sorted(skip))
     return out
 
