@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-__all__ = ["agreement", "period_correlation"]
+__all__ = ["agreement", "masked_mean_std", "period_correlation"]
 
 
 def agreement(estimate: xr.DataArray | np.ndarray, reference: xr.DataArray | np.ndarray,
@@ -42,3 +42,17 @@ def period_correlation(a, b) -> dict[str, float]:
         return {"r": float("nan"), "p_value": float("nan"), "n": n}
     r, p = stats.pearsonr(pair.iloc[:, 0], pair.iloc[:, 1])
     return {"r": float(r), "p_value": float(p), "n": n}
+
+
+def masked_mean_std(values: xr.DataArray | np.ndarray, mask: xr.DataArray | np.ndarray
+                    ) -> dict[str, float]:
+    """Mean and standard deviation of the finite ``values`` where ``mask`` is true (inputs' units).
+
+    Returns ``mean``, ``std`` (population, ddof 0) and ``n`` (pixels used); NaN when none.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    use = np.isfinite(a) & np.broadcast_to(np.asarray(mask, dtype=bool), a.shape)
+    n = int(use.sum())
+    if n == 0:
+        return {"mean": np.nan, "std": np.nan, "n": 0}
+    return {"mean": float(a[use].mean()), "std": float(a[use].std()), "n": n}

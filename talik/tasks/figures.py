@@ -293,3 +293,99 @@ def drivers_maps_figure(ds: xr.Dataset, factors: list[str], path: Path) -> Path:
     for ax in flat[len(names):]:
         ax.set_visible(False)
     return _save(fig, path)
+
+
+def _shared_limits(values: np.ndarray, diverging: bool = True) -> tuple[float, float]:
+    """Colour limits shared by several maps: the 2nd–98th percentiles (symmetric if diverging)."""
+    finite = np.asarray(values)[np.isfinite(values)]
+    if finite.size == 0:
+        return -1.0, 1.0
+    lo, hi = np.percentile(finite, [2, 98])
+    if diverging:
+        m = max(abs(lo), abs(hi), 1e-6)
+        return -m, m
+    return float(lo), float(hi)
+
+
+def agreement_figure(fig9: xr.Dataset, path: Path) -> Path:
+    """Another sensor's pair against Sentinel-1 over the same dates (Fig. 9).
+
+    Maps of both in Sentinel-1 LOS, their histograms, and a density scatter with R, mean
+    bias, mean absolute bias and RMSE.
+    """
+    other, s1 = fig9["other"], fig9["sentinel1"]
+    both = np.isfinite(other.values) & np.isfinite(s1.values)
+    lim = _shared_limits(np.concatenate([other.values[both], s1.values[both]]))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4), constrained_layout=True)
+    platform = fig9.attrs.get("platform", "other sensor")
+    for ax, da, name in ((axes[0], other, platform), (axes[1], s1, "Sentinel-1")):
+        da.where(both).plot(ax=ax, cmap="RdBu", vmin=lim[0], vmax=lim[1],
+                            cbar_kwargs={"label": "LOS (mm, + toward)"})
+        ax.set_title(f"{name}, in Sentinel-1 LOS")
+        ax.set_aspect("equal")
+    bins = np.linspace(lim[0], lim[1], 41)
+    axes[2].hist(other.values[both], bins=bins, alpha=0.6, label=platform, color="tab:green")
+    axes[2].hist(s1.values[both], bins=bins, alpha=0.6, label="Sentinel-1", color="tab:blue")
+    axes[2].set_xlabel("LOS displacement (mm)")
+    axes[2].set_ylabel("pixels")
+    axes[2].legend()
+    axes[3].hexbin(s1.values[both], other.values[both], gridsize=35, cmap="viridis", mincnt=1,
+                   extent=(lim[0], lim[1], lim[0], lim[1]))
+    axes[3].plot(lim, lim, "--", color="0.7")
+    axes[3].set_xlabel("Sentinel-1 (mm)")
+    axes[3].set_ylabel(f"{platform} (mm)")
+    a = fig9.attrs
+    axes[3].set_title(f"R = {a['r']:.2f}, bias {a['bias']:+.1f} mm, MAB {a['mae']:.1f} mm, "
+                      f"RMSE {a['rmse']:.1f} mm (n = {a['n']})", fontsize=9)
+    fig.suptitle(str(fig9.attrs.get("file", "")))
+    return _save(fig, path)
+
+
+def period_maps_figure(maps: xr.Dataset, mask: xr.DataArray, path: Path) -> Path:
+    """Rate and thaw-season maps of every period (Fig. 10 and 11), shared colour scales.
+
+    The vertical maps (positive up) are shown; the outline of the common area is drawn.
+    """
+    n = maps.sizes["period"]
+    fig, axes = plt.subplots(2, n, figsize=(3.6 * n, 6.4), constrained_layout=True,
+                             squeeze=False)
+    for row, (name, units) in enumerate((("rate_vertical", "mm/yr"),
+                                         ("thaw_season_vertical", "mm"))):
+        lim = _shared_limits(maps[name].values)
+        for col in range(n):
+            ax = axes[row, col]
+            m = maps[name].isel(period=col)
+            image = ax.pcolormesh(maps["x"], maps["y"], m.values, cmap="RdBu", vmin=lim[0],
+                                  vmax=lim[1], shading="auto")
+            ax.contour(maps["x"], maps["y"], mask.values.astype(float), levels=[0.5],
+                       colors="k", linewidths=0.6)
+            ax.set_title(f"{maps['label'].values[col]}\n({maps['platform'].values[col]})",
+                         fontsize=9)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.colorbar(image, ax=axes[row, :].tolist(), shrink=0.8,
+                     label=f"{'rate' if row == 0 else 'thaw season'} vertical ({units}, + up)")
+    return _save(fig, path)
+
+
+def period_stats_figure(table: pd.DataFrame, path: Path) -> Path:
+    """Mean ± std per period over the common area: rate (mm/yr) and thaw season (mm)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True)
+    x = np.arange(len(table))
+    for ax, stem, units in ((axes[0], "rate_mm_yr", "mm/yr"), (axes[1], "thaw_season_mm", "mm")):
+        ax.errorbar(x, table[f"{stem}_mean"], yerr=table[f"{stem}_std"], fmt="o", capsize=4,
+                    color="k", label="LOS")
+        vert = stem.replace("rate_", "rate_vertical_").replace("thaw_season_", "thaw_season_vertical_")
+        if f"{vert}_mean" in table:
+            ax.errorbar(x + 0.15, table[f"{vert}_mean"], yerr=table[f"{vert}_std"], fmt="s",
+                        capsize=4, color="tab:red", label="vertical")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(x)
+        ax.set_xticklabels(table["label"], rotation=25, ha="right", fontsize=8)
+        ax.set_ylabel(units)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("deformation rate, mean ± std over the common area")
+    axes[1].set_title("thaw-season deformation, mean ± std over the common area")
+    return _save(fig, path)

@@ -49,7 +49,9 @@ class PairSidecar(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> PairSidecar:
         if self.secondary_date <= self.reference_date:
-            raise ValueError("secondary_date must be after reference_date")
+            kind = "equal" if self.secondary_date == self.reference_date else "reversed"
+            raise ValueError(f"secondary_date after reference_date ({kind} dates: "
+                             f"{self.reference_date} → {self.secondary_date})")
         if (self.quantity == "unwrapped_phase") != (self.units == "rad"):
             raise ValueError("unwrapped_phase must be in 'rad'; los_displacement in 'mm' or 'm'")
         return self
@@ -73,7 +75,11 @@ def read_sidecar(path: Path) -> PairSidecar:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise InputError(path, field, err["msg"], err.get("input")) from None
+        message = err["msg"].removeprefix("Value error, ")
+        if not err["loc"] and message.startswith("secondary_date"):
+            field = "reference_date/secondary_date"
+        got = err.get("input") if err["loc"] else None
+        raise InputError(path, field, message, got) from None
 
 
 def find_pairs(folder: str | Path) -> list[tuple[Path, PairSidecar]]:
@@ -98,6 +104,9 @@ def read_pair(path: str | Path, sidecar: PairSidecar | None = None) -> xr.Datase
     meta = sidecar or read_sidecar(path.with_suffix(".json"))
     with raster_errors(path, "read"):  # .load() decodes: a truncated file fails here
         da = rioxarray.open_rasterio(path, masked=True).load()
+    if da.rio.crs is None:
+        raise InputError(path, "CRS", "a georeferenced GeoTIFF (its grid is reprojected onto the "
+                         "analysis grid, which needs a CRS)", "no CRS")
     if da.sizes["band"] < 2:
         raise InputError(path, "band 2", "coherence in band 2 (band 1 is phase or displacement)")
     value = da.isel(band=0, drop=True).astype(np.float32)
