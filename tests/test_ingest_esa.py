@@ -308,6 +308,9 @@ def test_stac_provider_ers_item_found_recorded_and_downloaded(httpserver, caplog
     again = esa.discover_esa_scenes(cfg, ledger)  # a second run: nothing new, nothing fetched
     assert again["new"] == 0 and again["downloaded"] == 0 and again["already_stored"] == 1
     assert len([r for r, _ in httpserver.log if r.path.startswith("/data/")]) == 1
+    path.unlink()  # a scene deleted from the raw store is fetched again
+    third = esa.discover_esa_scenes(cfg, ledger)
+    assert third["downloaded"] == 1 and path.read_bytes() == ERS_BYTES
     assert_no_secret(caplog.text)
     assert_no_secret(ledger.path.read_bytes())
 

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -485,10 +486,19 @@ def search_esa(options: EsaOptions, bbox: tuple[float, float, float, float] | No
         return [_eodag_record(p, options) for p in _eodag_search_products(dag, options, bbox, retries)]
 
 
-def _already_stored(ledger: Ledger, source: str, scene_id: str) -> bool:
-    """Whether a file of ``scene_id`` is in the manifest and still on disk as recorded."""
-    return any(scene_id in Path(e.path).name or f"/{scene_id}/" in f"/{e.path}"
-               for e in ledger.files(source))
+def _already_stored(ledger: Ledger, source: str, scene_id: str, root: Path | None = None) -> bool:
+    """Whether a file of ``scene_id`` is in the manifest and still on disk as recorded.
+
+    A recorded file that is gone or whose size differs counts as not stored (fetched again);
+    its bytes are verified against the SHA-256 when the raw store is verified.
+    """
+    for e in ledger.files(source):
+        if scene_id in Path(e.path).name or f"/{scene_id}/" in f"/{e.path}":
+            path = Path(e.path) if Path(e.path).is_absolute() or root is None else root / e.path
+            if not path.is_file() or path.stat().st_size != e.bytes:
+                return False
+            return True
+    return False
 
 
 def _adopt_tree(store: RawStore, path: Path, source: str, query: dict[str, Any],
@@ -525,7 +535,7 @@ def discover_esa_scenes(cfg: StudyConfig, ledger: Ledger, store: RawStore | None
 
     def download_each(items: list[tuple[SceneRecord, Any]], fetch: Any) -> None:
         for record, handle in items:
-            if _already_stored(ledger, record.source, record.scene_id):
+            if _already_stored(ledger, record.source, record.scene_id, store.root):
                 summary["already_stored"] += 1
                 continue
             try:
@@ -578,6 +588,9 @@ def _eodag_download(dag: Any, product: Any, record: SceneRecord, dest: Path, ret
         from eodag.utils import ProgressCallback
         from eodag.utils.exceptions import AuthenticationError, EodagError
 
+        # eodag remembers downloads in <dest>/.downloaded and then skips them even when the
+        # file is gone; the ledger decides what is stored, so that memory is dropped.
+        shutil.rmtree(dest / ".downloaded", ignore_errors=True)
         try:
             path = Path(dag.download(product, progress_callback=ProgressCallback(disable=True),
                                      output_dir=str(dest), extract=False, wait=0.001, timeout=0))
