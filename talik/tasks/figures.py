@@ -335,7 +335,7 @@ def agreement_figure(fig9: xr.Dataset, path: Path) -> Path:
     axes[3].set_xlabel("Sentinel-1 (mm)")
     axes[3].set_ylabel(f"{platform} (mm)")
     a = fig9.attrs
-    axes[3].set_title(f"R = {a['r']:.2f}, bias {a['bias']:+.1f} mm, MAB {a['mae']:.1f} mm, "
+    axes[3].set_title(f"R = {a['r']:.2f}, bias {a['bias']:+.1f} mm\nMAB {a['mae']:.1f} mm, "
                       f"RMSE {a['rmse']:.1f} mm (n = {a['n']})", fontsize=9)
     fig.suptitle(str(fig9.attrs.get("file", "")))
     return _save(fig, path)
