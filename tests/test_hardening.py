@@ -90,7 +90,7 @@ def test_discharge_with_an_empty_flow_column_or_a_header_only_is_refused(tmp_pat
 
     empty_flow = tmp_path / "q.csv"
     empty_flow.write_text("date,discharge_m3s\n2001-01-01,\n2001-01-02,-999\n")
-    with pytest.raises(InputError, match=r"q\.csv: column 'discharge_m3s'.*no value in 2 rows"):
+    with pytest.raises(InputError, match=r"q\.csv: column .discharge_m3s..*no usable value in 2 rows"):
         read_discharge(empty_flow)
     header_only = tmp_path / "h.csv"
     header_only.write_text("date,discharge_m3s\n")

@@ -61,6 +61,13 @@ def read_gacos(path: str | Path) -> xr.DataArray:
         x_step, y_step = float(header["X_STEP"]), float(header["Y_STEP"])
     except ValueError as exc:
         raise InputError(str(path) + ".rsc", "grid keys", f"numbers ({exc})") from None
+    if width <= 0 or length <= 0:
+        raise InputError(str(path) + ".rsc", "WIDTH/FILE_LENGTH", "positive pixel counts",
+                         f"{width} × {length}")
+    if not all(np.isfinite(v) for v in (x_first, y_first, x_step, y_step)) or 0 in (x_step, y_step):
+        raise InputError(str(path) + ".rsc", "X_FIRST/Y_FIRST/X_STEP/Y_STEP",
+                         "finite numbers and non-zero steps (degrees)",
+                         f"{x_first}, {y_first}, {x_step}, {y_step}")
     expected = 4 * width * length
     size = path.stat().st_size
     if size != expected:

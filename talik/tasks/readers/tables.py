@@ -172,13 +172,13 @@ def read_discharge(
                          f"a flow >= 0 in {units} (negative flows are not physical)",
                          float(values.iloc[i]))
     counts["missing"] = int((empty | sentinel).sum())
-    if not values.notna().any():
-        raise InputError(path, f"column {flow_column!r}", "daily flows (numbers >= 0)",
-                         f"no value in {len(frame)} rows (all empty or missing-value sentinels "
-                         f"{list(missing_values)})")
     zero = values == 0
     counts["zero_masked"] = int(zero.sum())
     values = values.mask(zero)
+    if not values.notna().any():
+        raise InputError(path, f"column {flow_column!r}", "daily flows (numbers > 0)",
+                         f"no usable value in {len(frame)} rows (all empty, zero or "
+                         f"missing-value sentinels {list(missing_values)})")
 
     series = pd.Series(values.to_numpy(dtype=float), index=pd.DatetimeIndex(dates), name="flow")
     order_ok = series.index.is_monotonic_increasing
@@ -192,7 +192,7 @@ def read_discharge(
             day = conflicting[conflicting].index[0]
             rows = [_row_number(frame, i, header) for i in np.flatnonzero((dates == day).to_numpy())]
             raise InputError(path, f"rows {rows}", f"one value per day; {day:%Y-%m-%d} has "
-                             f"{sorted(series[day].astype(str).unique())}")
+                             f"{sorted(str(v) for v in series[day].unique())}")
     counts["duplicates_dropped"] = int(series.index.duplicated().sum())
     series = series[~series.index.duplicated()]
     calendar = pd.date_range(series.index.min(), series.index.max(), freq="D")
