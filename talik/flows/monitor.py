@@ -8,6 +8,7 @@ from talik.config import LocalSource, WorldSource, load_study
 from talik.flows.common import step_options
 from talik.flows.drivers import drivers_flow
 from talik.flows.ingest import ingest_flow
+from talik.flows.longterm import longterm_flow
 from talik.flows.recession import recession_flow
 from talik.flows.sentinel1 import sentinel1_flow
 from talik.tasks.ingest.local import ingest_local
@@ -45,15 +46,16 @@ def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = 
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise TypeError(f"unknown source kind {cfg.source!r}")
     steps = sentinel1_flow(cfg, manifest, refresh)
-    staged, rasters, _gacos, pairs, series = steps
+    series = steps[-1]
     recession = recession_flow(cfg, manifest, refresh)
+    longterm = longterm_flow(cfg, steps, refresh) if cfg.periods else None
     joint = []
-    if recession and cfg.periods:
-        joint = [step_options(joint_assessment, work, refresh)(
-            cfg, series, pairs, rasters, recession[-1], work)]
+    if recession and longterm is not None:
+        joint = [step_options(joint_assessment, work, refresh)(cfg, longterm, recession[-1], work)]
     drivers = drivers_flow(cfg, manifest, steps, refresh)
     contents = step_options(release_contents, work, refresh)(
         cfg, manifest, series, recession[-1] if recession else None,
-        joint[0] if joint else None, work, drivers)
-    return publish_release(cfg, manifest, steps + recession + joint + [drivers],
+        joint[0] if joint else None, work, drivers, longterm)
+    analyses = [s for s in (longterm, drivers) if s is not None]
+    return publish_release(cfg, manifest, steps + recession + analyses + joint,
                            contents["files"], contents["report"])

@@ -17,7 +17,13 @@ import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
 __all__ = [
+    "agreement_figure",
     "attribution_figure",
+    "drivers_binned_figure",
+    "drivers_maps_figure",
+    "joint_figure",
+    "period_maps_figure",
+    "period_stats_figure",
     "cdf_figure",
     "constraint_figure",
     "ks_windows_figure",
@@ -388,4 +394,40 @@ def period_stats_figure(table: pd.DataFrame, path: Path) -> Path:
         ax.legend(fontsize=8)
     axes[0].set_title("deformation rate, mean ± std over the common area")
     axes[1].set_title("thaw-season deformation, mean ± std over the common area")
+    return _save(fig, path)
+
+
+def joint_figure(table: pd.DataFrame, windows: pd.DataFrame, main_years: int, path: Path) -> Path:
+    """Both records on one time axis (Fig. 14).
+
+    Ks of the moving windows, and each period's mean ± std vertical rate and thaw-season
+    deformation drawn over the period's span.
+    """
+    fig, axes = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, constrained_layout=True)
+    main = windows[(windows["window_years"] == main_years) & (windows["status"] == "ok")]
+    for ax, column, label in ((axes[0], "rate_mm_yr", "vertical rate (mm/yr)"),
+                              (axes[1], "thaw_season_mm", "thaw-season deformation (mm)")):
+        ks_ax = ax.twinx()
+        ks_ax.plot(main["center_year"], main["ks_days"], "-", color="tab:red",
+                   label=f"Ks, {main_years}-year windows")
+        ks_ax.fill_between(main["center_year"], main["ks_ci_low"], main["ks_ci_high"],
+                           color="tab:red", alpha=0.12, lw=0)
+        ks_ax.set_ylabel("Ks (d)", color="tab:red")
+        for r in table.itertuples():
+            mean, std = getattr(r, f"{column}_mean"), getattr(r, f"{column}_std")
+            if not np.isfinite(mean):
+                continue
+            start = pd.Timestamp(r.start)
+            end = pd.Timestamp(r.end)
+            x0 = start.year + start.dayofyear / 365.25
+            x1 = end.year + end.dayofyear / 365.25
+            ax.fill_between([x0, x1], mean - std, mean + std, color="tab:blue", alpha=0.2, lw=0)
+            ax.plot([x0, x1], [mean, mean], "-", color="tab:blue", lw=2.5)
+            ax.annotate(r.sensor, ((x0 + x1) / 2, mean), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=8, color="tab:blue")
+        ax.set_ylabel(label, color="tab:blue")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("streamflow recession (red) and ground deformation (blue) by period")
+    axes[1].set_xlabel("year")
     return _save(fig, path)

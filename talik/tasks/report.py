@@ -251,12 +251,40 @@ def _joint_report(joint: StepOutput) -> str:
     lines += ["", f"Ks vs subsidence rate across periods: r = {c['r']:.2f} (p = {c['p_value']:.2g}, "
                   f"{c['n']} periods; positive = more subsidence with slower recession)."]
     t = res["ks_vs_thaw_season_subsidence"]
-    if t["r"] is None:
-        lines.append(f"Ks vs thaw-season subsidence: not computed ({t['n']} period(s) with a "
-                     "thaw-season value; needs the long-term thaw-season dataset, not built yet).")
+    if t["r"] is None or not np.isfinite(t["r"]):
+        lines.append(f"Ks vs thaw-season subsidence: not computed ({t['n']} period(s) with both "
+                     "a thaw-season value and Ks; at least 3 are needed).")
     else:
         lines.append(f"Ks vs thaw-season subsidence: r = {t['r']:.2f} (p = {t['p_value']:.2g}, "
                      f"{t['n']} periods).")
+    return "\n".join(lines) + "\n"
+
+
+def _longterm_report(longterm: StepOutput) -> str:
+    folder = Path(longterm.path)
+    table = pd.read_csv(folder / "period_stats.csv")
+    lines = ["## Long-term multi-sensor record (Fig. 9–11, 14c)", "",
+             "Mean ± std over the pixels every sensor sees, LOS of each sensor and vertical "
+             "(subsidence negative); partial thaw-season pairs scaled to a full season as "
+             "stated.", "",
+             "| period | sensor | rate LOS (mm/yr) | thaw season LOS (mm) | rate vertical | "
+             "thaw season vertical | scaling |", "|---|---|---|---|---|---|---|"]
+
+    def pm(mean: float, std: float) -> str:
+        return "—" if not np.isfinite(mean) else f"{mean:.1f} ± {std:.1f}"
+
+    for r in table.itertuples():
+        lines.append(f"| {r.label} | {r.sensor} | {pm(r.rate_mm_yr_mean, r.rate_mm_yr_std)} | "
+                     f"{pm(r.thaw_season_mm_mean, r.thaw_season_mm_std)} | "
+                     f"{pm(r.rate_vertical_mm_yr_mean, r.rate_vertical_mm_yr_std)} | "
+                     f"{pm(r.thaw_season_vertical_mm_mean, r.thaw_season_vertical_mm_std)} | "
+                     f"{r.scaling if isinstance(r.scaling, str) else ''} |")
+    agreement = folder / "agreement.json"
+    for a in json.loads(agreement.read_text()).get("pairs", []) if agreement.exists() else []:
+        lines += ["", f"Sensor agreement, {a['platform']} {a['reference_date']} → "
+                  f"{a['secondary_date']} vs Sentinel-1 over the same dates (Sentinel-1 LOS, "
+                  f"{a['n']} pixels): R = {a['r']:.2f}, bias {a['bias']:+.1f} mm, mean absolute "
+                  f"bias {a['mae']:.1f} mm, RMSE {a['rmse']:.1f} mm."]
     return "\n".join(lines) + "\n"
 
 
@@ -289,12 +317,14 @@ def _step_files(step: StepOutput, products: tuple[str, ...]) -> dict[str, str]:
 @task(name="release-contents", cache_policy=STEP_CACHE, persist_result=True)
 def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                      recession: StepOutput | None, joint: StepOutput | None, work_dir: str,
-                     drivers: StepOutput | None = None) -> dict:
+                     drivers: StepOutput | None = None, longterm: StepOutput | None = None
+                     ) -> dict:
     """GeoTIFF exports, figures, report (and truth comparison for the demo world)."""
     digest = digest_of("release-contents", cfg, manifest.digest, s1.digest,
                        recession.digest if recession else None,
                        joint.digest if joint else None,
-                       drivers.digest if drivers else None, code_digest())
+                       drivers.digest if drivers else None,
+                       longterm.digest if longterm else None, code_digest())
     with step_folder(work_dir, "release-contents", digest) as sd:
         if not sd.done:
             product = xr.open_dataset(Path(s1.path) / "sentinel1.nc").load()
@@ -319,6 +349,8 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                 text += "\n" + rec_text
                 if ks_rows:
                     (sd.work / "ks_truth_comparison.json").write_text(json.dumps(ks_rows))
+            if longterm is not None:
+                text += "\n" + _longterm_report(longterm)
             if joint is not None:
                 text += "\n" + _joint_report(joint)
             if drivers is not None:
@@ -341,6 +373,11 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                 files[f"figures/{p.name}"] = str(p)
     if drivers is not None:
         files.update(_step_files(drivers, ("drivers_1km.nc", "drivers.csv", "binned.csv")))
+    if longterm is not None:
+        files.update(_step_files(longterm, ("longterm.nc", "period_stats.csv", "thaw_seasons.csv",
+                                            "pairs.csv", "agreement.json")))
+    if joint is not None:
+        files.update(_step_files(joint, ()))
     files = {(k if "/" in k else f"products/{k}"): v for k, v in files.items()}
     return {"files": files, "report": (sd.final / "report.md").read_text(),
             "digest": digest}
