@@ -491,6 +491,14 @@ class LongTermOptions(_Model):
         description="Per-pixel Eq. 4 ratios above this (dimensionless) are replaced by the "
         "regional ratio.",
     )
+    max_thaw_noise_mm: float = Field(
+        default=15.0,
+        gt=0,
+        description="A period's scaled thaw-season value whose per-pixel noise (each pair's robust "
+        "scatter on stable ground times its scaling factor, combined over the period's pairs) "
+        "exceeds this, mm, is published but flagged as not trusted and left out of the Ks "
+        "correlation.",
+    )
     agreement_sensor: str = Field(
         default="alos2",
         description="Key of the sensor whose pairs inside the Sentinel-1 series are compared with "

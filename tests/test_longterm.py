@@ -433,3 +433,23 @@ def test_alos2_agrees_with_sentinel1_over_2019(longterm_run, science_report):
                           f"MAB {a['mae']:.1f} mm, RMSE {a['rmse']:.1f} mm")
     assert a["n"] > 500
     assert a["r"] > 0.5 and a["rmse"] < 10.0 and abs(a["bias"]) < 5.0
+
+
+def test_the_noisiest_scaled_thaw_season_is_flagged_not_trusted(longterm_run, science_report):
+    """The flag must single out the value the truth shows to be worst, and keep the best.
+
+    On this world the ERS-2 period's scaled thaw season (one 35-day pair starting before thaw
+    onset, scaled × ≈ 4, no GACOS) is off by ~30 mm; ALOS-2's (GACOS, × ≈ 2) by ~2.5 mm. The
+    noise estimate (the pair's scatter on stable ground × its factor) must rank them so, and
+    the default threshold must flag the first and trust the second; Sentinel-1 is trusted.
+    """
+    _, _, _, out = longterm_run
+    table = pd.read_csv(Path(out.path) / "period_stats.csv").set_index("period")
+    noise = table["thaw_season_noise_mm"]
+    science_report.append("long-term dataset: per-pixel noise of the scaled thaw seasons, mm: "
+                          + ", ".join(f"{p} {v:.1f}" for p, v in noise.dropna().items()))
+    assert noise["pre_mining"] > noise["post_mining_lband"]
+    assert not table.loc["pre_mining", "thaw_season_reliable"]
+    assert table.loc["post_mining_lband", "thaw_season_reliable"]
+    assert table.loc["post_mining", "thaw_season_reliable"]
+    assert not table.loc["early_mining", "thaw_season_reliable"]  # no thaw-season value at all

@@ -173,14 +173,33 @@ class ScalingSettings:
     min_s1_signal_mm: float = 3.0
     max_ratio: float = 10.0
     detrend: bool = True
+    max_noise_mm: float = 15.0
 
 
 def _mmdd(when) -> str:
     return f"{pd.Timestamp(when):%m-%d}"
 
 
+def scaled_noise_mm(pair_mm: xr.DataArray, stable: xr.DataArray | None, factor: float) -> float:
+    """The noise a scaling factor carries into a scaled thaw-season value, mm.
+
+    The pair's own noise is its robust scatter over stable ground (1.4826 × the median
+    absolute deviation, where the ground should not move), multiplied by the factor the pair
+    is scaled with. NaN without stable ground.
+    """
+    if stable is None:
+        return float("nan")
+    values = np.asarray(pair_mm.where(stable.astype(bool)).values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size < 10 or not np.isfinite(factor):
+        return float("nan")
+    mad = np.median(np.abs(values - np.median(values)))
+    return float(1.4826 * mad * abs(factor))
+
+
 def scale_partial_pairs(los: xr.DataArray, trend_mm_yr: dict[str, xr.DataArray], s1: xr.Dataset,
-                        t_air_c: pd.Series | None, settings: ScalingSettings) -> xr.Dataset:
+                        t_air_c: pd.Series | None, settings: ScalingSettings,
+                        stable: xr.DataArray | None = None) -> xr.Dataset:
     """Every partial thaw-season pair of ``los`` scaled to its year's full season (mm, LOS).
 
     ``los`` holds the partial pairs only (post-processed, with their per-pair coordinates);
@@ -189,14 +208,16 @@ def scale_partial_pairs(los: xr.DataArray, trend_mm_yr: dict[str, xr.DataArray],
     ``s1`` is the Sentinel-1 product (``displacement``, ``velocity``, ``mask``). Both scalings
     are computed: Eq. 4 (``thaw_sentinel1``, with ``ratio`` and ``ratio_regional`` maps) and
     the thawing index (``thaw_thawing_index``, NaN without a temperature series);
-    ``thaw_season`` is the one ``settings.method`` chooses.
+    ``thaw_season`` is the one ``settings.method`` chooses. ``thaw_noise_mm`` (per pair) is the
+    noise the chosen factor carries into it (:func:`scaled_noise_mm`, on ``stable`` ground);
+    ``reliable`` says whether it stays within ``settings.max_noise_mm``.
     """
     disp, rate = s1["displacement"], s1["velocity"]
     valid = s1["mask"].astype(bool) & np.isfinite(rate)
     season_s1, _ = s1_window_change(disp, rate, settings.thaw_onset, settings.thaw_end)
     pieces: dict[str, list] = {k: [] for k in ("detrended", "ratio", "regional", "s1_window",
                                                "eq4", "stefan")}
-    factors, regionals, years_used = [], [], []
+    factors, regionals, years_used, noises = [], [], [], []
     for i in range(los.sizes["pair"]):
         pair = los.isel(pair=i, drop=True)
         a = pd.Timestamp(los["reference_date"].values[i])
@@ -220,6 +241,8 @@ def scale_partial_pairs(los: xr.DataArray, trend_mm_yr: dict[str, xr.DataArray],
         factors.append(factor)
         regionals.append(regional)
         years_used.append(len(years))
+        applied = regional if settings.method == "sentinel1" else factor
+        noises.append(scaled_noise_mm(pair, stable, applied))
     stack = {k: xr.concat(v, dim="season") for k, v in pieces.items()}
     coords = {name: ("season", los[name].values) for name in
               ("file", "sensor", "reference_date", "secondary_date", "incidence_deg")
@@ -246,7 +269,10 @@ def scale_partial_pairs(los: xr.DataArray, trend_mm_yr: dict[str, xr.DataArray],
         },
         coords={**coords, "thawing_index_factor": ("season", np.array(factors)),
                 "regional_ratio": ("season", np.array(regionals)),
-                "s1_years": ("season", np.array(years_used))},
+                "s1_years": ("season", np.array(years_used)),
+                "thaw_noise_mm": ("season", np.array(noises)),
+                "reliable": ("season", np.array([bool(n <= settings.max_noise_mm)
+                                                 for n in noises]))},
     )
     return ds.assign_attrs(scaling=settings.method, thaw_onset=settings.thaw_onset,
                            thaw_end=settings.thaw_end)
@@ -316,7 +342,7 @@ def _pair_table(los: xr.DataArray, roles: np.ndarray, periods: list[PeriodSpec])
 
 def period_maps(los: xr.DataArray, periods: list[PeriodSpec], s1: xr.Dataset,
                 t_air_c: pd.Series | None, settings: ScalingSettings, min_long_days: float,
-                max_partial_days: float) -> PeriodMaps:
+                max_partial_days: float, stable: xr.DataArray | None = None) -> PeriodMaps:
     """Rate and thaw-season maps of every period, in the sensor's LOS and in the vertical.
 
     ``los`` are the post-processed sparse-sensor pairs (:func:`postprocess_pairs`). A sparse
@@ -347,18 +373,22 @@ def period_maps(los: xr.DataArray, periods: list[PeriodSpec], s1: xr.Dataset,
             rates[p.name] = nan_map
     trend = {p.platform: rates[p.name] for p in periods if not p.sentinel1}
     partial = np.flatnonzero((table["role"] == "partial_thaw").to_numpy() & table["used"].to_numpy())
-    seasons = (scale_partial_pairs(los.isel(pair=partial), trend, s1, t_air_c, settings)
+    seasons = (scale_partial_pairs(los.isel(pair=partial), trend, s1, t_air_c, settings, stable)
                if partial.size else None)
     if seasons is not None:
         seasons = seasons.assign_coords(period=("season", table["period"].to_numpy()[partial]))
-    thaw = {}
+    thaw, noise = {}, {}
     for p in periods:
+        noise[p.name] = float("nan")
         if p.sentinel1:
             thaw[p.name] = s1["thaw_season_deformation_mean"].where(trusted)
         elif seasons is not None and (seasons["period"] == p.name).any():
             mine = seasons["thaw_season"].isel(season=np.flatnonzero(
                 (seasons["period"] == p.name).values))
             thaw[p.name] = mine.mean("season", skipna=True)
+            # the mean of n scaled pairs: their noises combined as independent errors
+            noise[p.name] = float(np.sqrt(np.nansum(mine["thaw_noise_mm"].values ** 2))
+                                  / mine.sizes["season"])
             inc_maps.setdefault(p.name, _constant(s1_inc, float(mine["incidence_deg"].values[0])))
         else:
             thaw[p.name] = nan_map
@@ -385,6 +415,7 @@ def period_maps(los: xr.DataArray, periods: list[PeriodSpec], s1: xr.Dataset,
                                                     long_name="incidence of the period's sensor"),
         },
         coords={"period": [p.name for p in periods],
+                "thaw_season_noise_mm": ("period", [noise[p.name] for p in periods]),
                 "label": ("period", [p.label for p in periods]),
                 "sensor": ("period", [p.sensor for p in periods]),
                 "platform": ("period", [p.platform for p in periods])},
@@ -409,10 +440,13 @@ def common_area(maps: xr.Dataset, min_sensors: int) -> tuple[xr.DataArray, xr.Da
 
 
 def period_table(maps: xr.Dataset, mask: xr.DataArray, scaling: str,
-                 sentinel1_sensor: str) -> pd.DataFrame:
+                 sentinel1_sensor: str, max_noise_mm: float = float("inf")) -> pd.DataFrame:
     """Mean ± std of rate (mm/yr) and thaw-season deformation (mm) per period over ``mask``.
 
-    LOS columns first (the study's Fig. 14c values), then the vertical ones.
+    LOS columns first (the study's Fig. 14c values), then the vertical ones, then the noise
+    the scaling carries into a sparse period's thaw season (mm) and whether that value is
+    trusted (Sentinel-1's own series always is; a scaled one when its noise is at most
+    ``max_noise_mm``).
     """
     rows = []
     for p in maps["period"].values:
@@ -431,7 +465,12 @@ def period_table(maps: xr.Dataset, mask: xr.DataArray, scaling: str,
             "rate_vertical_mm_yr_mean": rate_v["mean"], "rate_vertical_mm_yr_std": rate_v["std"],
             "thaw_season_vertical_mm_mean": thaw_v["mean"],
             "thaw_season_vertical_mm_std": thaw_v["std"],
+            "thaw_season_noise_mm": (float(m["thaw_season_noise_mm"].values)
+                                     if "thaw_season_noise_mm" in m.coords else np.nan),
         })
+        noise = rows[-1]["thaw_season_noise_mm"]
+        rows[-1]["thaw_season_reliable"] = bool(np.isfinite(thaw["mean"]) and (
+            sensor == sentinel1_sensor or (np.isfinite(noise) and noise <= max_noise_mm)))
     return pd.DataFrame(rows)
 
 

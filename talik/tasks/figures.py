@@ -419,8 +419,8 @@ def joint_figure(table: pd.DataFrame, windows: pd.DataFrame, main_years: int, pa
                 continue
             start = pd.Timestamp(r.start)
             end = pd.Timestamp(r.end)
-            x0 = start.year + start.dayofyear / 365.25
-            x1 = end.year + end.dayofyear / 365.25
+            x0 = start.year + start.day_of_year / 365.25
+            x1 = end.year + end.day_of_year / 365.25
             ax.fill_between([x0, x1], mean - std, mean + std, color="tab:blue", alpha=0.2, lw=0)
             ax.plot([x0, x1], [mean, mean], "-", color="tab:blue", lw=2.5)
             ax.annotate(r.sensor, ((x0 + x1) / 2, mean), textcoords="offset points",

@@ -31,7 +31,9 @@ def period_means(cfg: StudyConfig, stats: pd.DataFrame, windows: pd.DataFrame) -
     """Per period: vertical deformation and the mean Ks of the windows centred in it.
 
     Rate and thaw-season deformation are the mean ± std over the common area, from the
-    long-term ``period_stats``; Ks is the mean of the main windows centred in the period.
+    long-term ``period_stats`` (``thaw_season_trusted`` false where the long-term step flagged
+    the scaled value as too noisy: it is shown, not correlated); Ks is the mean of the main
+    windows centred in the period.
     """
     by_period = stats.set_index("period")
     main = windows[(windows["window_years"] == cfg.recession.main_window_years)
@@ -45,6 +47,8 @@ def period_means(cfg: StudyConfig, stats: pd.DataFrame, windows: pd.DataFrame) -
         def value(column: str, row=row) -> float:
             return float(row[column]) if row is not None and column in row else np.nan
 
+        trusted = bool(row["thaw_season_reliable"]) if (
+            row is not None and "thaw_season_reliable" in row) else True
         rows.append({
             "period": period.name, "label": period.label, "sensor": period.sensor,
             "start": str(period.start), "end": str(period.end),
@@ -52,6 +56,7 @@ def period_means(cfg: StudyConfig, stats: pd.DataFrame, windows: pd.DataFrame) -
             "rate_mm_yr_std": value("rate_vertical_mm_yr_std"),
             "thaw_season_mm_mean": value("thaw_season_vertical_mm_mean"),
             "thaw_season_mm_std": value("thaw_season_vertical_mm_std"),
+            "thaw_season_trusted": trusted,
             "ks_days_mean": float(sel["ks_days"].mean()) if len(sel) else np.nan,
             "n_common_pixels": int(value("n_pixels")) if np.isfinite(value("n_pixels")) else 0,
         })
@@ -75,8 +80,11 @@ def joint_assessment(cfg: StudyConfig, longterm: StepOutput, recession: StepOutp
             result = {
                 "ks_vs_subsidence_rate": period_correlation(
                     table["ks_days_mean"], -table["rate_mm_yr_mean"]),
-                "ks_vs_thaw_season_subsidence": period_correlation(
-                    table["ks_days_mean"], -table["thaw_season_mm_mean"]),
+                "ks_vs_thaw_season_subsidence": {
+                    **period_correlation(table["ks_days_mean"], -table["thaw_season_mm_mean"].where(
+                        table["thaw_season_trusted"])),
+                    "left_out": table.loc[~table["thaw_season_trusted"]
+                                          & table["thaw_season_mm_mean"].notna(), "period"].tolist()},
             }
             (sd.work / "joint.json").write_text(json.dumps(result, indent=1))
             (sd.work / "figures").mkdir()

@@ -65,7 +65,8 @@ def _settings(cfg: StudyConfig) -> ScalingSettings:
     lt = cfg.longterm
     return ScalingSettings(method=lt.scaling, thaw_onset=cfg.sentinel1.thaw_onset,
                            thaw_end=cfg.sentinel1.thaw_end, min_s1_signal_mm=lt.min_s1_signal_mm,
-                           max_ratio=lt.max_scaling_ratio, detrend=lt.detrend_partial_pairs)
+                           max_ratio=lt.max_scaling_ratio, detrend=lt.detrend_partial_pairs,
+                           max_noise_mm=lt.max_thaw_noise_mm)
 
 
 def _agreement(cfg: StudyConfig, los: xr.DataArray, s1: xr.Dataset
@@ -104,11 +105,14 @@ def build_longterm(cfg: StudyConfig, s1: xr.Dataset, pairs: xr.Dataset,
     los = postprocess_pairs(pairs, opts.coherence_threshold, stable, opts.ramp,
                             gacos if opts.gacos else None, cfg.longterm.min_stable_pixels)
     los = los.assign_coords(y=s1["y"], x=s1["x"])
+    stable_da = xr.DataArray(stable, dims=("y", "x"), coords={"y": s1["y"], "x": s1["x"]})
     result = period_maps(los, _periods(cfg), s1, t_air_c, _settings(cfg),
-                         cfg.longterm.min_span_days, cfg.longterm.max_partial_span_days)
+                         cfg.longterm.min_span_days, cfg.longterm.max_partial_span_days,
+                         stable_da)
     result.pairs["gacos_applied"] = [bool(g) for g in los.attrs["gacos_applied"]]
     mask, count, needed = common_area(result.maps, cfg.longterm.common_area_min_sensors)
-    table = period_table(result.maps, mask, cfg.longterm.scaling, cfg.sentinel1.sensor)
+    table = period_table(result.maps, mask, cfg.longterm.scaling, cfg.sentinel1.sensor,
+                         cfg.longterm.max_thaw_noise_mm)
     rows, fig9 = _agreement(cfg, los, s1)
     return {"maps": result.maps, "seasons": result.seasons, "pairs": result.pairs,
             "mask": mask, "n_sensors": count, "min_sensors_used": needed, "table": table,

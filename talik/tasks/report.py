@@ -243,7 +243,8 @@ def _joint_report(joint: StepOutput) -> str:
              "|---|---|---|---|---|"]
     for r in table.itertuples():
         thaw = ("—" if np.isnan(r.thaw_season_mm_mean)
-                else f"{r.thaw_season_mm_mean:.1f} ± {r.thaw_season_mm_std:.1f}")
+                else f"{r.thaw_season_mm_mean:.1f} ± {r.thaw_season_mm_std:.1f}"
+                + ("" if getattr(r, "thaw_season_trusted", True) else " (too noisy: not used)"))
         rate = ("—" if np.isnan(r.rate_mm_yr_mean)
                 else f"{r.rate_mm_yr_mean:.1f} ± {r.rate_mm_yr_std:.1f}")
         lines.append(f"| {r.label} | {r.sensor} | {rate} | {thaw} | {r.ks_days_mean:.1f} |")
@@ -255,8 +256,10 @@ def _joint_report(joint: StepOutput) -> str:
         lines.append(f"Ks vs thaw-season subsidence: not computed ({t['n']} period(s) with both "
                      "a thaw-season value and Ks; at least 3 are needed).")
     else:
+        left = t.get("left_out") or []
         lines.append(f"Ks vs thaw-season subsidence: r = {t['r']:.2f} (p = {t['p_value']:.2g}, "
-                     f"{t['n']} periods).")
+                     f"{t['n']} periods" + (f"; left out as too noisy: {', '.join(left)}"
+                                            if left else "") + ").")
     return "\n".join(lines) + "\n"
 
 
@@ -268,7 +271,7 @@ def _longterm_report(longterm: StepOutput) -> str:
              "(subsidence negative); partial thaw-season pairs scaled to a full season as "
              "stated.", "",
              "| period | sensor | rate LOS (mm/yr) | thaw season LOS (mm) | rate vertical | "
-             "thaw season vertical | scaling |", "|---|---|---|---|---|---|---|"]
+             "thaw season vertical | scaling | noise (mm) |", "|---|---|---|---|---|---|---|---|"]
 
     def pm(mean: float, std: float) -> str:
         return "—" if not np.isfinite(mean) else f"{mean:.1f} ± {std:.1f}"
@@ -278,7 +281,10 @@ def _longterm_report(longterm: StepOutput) -> str:
                      f"{pm(r.thaw_season_mm_mean, r.thaw_season_mm_std)} | "
                      f"{pm(r.rate_vertical_mm_yr_mean, r.rate_vertical_mm_yr_std)} | "
                      f"{pm(r.thaw_season_vertical_mm_mean, r.thaw_season_vertical_mm_std)} | "
-                     f"{r.scaling if isinstance(r.scaling, str) else ''} |")
+                     f"{r.scaling if isinstance(r.scaling, str) else ''} | "
+                     + (f"{r.thaw_season_noise_mm:.1f}" if np.isfinite(r.thaw_season_noise_mm)
+                        else "") + (" (not trusted)" if np.isfinite(r.thaw_season_mm_mean)
+                                    and not r.thaw_season_reliable else "") + " |")
     agreement = folder / "agreement.json"
     for a in json.loads(agreement.read_text()).get("pairs", []) if agreement.exists() else []:
         lines += ["", f"Sensor agreement, {a['platform']} {a['reference_date']} → "
