@@ -192,3 +192,26 @@ def test_garbled_hyp3_metadata_is_refused_naming_the_key(tiny_world, tmp_path):
         assert txt.name in message and f": {key}: expected" in message and expected in message, key
     txt.write_text(original)
     assert len(find_hyp3_products(folder)) == 1  # the untouched file is accepted
+
+
+def test_archives_cannot_write_outside_their_target(tmp_path):
+    """A CDS-style zip with a '..' member, an absolute member or a symlink is refused by name."""
+    import stat
+    import zipfile
+
+    import pytest
+
+    from talik.errors import InputError
+    from talik.tasks.readers.era5 import read_era5_land
+
+    cases = {"../escape.nc": None, "/etc/evil.nc": None, "link.nc": "symlink"}
+    for member, kind in cases.items():
+        bad = tmp_path / f"bad{len(list(tmp_path.iterdir()))}.zip"
+        with zipfile.ZipFile(bad, "w") as zf:
+            info = zipfile.ZipInfo(member)
+            if kind == "symlink":
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd" if kind else b"x")
+        with pytest.raises(InputError, match=rf"{bad.name}: member '{member}'"):
+            read_era5_land(bad)
+    assert not (tmp_path.parent / "escape.nc").exists()

@@ -83,6 +83,7 @@ from talik.tasks.ingest.common import (
 )
 from talik.tasks.ingest.ledger import Ledger, RequestEntry
 from talik.tasks.ingest.rawstore import RawStore, sha256_of
+from talik.tasks.readers.archive import safe_extract
 
 __all__ = [
     "GRID_DEG",
@@ -397,7 +398,7 @@ def _datasets(path: Path) -> Iterator[list[Any]]:
 
     if zipfile.is_zipfile(path):
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path) as zf:
-            zf.extractall(tmp)
+            safe_extract(zf, Path(tmp), path)
             out = []
             for member in sorted(Path(tmp).rglob("*.nc")):
                 with xr.open_dataset(member, engine="netcdf4") as ds:

@@ -26,6 +26,7 @@ import pandas as pd
 import xarray as xr
 
 from talik.errors import InputError
+from talik.tasks.readers.archive import safe_extract
 
 __all__ = ["ERA5_VARIABLES", "read_era5_land"]
 
@@ -46,7 +47,7 @@ def _open_all(path: Path) -> xr.Dataset:
                              f"tile in time or variables ({exc})") from None
     if zipfile.is_zipfile(path):
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path) as zf:
-            zf.extractall(tmp)
+            safe_extract(zf, Path(tmp), path)
             return _open_all(Path(tmp))
     try:
         with xr.open_dataset(path, engine="netcdf4") as ds:
