@@ -131,10 +131,12 @@ def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None, debu
     from talik.errors import InputError
     from talik.flows.monitor import monitor
     from talik.tasks.ingest.common import PermanentServiceError
+    from talik.tasks.reaper import start_reaper
 
     cfg = _load(study)  # fail early with a clear message
     _check_local_inputs(cfg)
     _user_errors_briefly(debug)
+    start_reaper()  # a killed run leaves no Prefect server or Dask worker behind
     try:
         return monitor(study=str(study.resolve()), refresh=refresh, skip_sources=skip_sources)
     except (InputError, PermanentServiceError) as exc:
@@ -184,8 +186,10 @@ def ingest(study: StudyArg, skip: SkipOpt = None, debug: DebugOpt = False) -> No
         _fail(f"{study}: no [ingest] source is enabled (set e.g. [ingest.asf] enabled = true)")
     from talik.flows.ingest import ingest_flow
     from talik.tasks.ingest.common import PermanentServiceError
+    from talik.tasks.reaper import start_reaper
 
     _user_errors_briefly(debug)
+    start_reaper()
     try:
         summary = ingest_flow(cfg, skip)
     except PermanentServiceError as exc:
