@@ -74,7 +74,7 @@ from talik.tasks.readers.raster import read_raster
 from talik.tasks.records import StepOutput
 from talik.tasks.stage import AnalysisGrid, on_grid, require_network_size
 from talik.tasks.steps import STEP_CACHE, step_folder
-from talik.tasks.zarr_io import write_zarr, write_zarr_by_tiles
+from talik.tasks.zarr_io import release_freed_memory, write_zarr, write_zarr_by_tiles
 
 __all__ = [
     "ChainInputs",
@@ -95,8 +95,9 @@ class ChainInputs:
     Attributes
     ----------
     stack
-        ``los_mm``/``coherence (pair, y, x)``, ``incidence_deg (y, x)``; dask chunks holding
-        every pair of a spatial tile.
+        ``los_mm``/``coherence (pair, y, x)``, ``incidence_deg (y, x)``; dask chunks of
+        spatial tiles, along ``pair`` as stored (a tile's pairs are assembled for the
+        inversion only).
     rasters
         ``ground_ice`` (stable-ground mask), ``elevation``, ``slope_deg`` (in memory).
     gacos
@@ -201,10 +202,31 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
 
 def _apply_gacos(los: xr.DataArray, gacos: xr.Dataset, incidence: xr.DataArray,
                  names: np.ndarray, report: ChainReport) -> tuple[xr.DataArray, np.ndarray]:
-    """GACOS-corrected pairs (those with a delay map for both dates) and their indices."""
-    corrected, idx = apply_gacos(los, gacos["ztd_m"], gacos["gacos_reference_index"].values,
-                                 gacos["gacos_secondary_index"].values,
-                                 gacos["has_gacos"].values.astype(bool), incidence)
+    """GACOS-corrected pairs (those with a delay map for both dates) and their indices.
+
+    Corrected one chunk of pairs at a time (the stack's own chunks along ``pair``): a tile's
+    correction then never needs every pair's two delay maps at once (four ``(pair, y, x)``
+    temporaries of the whole tile), only those of one chunk. The delays are cast to the
+    stack's precision first, as :func:`apply_gacos` casts each pair's maps (same values).
+    """
+    ztd = gacos["ztd_m"].astype(los.dtype)
+    ref = gacos["gacos_reference_index"].values
+    sec = gacos["gacos_secondary_index"].values
+    has = gacos["has_gacos"].values.astype(bool)
+    sizes = los.chunksizes["pair"] if los.chunks is not None else (los.sizes["pair"],)
+    edges = np.cumsum((0, *sizes))
+    parts, kept = [], []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        if not has[a:b].any() and (parts or has[b:].any()):
+            continue  # no pair of this chunk is corrected (kept only if none at all is)
+        part, idx = apply_gacos(los.isel(pair=slice(a, b)), ztd, ref[a:b], sec[a:b], has[a:b],
+                                incidence)
+        parts.append(part)
+        kept.append(idx + a)
+    idx = np.concatenate(kept)
+    corrected = (parts[0] if len(parts) == 1 else
+                 xr.concat(parts, "pair", coords="minimal", compat="override",
+                           join="override", combine_attrs="override"))
     report.no_gacos_pairs = [str(n) for n in np.delete(names, idx)]
     report.gacos_applied = True
     return corrected, idx
@@ -217,7 +239,8 @@ class PreparedInterferograms:
     Attributes
     ----------
     los
-        ``(pair, y, x)`` LOS mm: masked, GACOS-corrected, deramped, referenced, QC-passed (lazy).
+        ``(pair, y, x)`` LOS mm: masked, GACOS-corrected, deramped, referenced, QC-passed (lazy;
+        with dask, every pair of a spatial tile in one chunk).
     subsample
         The same on a spatial subsample, in memory; ``step`` is its stride.
     network
@@ -246,6 +269,29 @@ def prepare_interferograms(inputs: ChainInputs, options: Sentinel1Options
     """
     with dask.config.set({"array.slicing.split_large_chunks": False}):
         return _prepare(inputs, options)
+
+
+def _by_tile_rows(maps: tuple[xr.DataArray, ...], sub: xr.DataArray, step: int
+                  ) -> tuple[list[np.ndarray], xr.DataArray]:
+    """Compute ``(y, x)`` maps and a spatial subsample together, a row of tiles at a time.
+
+    ``sub`` holds every ``step``-th pixel of the maps' grid. Given the whole image at once,
+    dask holds the inputs of several rows of tiles together, so memory grows with the image;
+    a row at a time it does not, and each input tile is still read once. Values do not
+    change: every output pixel comes from its own tile. Returns the maps (numpy) and the
+    subsample (in memory).
+    """
+    if maps[0].chunks is None:
+        return [np.asarray(m.values) for m in maps], sub.compute()
+    edges = np.cumsum((0, *maps[0].chunksizes["y"]))
+    rows = []
+    for y0, y1 in zip(edges[:-1], edges[1:], strict=True):
+        rows.append(dask.compute(*(m.isel(y=slice(y0, y1)).data for m in maps),
+                                 sub.isel(y=slice(-(-y0 // step), -(-y1 // step)))))
+        release_freed_memory()
+    out = [np.concatenate([r[i] for r in rows], axis=0) for i in range(len(maps))]
+    return out, xr.concat([r[-1] for r in rows], "y", coords="minimal", compat="override",
+                          join="override", combine_attrs="override")
 
 
 def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterferograms:
@@ -280,10 +326,12 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     names = names[keep_idx]
 
     # One pass over the data for every statistic that needs all of it: coherence statistics
-    # (reference window) and the spatial subsample.
-    coherent = stack["coherence"] >= thr
-    valid_fraction, mean_coh, sub = dask.compute(
-        coherent.mean("pair").data, stack["coherence"].mean("pair").data, sub_los)
+    # (reference window) and the spatial subsample. The means are taken over tiles holding
+    # all their pairs (their rounding then does not depend on how the pairs are stored).
+    coh = stack["coherence"]
+    coh = coh.chunk({"pair": -1}) if coh.chunks is not None else coh
+    (valid_fraction, mean_coh), sub = _by_tile_rows(
+        ((coh >= thr).mean("pair"), coh.mean("pair")), sub_los, step)
     valid_fraction = np.asarray(valid_fraction, dtype=float)
     mean_coh = np.nan_to_num(np.asarray(mean_coh, dtype=float))
 
@@ -296,8 +344,12 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
         "x": float(stack["x"][window[1]].mean()), "y": float(stack["y"][window[0]].mean()),
     }
     # The window's pixels of every pair, read once: they give the offsets now and, after the
-    # ramps are removed, again (no second pass over the tiles around the window).
-    window_los = los.isel(y=window[0], x=window[1]).compute()
+    # ramps are removed, again (no second pass over the tiles around the window). As for the
+    # subsample, only the window's pixels are masked and corrected (not its tiles).
+    at_window = {"y": window[0], "x": window[1]}
+    window_los = masked_and_corrected(
+        stack.isel(**at_window), gacos_in.isel(**at_window) if gacos_in is not None else None
+    )[0].compute()
     offsets = reference_offsets(window_los, xr.DataArray(True))
     los = apply_reference(los, offsets)
     sub = apply_reference(sub, offsets)
@@ -335,11 +387,12 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     # 3. Ramps fitted on stable ground, removed; pairs re-referenced.
     kept = np.flatnonzero(keep)
     stable_da = xr.DataArray(stable, dims=("y", "x"))
-    coefs = fit_ramps(sub.isel(pair=kept), stable_da.isel(**sub_sel), options.ramp)
+    sub = sub.isel(pair=kept)  # (the rejected pairs' subsample is not held while fitting)
+    coefs = fit_ramps(sub, stable_da.isel(**sub_sel), options.ramp)
     los = remove_ramps(los.isel(pair=kept), coefs)
     window_los = remove_ramps(apply_reference(window_los, offsets).isel(pair=kept), coefs)
     los = apply_reference(los, reference_offsets(window_los, xr.DataArray(True)))
-    sub = remove_ramps(sub.isel(pair=kept), coefs)
+    sub = remove_ramps(sub, coefs)
     sub = apply_reference(sub, sub.isel(y=slice(window[0].start // step, window[0].stop // step + 1),
                                         x=slice(window[1].start // step, window[1].stop // step + 1)
                                         ).mean(("y", "x")))
@@ -352,6 +405,9 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
                                   "n_dates": int(last - first + 1)})
     min_valid = max(1, int(np.ceil(options.min_valid_ifg_fraction * used.n_pairs)))
 
+    # Pairs come in the stored chunks until here; each tile's are assembled for the inversion.
+    if los.chunks is not None:
+        los = los.chunk({"pair": -1})
     return PreparedInterferograms(los, sub, step, used, stable, report, min_valid)
 
 
@@ -595,7 +651,10 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
     # Coherence is stored as uint8 × 0.004 and decodes to float64; float32 is plenty, and
     # casting each stored chunk before tiles are assembled halves a tile's largest arrays.
     stack["coherence"] = stack["coherence"].astype(np.float32)
-    stack = stack.chunk({"pair": -1, "y": options.chunk_px, "x": options.chunk_px})
+    # The stored chunks of pairs are kept: masking, GACOS, re-referencing and ramps work
+    # pair by pair, so a tile's pairs are only assembled for the inversion, once (assembled
+    # from the start, every step of a tile held several whole (pair, y, x) tiles at once).
+    stack = stack.chunk({"y": options.chunk_px, "x": options.chunk_px})
     # The per-pair coordinates are small: held in memory, they are never recomputed through
     # dask each time they are compared or read.
     small = {name: stack[name].compute() for name in stack.coords

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from pathlib import Path
 
 import dask
 import xarray as xr
 
-__all__ = ["write_zarr", "write_zarr_by_tiles"]
+__all__ = ["release_freed_memory", "write_zarr", "write_zarr_by_tiles"]
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's freed pages back to the system (glibc ``malloc_trim``; else nothing).
+
+    Tiles computed on several threads leave freed blocks of a few MB in glibc's per-thread
+    heaps, which it keeps: several hundred MB of resident memory after a pass over the data,
+    that the next step does not reuse. Called after each group of tiles.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def write_zarr(ds: xr.Dataset, path: str | Path, **kwargs) -> None:
@@ -52,5 +74,6 @@ def write_zarr_by_tiles(ds: xr.Dataset, path: str | Path, tiles_per_step: int | 
             part = part.drop_vars(list(part.coords))  # coordinates were written up front
             with dask.config.set(scheduler="threads"):
                 write_zarr(part, path, region=region, consolidated=False)
+            release_freed_memory()
             x0 += nx
         y0 += ny
