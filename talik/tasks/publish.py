@@ -32,6 +32,7 @@ from talik.config import StudyConfig, config_digest, to_toml
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of, file_sha256, git_commit
 from talik.tasks.records import InputManifest, InputSet, StepOutput
+from talik.tasks.steps import owned_name, owner_alive
 
 __all__ = [
     "PublishOutcome",
@@ -104,9 +105,18 @@ def read_release(release_dir: str | Path, release_id: str) -> dict:
 
 
 def _sweep_staging(root: Path) -> None:
+    """Remove the staging folders of killed publishers.
+
+    At once when their process is gone (this host), otherwise once older than
+    :data:`STALE_STAGING_SECONDS`.
+    """
     now = time.time()
     for p in root.glob(".staging-*"):
-        if now - p.stat().st_mtime > STALE_STAGING_SECONDS:
+        try:  # a live publisher may rename its folder into place meanwhile
+            stale = now - p.stat().st_mtime > STALE_STAGING_SECONDS
+        except FileNotFoundError:
+            continue
+        if stale or not owner_alive(p.name, ".staging-"):
             _make_writable(p)
             shutil.rmtree(p, ignore_errors=True)
 
@@ -140,7 +150,7 @@ def write_release(
         if existing.digest == digest:
             return PublishOutcome(release=existing, created=False)
     _sweep_staging(root)
-    staging = root / f".staging-{uuid.uuid4().hex[:12]}"
+    staging = root / owned_name(".staging-")
     staging.mkdir()
     try:
         products = []

@@ -27,7 +27,8 @@ from prefect.context import TaskRunContext
 from talik.errors import MissingStepOutputError
 from talik.tasks.provenance import code_digest
 
-__all__ = ["STEP_CACHE", "StepDir", "TalikCode", "require", "step_folder", "step_path"]
+__all__ = ["STEP_CACHE", "StepDir", "TalikCode", "owned_name", "owner_alive", "require",
+           "step_folder", "step_path"]
 
 COMPLETE = "_COMPLETE"
 
@@ -66,7 +67,7 @@ def _tmp_prefix(final: Path) -> str:
     return f".{final.name}.tmp-"
 
 
-def _owner_alive(tmp_name: str, prefix: str) -> bool:
+def owner_alive(tmp_name: str, prefix: str) -> bool:
     """Whether the process that made a temporary step folder may still be writing it.
 
     The name carries ``<host>-<pid>-<random>``: a folder of this host whose process is gone
@@ -89,11 +90,16 @@ def _owner_alive(tmp_name: str, prefix: str) -> bool:
     return True
 
 
+def owned_name(prefix: str) -> str:
+    """A temporary name ``<prefix><host>-<pid>-<random>`` that says who is writing it."""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def _remove_leftovers(final: Path) -> None:
     """Delete temporary folders of this step left by killed runs on this host."""
     prefix = _tmp_prefix(final)
     for old in final.parent.glob(prefix + "*"):
-        if old.is_dir() and not _owner_alive(old.name, prefix):
+        if old.is_dir() and not owner_alive(old.name, prefix):
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -117,7 +123,7 @@ def step_folder(work_dir: str | Path, step: str, digest: str):
         return
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(final)
-    tmp = final.parent / f"{_tmp_prefix(final)}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = final.parent / owned_name(_tmp_prefix(final))
     tmp.mkdir()
     try:
         yield StepDir(tmp, final, False)
