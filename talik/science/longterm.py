@@ -26,7 +26,7 @@ import xarray as xr
 
 from talik.science.compare import agreement, masked_mean_std
 from talik.science.geometry import los_to_los, los_to_vertical
-from talik.science.interferogram import apply_gacos, fit_ramps, mask_incoherent, remove_ramps
+from talik.science.interferogram import postprocess_pairs
 from talik.science.scaling import (
     annual_rate,
     scale_partial_pair,
@@ -51,67 +51,6 @@ __all__ = [
 ]
 
 PairRole = Literal["long", "partial_thaw", "unused"]
-RAMP_FIT_PIXELS = 256
-"""Pixels per side of the subsample that ramps are fitted on (as for the L-band rate)."""
-
-
-def _stable_da(stable: np.ndarray | None, shape: tuple[int, int]) -> xr.DataArray:
-    return xr.DataArray(np.ones(shape, bool) if stable is None else np.asarray(stable, bool),
-                        dims=("y", "x"))
-
-
-def _gacos_corrected(los: xr.DataArray, gacos: xr.DataArray) -> tuple[xr.DataArray, list[bool]]:
-    """Pairs with a GACOS delay on both dates corrected by :func:`apply_gacos`; others kept."""
-    dates = pd.DatetimeIndex(gacos["date"].values)
-    ref = pd.DatetimeIndex(los["reference_date"].values)
-    sec = pd.DatetimeIndex(los["secondary_date"].values)
-    has = ref.isin(dates) & sec.isin(dates)
-    if not has.any():
-        return los, [False] * los.sizes["pair"]
-    ref_i = np.where(has, dates.get_indexer(ref), 0)
-    sec_i = np.where(has, dates.get_indexer(sec), 0)
-    out = los.copy()
-    # apply_gacos takes one incidence map for the stack: correct each sensor's pairs apart.
-    for inc in np.unique(los["incidence_deg"].values[has]):
-        group = has & (los["incidence_deg"].values == inc)
-        inc_map = xr.full_like(los.isel(pair=0, drop=True), float(inc))
-        corrected, idx = apply_gacos(los, gacos, ref_i, sec_i, group, inc_map)
-        out[idx] = corrected.transpose(*los.dims).values
-    return out, [bool(h) for h in has]
-
-
-def postprocess_pairs(pairs: xr.Dataset, coherence_threshold: float, stable: np.ndarray | None,
-                      ramp: str = "plane", gacos: xr.DataArray | None = None,
-                      min_stable_pixels: int = 10) -> xr.DataArray:
-    """Staged sparse-sensor pairs → LOS mm (positive toward), corrected as S1 interferograms are.
-
-    ``pairs`` is the staged store (``los_mm``, ``coherence`` ``(pair, y, x)`` with per-pair
-    ``sensor``, ``reference_date``, ``secondary_date``, ``incidence_deg``). Steps, with the
-    Sentinel-1 chain's functions: coherence mask (:func:`mask_incoherent`), GACOS where delays
-    ``(date, y, x)`` in metres exist for both dates (:func:`apply_gacos`), a ``ramp`` fitted on
-    stable ground of a subsample and removed (:func:`fit_ramps`, :func:`remove_ramps`), and
-    the median of stable ground put at zero (the common stable reference). A pair with fewer
-    than ``min_stable_pixels`` coherent stable pixels cannot be referenced and is all NaN.
-    The sequence is :func:`talik.science.velocity_reference.lband_rate`'s.
-    """
-    los = mask_incoherent(pairs["los_mm"], pairs["coherence"], coherence_threshold)
-    los = los.transpose("pair", "y", "x").astype(np.float64)
-    gacos_done = [False] * los.sizes["pair"]
-    if gacos is not None:
-        los, gacos_done = _gacos_corrected(los, gacos)
-    stable_da = _stable_da(stable, los.shape[1:])
-    step = max(1, int(np.ceil(max(los.sizes["y"], los.sizes["x"]) / RAMP_FIT_PIXELS)))
-    every = {"y": slice(None, None, step), "x": slice(None, None, step)}
-    los = remove_ramps(los, fit_ramps(los.isel(**every), stable_da.isel(**every), ramp))
-    on_stable = los.where(stable_da)
-    enough = on_stable.count(("y", "x")) >= min_stable_pixels
-    los = (los - on_stable.median(("y", "x"))).where(enough)
-    return los.assign_attrs(units="mm", long_name="LOS displacement, post-processed",
-                            sign_convention="positive toward the satellite",
-                            reference="median of stable ground",
-                            gacos_applied=[int(g) for g in gacos_done], ramp=ramp)
-
-
 def classify_pairs(reference_date: np.ndarray, secondary_date: np.ndarray, min_long_days: float,
                    max_partial_days: float, thaw_onset: str, thaw_end: str) -> np.ndarray:
     """The role of each pair: ``long`` (rate), ``partial_thaw`` (scaled season) or ``unused``.

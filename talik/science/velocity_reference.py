@@ -10,13 +10,12 @@ chosen (:func:`choose_initial_model`) whose rates are then CDF-matched to it.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from talik.science.calibration import rank_agreement
 from talik.science.filtering import spatial_lowpass
 from talik.science.geometry import los_to_los
-from talik.science.interferogram import fit_ramps, gacos_los_correction_mm, remove_ramps
+from talik.science.interferogram import postprocess_pairs
 from talik.science.inversion import ConstraintSpec, invert_nsbas
 from talik.science.scaling import mean_annual_rate
 from talik.science.seasonal import linear_rate
@@ -31,8 +30,6 @@ __all__ = [
 
 INITIAL_MODELS = ("linear_periodic", "linear", "none")
 """Candidate constraints of the initial inversion, in the order that settles ties."""
-RAMP_FIT_PIXELS = 256
-"""Pixels per side of the subsample the L-band pairs' ramps are fitted on."""
 INITIAL_MODEL_TIE = 0.02
 """Rank agreements (Spearman) closer than this count as equal when choosing the initial model."""
 
@@ -47,36 +44,18 @@ def lband_rate(pairs: xr.Dataset, platform: str, min_span_days: float,
     velocity reference, or the sensor's own to keep its LOS. ``gacos`` holds zenith delays
     ``(date, y, x)`` in metres on the pairs' grid.
 
-    Each pair gets the same post-processing as a Sentinel-1 interferogram: coherence mask,
-    GACOS correction when delays exist for both its dates, ramp fitted on stable ground and
-    removed, stable ground put at zero.
+    Each pair gets the same post-processing as a Sentinel-1 interferogram
+    (:func:`~talik.science.interferogram.postprocess_pairs`: coherence mask, GACOS correction
+    when delays exist for both its dates, ramp fitted on stable ground and removed, stable
+    ground put at zero; a pair with too few coherent stable pixels to be referenced is left
+    out).
     """
     mine = pairs["sensor"].values == platform
     if not mine.any():
         raise ValueError(f"no staged pairs of sensor {platform!r} "
                          f"(found {sorted(set(pairs['sensor'].values))})")
     sub = pairs.isel(pair=np.flatnonzero(mine))
-    los = sub["los_mm"].where(sub["coherence"] >= coherence_threshold)
-    if gacos is not None:
-        have = set(pd.DatetimeIndex(gacos["date"].values))
-        corrected = []
-        for i in range(los.sizes["pair"]):
-            a = pd.Timestamp(sub["reference_date"].values[i])
-            b = pd.Timestamp(sub["secondary_date"].values[i])
-            pair = los.isel(pair=i)
-            if a in have and b in have:
-                pair = pair + gacos_los_correction_mm(gacos.sel(date=a), gacos.sel(date=b),
-                                                      float(sub["incidence_deg"].values[i]))
-            corrected.append(pair.drop_vars("date", errors="ignore"))
-        los = xr.concat(corrected, dim="pair")
-    stable_da = xr.DataArray(np.ones(los.shape[1:], bool) if stable is None else stable,
-                             dims=("y", "x"))
-    # A plane or quadratic needs few pixels: fit on a subsample of at most ~256² pixels (the
-    # fit's design matrices grow with the pixels fitted), remove on the whole grid.
-    step = max(1, int(np.ceil(max(los.sizes["y"], los.sizes["x"]) / RAMP_FIT_PIXELS)))
-    every = {"y": slice(None, None, step), "x": slice(None, None, step)}
-    los = remove_ramps(los, fit_ramps(los.isel(**every), stable_da.isel(**every), ramp))
-    los = los - los.where(stable_da).median(("y", "x"))
+    los = postprocess_pairs(sub, coherence_threshold, stable, ramp, gacos)
     span = ((sub["secondary_date"] - sub["reference_date"]) / np.timedelta64(1, "D")).values
     rate = mean_annual_rate(los, span, min_span_days)
     incidence = float(sub["incidence_deg"].values[0])
