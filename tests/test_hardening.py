@@ -215,3 +215,19 @@ def test_archives_cannot_write_outside_their_target(tmp_path):
         with pytest.raises(InputError, match=rf"{bad.name}: member '{member}'"):
             read_era5_land(bad)
     assert not (tmp_path.parent / "escape.nc").exists()
+
+
+def test_era5_with_wrong_units_names_file_variable_and_units(tiny_world, tmp_path):
+    import pytest
+    import xarray as xr
+
+    from talik.errors import InputError
+    from talik.tasks.readers.era5 import read_era5_land
+
+    ds = xr.open_dataset(tiny_world / "era5land_monthly.nc").load()
+    ds["t2m"] = (ds["t2m"] - 273.15).assign_attrs(units="degC")  # a user's converted file
+    bad = tmp_path / "era5_celsius.nc"
+    ds.to_netcdf(bad)
+    with pytest.raises(InputError, match=r"era5_celsius\.nc: variable 't2m' units: expected "
+                                         r"the CDS's units 'K', got 'degC'"):
+        read_era5_land(bad)

@@ -28,9 +28,21 @@ import xarray as xr
 from talik.errors import InputError
 from talik.tasks.readers.archive import safe_extract
 
-__all__ = ["ERA5_VARIABLES", "read_era5_land"]
+__all__ = ["ERA5_UNITS", "ERA5_VARIABLES", "read_era5_land"]
 
 ERA5_VARIABLES = ("t2m", "tp", "e", "ssr", "str", "sde", "swvl1")
+
+ERA5_UNITS = {
+    "t2m": {"K", "kelvin"},
+    "tp": {"m"},
+    "e": {"m", "m of water equivalent"},
+    "ssr": {"J m**-2", "J m-2"},
+    "str": {"J m**-2", "J m-2"},
+    "sde": {"m"},
+    "swvl1": {"m**3 m**-3", "m3 m-3"},
+}
+"""Units the CDS writes for each variable (a file that states others is refused; one that
+states none is taken as CDS's)."""
 
 
 def _open_all(path: Path) -> xr.Dataset:
@@ -72,6 +84,11 @@ def read_era5_land(path: str | Path) -> xr.Dataset:
     missing = [v for v in ERA5_VARIABLES if v not in ds.data_vars]
     if missing:
         raise InputError(path, f"variables {missing}", f"all of {list(ERA5_VARIABLES)}")
+    for v in ERA5_VARIABLES:
+        units = ds[v].attrs.get("units")
+        if units is not None and units.strip() not in ERA5_UNITS[v]:
+            raise InputError(path, f"variable {v!r} units",
+                             f"the CDS's units {sorted(ERA5_UNITS[v])[0]!r}", units)
     empty = [v for v in ERA5_VARIABLES if not bool(ds[v].notnull().any())]
     if empty:
         raise InputError(path, f"variables {empty}", "values (ERA5-Land fields over the area)",
