@@ -205,7 +205,7 @@ def ledger(study: StudyArg) -> None:
     import collections
     import datetime as dt
 
-    from talik.flows.ingest import ledger_of
+    from talik.tasks.ingest.run import ledger_of
 
     cfg = _load(study)
     book = ledger_of(cfg)

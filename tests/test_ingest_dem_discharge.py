@@ -372,7 +372,8 @@ def test_nwis_refused_site_names_the_setting(tmp_path, water_data):
 def test_ingest_flow_runs_an_enabled_source_and_skips_another(prefect_server, tmp_path, bucket):
     """Through Prefect: the `ingest` flow's DEM subflow fills the study's DEM file, records it in
     the study's own ledger (<work_dir>/ingest/ledger.sqlite), and a skipped source sends nothing."""
-    from talik.flows.ingest import ingest_flow, ledger_of
+    from talik.flows.ingest import ingest_flow
+    from talik.tasks.ingest.run import ledger_of
 
     cfg = _study(tmp_path, dem_url=bucket.base)
     out = ingest_flow(cfg, skip=["nwis"])
@@ -388,7 +389,8 @@ def test_a_second_fetching_run_of_a_study_fetches_nothing(prefect_server, tmp_pa
     """While one run holds the study's ingest lease, another run sends no request."""
     import datetime as dt
 
-    from talik.flows.ingest import ingest_flow, ledger_of
+    from talik.flows.ingest import ingest_flow
+    from talik.tasks.ingest.run import ledger_of
 
     cfg = _study(tmp_path, dem_url=bucket.base)
     with ledger_of(cfg).lease("ingest", dt.timedelta(minutes=5)):

@@ -16,7 +16,7 @@ import logging
 import pytest
 
 from talik.config import load_study
-from talik.flows.ingest import ledger_of
+from talik.tasks.ingest.run import ledger_of
 from talik.tasks.readers.hyp3 import find_hyp3_products
 from tests.conftest import STORES_AND_SENSORS
 from tests.fakes.asf_hyp3 import fake_asf, fake_hyp3  # noqa: F401

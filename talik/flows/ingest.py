@@ -11,108 +11,37 @@ enabled (a study with every source off runs from local folders and needs no cred
 ``ingest-dem``          Copernicus GLO-30 DEM tiles → one DEM on the area
 ``ingest-nwis``         daily discharge of a USGS gauge
 
-Every task reads and writes the ledger (:class:`~talik.tasks.ingest.ledger.Ledger`), so an
-interrupted run resumes: nothing already ordered is ordered again, nothing already downloaded
-and verified is downloaded again. Tasks are not cached by Prefect: what is new is the
-ledger's business, not an input hash's.
+The tasks are in :mod:`talik.tasks.ingest.run`; this module only decides their order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 
-from talik.config import LocalSource, StudyConfig
-from talik.tasks.ingest.common import IngestError, PermanentServiceError, install_redaction
-from talik.tasks.ingest.ledger import LeaseHeldError, Ledger
-from talik.tasks.ingest.rawstore import RawStore
+from talik.config import StudyConfig
+from talik.tasks.ingest.ledger import LeaseHeldError
+from talik.tasks.ingest.run import (
+    FETCH_TASKS,
+    JobsStillRunningError,
+    discover_asf,
+    download_hyp3,
+    ledger_of,
+    order_hyp3,
+    poll_hyp3,
+    summary_artifact,
+)
 from talik.tasks.log import step_logger
 
-__all__ = ["JobsStillRunningError", "ingest_flow", "ledger_of", "raw_store_of"]
+__all__ = ["ingest_asf", "ingest_flow"]
 
 
 INGEST_LEASE = dt.timedelta(hours=6)
 """How long a fetching run holds the study's ingest lease between renewals (a killed run's
 lease is taken over at once on its own host, or after this long elsewhere)."""
-
-
-class JobsStillRunningError(IngestError):
-    """Raised by the polling task while jobs are still running (so Prefect retries it)."""
-
-
-def ledger_of(cfg: StudyConfig) -> Ledger:
-    """The study's ledger (``[ingest] ledger``, default ``<work_dir>/ingest/ledger.sqlite``)."""
-    path = cfg.ingest.ledger or Path(cfg.stores.work_dir) / "ingest" / "ledger.sqlite"
-    return Ledger(path)
-
-
-def raw_store_of(cfg: StudyConfig, ledger: Ledger) -> RawStore:
-    """The raw store: the local source's folders, under their common root."""
-    if not isinstance(cfg.source, LocalSource):
-        raise PermanentServiceError("[ingest] needs [source] kind = \"local\" (its folders receive "
-                                    "the downloads)")
-    from talik.tasks.ingest.local import common_root, source_locations
-
-    paths = [p.resolve() for p in source_locations(cfg.source).values()]
-    root = common_root(paths) if paths else Path(cfg.stores.work_dir)
-    return RawStore(root, ledger, cfg.ingest.retries)
-
-
-def _store(cfg: StudyConfig) -> tuple[Ledger, RawStore]:
-    install_redaction()
-    ledger = ledger_of(cfg)
-    return ledger, raw_store_of(cfg, ledger)
-
-
-# --------------------------------------------------------------------------------- ASF/HyP3
-@task(name="asf-discover-scenes")
-def discover_asf(cfg: StudyConfig) -> dict[str, Any]:
-    """Search ASF for scenes over the area; record the new ones in the ledger."""
-    from talik.tasks.ingest.asf import discover_scenes
-
-    ledger, _ = _store(cfg)
-    summary = discover_scenes(cfg, ledger)
-    step_logger().info("ASF: %s scenes found, %s new", summary.get("n_found"), summary.get("n_new"))
-    return summary
-
-
-@task(name="hyp3-plan-and-order")
-def order_hyp3(cfg: StudyConfig) -> dict[str, Any]:
-    """Plan the pairs the scenes allow, and order the missing ones within the budget."""
-    from talik.tasks.ingest.hyp3 import order_pairs, plan_orders
-
-    ledger, _ = _store(cfg)
-    planned = plan_orders(cfg, ledger)
-    ordered = order_pairs(cfg, ledger)
-    step_logger().info("HyP3: %s new pairs planned; ordered: %s", planned.get("n_new_pairs"), ordered)
-    return {"planned": planned, "ordered": ordered}
-
-
-@task(name="hyp3-poll-jobs")
-def poll_hyp3(cfg: StudyConfig) -> dict[str, Any]:
-    """Refresh the jobs' states (failed ones resubmitted); raise while any still runs."""
-    from talik.tasks.ingest.hyp3 import poll_jobs
-
-    ledger, _ = _store(cfg)
-    summary = poll_jobs(cfg, ledger)
-    if summary.get("n_running", 0):
-        raise JobsStillRunningError(f"{summary['n_running']} HyP3 jobs still running")
-    return summary
-
-
-@task(name="hyp3-download-products")
-def download_hyp3(cfg: StudyConfig) -> dict[str, Any]:
-    """Download finished products (soonest to expire first) into the HyP3 folder."""
-    from talik.tasks.ingest.hyp3 import download_products
-
-    ledger, store = _store(cfg)
-    summary = download_products(cfg, ledger, store)
-    step_logger().info("HyP3: %s", summary)
-    return summary
 
 
 @flow(name="ingest-asf")
@@ -156,71 +85,18 @@ def _still_running(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-# ------------------------------------------------------------------------ the other sources
-@task(name="esa-discover-scenes")
-def discover_esa(cfg: StudyConfig) -> dict[str, Any]:
-    """Search Copernicus/ESA (eodag or a DHuS mirror) for scenes; record (and download) them."""
-    from talik.tasks.ingest.esa import discover_esa_scenes
+def _single_source_flow(key: str) -> Any:
+    step = FETCH_TASKS[key]
 
-    ledger, store = _store(cfg)
-    return discover_esa_scenes(cfg, ledger, store)
-
-
-@task(name="earthengine-modis")
-def fetch_modis_stacks(cfg: StudyConfig) -> dict[str, Any]:
-    """MODIS NDVI / albedo / LST stacks from Earth Engine into the MODIS folder."""
-    from talik.tasks.ingest.earthengine import fetch_modis
-
-    ledger, store = _store(cfg)
-    return fetch_modis(cfg, ledger, store)
-
-
-@task(name="cds-era5-land")
-def fetch_era5(cfg: StudyConfig) -> dict[str, Any]:
-    """ERA5-Land months from the CDS (queued requests resumed, provisional months replaced)."""
-    from talik.tasks.ingest.cds import fetch_era5_land
-
-    ledger, store = _store(cfg)
-    return fetch_era5_land(cfg, ledger, store, max_wait_s=cfg.ingest.cds.max_wait_h * 3600)
-
-
-@task(name="glo30-dem")
-def fetch_glo30(cfg: StudyConfig) -> dict[str, Any]:
-    """Copernicus GLO-30 tiles over the area, mosaicked into the study's DEM file."""
-    from talik.tasks.ingest.dem import fetch_dem
-
-    ledger, store = _store(cfg)
-    return fetch_dem(cfg, ledger, store)
-
-
-@task(name="nwis-discharge")
-def fetch_discharge(cfg: StudyConfig) -> dict[str, Any]:
-    """Daily discharge of the configured USGS gauge into the study's discharge file."""
-    from talik.tasks.ingest.discharge import fetch_nwis_discharge
-
-    ledger, store = _store(cfg)
-    return fetch_nwis_discharge(cfg, ledger, store)
-
-
-SOURCES = {
-    "esa": ("ingest-esa", discover_esa),
-    "earthengine": ("ingest-earthengine", fetch_modis_stacks),
-    "cds": ("ingest-cds", fetch_era5),
-    "dem": ("ingest-dem", fetch_glo30),
-    "nwis": ("ingest-nwis", fetch_discharge),
-}
-
-
-def _single_source_flow(name: str, step: Any) -> Any:
-    @flow(name=name)
+    @flow(name=f"ingest-{key}")
     def run(cfg: StudyConfig) -> dict[str, Any]:
         return step(cfg)
 
-    run.__doc__ = step.__doc__
+    run.__doc__ = step.fn.__doc__
     return run
 
 
-SOURCE_FLOWS = {key: _single_source_flow(name, step) for key, (name, step) in SOURCES.items()}
+SOURCE_FLOWS = {key: _single_source_flow(key) for key in FETCH_TASKS}
 
 
 @flow(name="ingest")
@@ -244,32 +120,5 @@ def ingest_flow(cfg: StudyConfig, skip: list[str] | None = None) -> dict[str, An
         step_logger().warning("%s: this run fetches nothing and goes on with the files already "
                               "there", exc)
         out["not_fetched"] = str(exc)
-    _summary_artifact(cfg, out, sorted(skip))
+    summary_artifact(cfg, out, sorted(skip))
     return out
-
-
-def _summary_artifact(cfg: StudyConfig, out: dict[str, Any], skipped: list[str]) -> None:
-    """What each source did, and the ledger's totals, as a markdown artifact in the Prefect UI."""
-    import collections
-    import json
-
-    from prefect.artifacts import create_markdown_artifact
-
-    from talik.tasks.ingest.common import redact
-
-    ledger = ledger_of(cfg)
-    pairs = collections.Counter(p.state for p in ledger.pairs())
-    files = ledger.files()
-    lines = [f"# Ingest of study `{cfg.name}`", "",
-             f"- scenes known: {len(ledger.scenes())}",
-             "- pairs: " + (", ".join(f"{k} {v}" for k, v in sorted(pairs.items())) or "none"),
-             f"- raw-store files: {len(files)} ({sum(f.bytes for f in files) / 1e6:.1f} MB, "
-             f"{sum(f.status == 'provisional' for f in files)} provisional)",
-             f"- skipped this run: {', '.join(skipped) or 'none'}", ""]
-    for source, summary in out.items():
-        text = json.dumps(summary, default=str, indent=1)
-        if len(text) > 4000:
-            text = text[:4000] + "\n…"
-        lines += [f"## {source}", "", "```json", redact(text), "```", ""]
-    create_markdown_artifact(markdown="\n".join(lines), key=f"ingest-{cfg.name}",
-                             description="What the ingest subflows fetched, ordered and downloaded")
