@@ -237,13 +237,7 @@ class Ledger:
 
     def scenes(self, source: str | None = None) -> list[SceneRecord]:
         """Every scene recorded (of ``source``), by acquisition time."""
-        query = "SELECT record FROM scenes"
-        args: tuple = ()
-        if source is not None:
-            query += " WHERE source = ?"
-            args = (source,)
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY start_time, scene_id", args).fetchall()
+        rows = self._select("SELECT record FROM scenes", "start_time, scene_id", source=source)
         return [SceneRecord.model_validate_json(r[0]) for r in rows]
 
     # --------------------------------------------------------------------------- pairs
@@ -258,19 +252,31 @@ class Ledger:
                                 (ref, sec, job_type, "planned", now, now)).rowcount
         return n
 
+    def _select(self, select: str, order: str, **where: Any) -> list[tuple]:
+        """Rows of ``select`` filtered by ``column=value`` and sorted by ``order``.
+
+        A value of None sets no filter; a list or tuple matches any of its values.
+        """
+        clauses, args = [], []
+        for column, value in where.items():
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                clauses.append(f"{column} IN ({','.join('?' * len(value))})")
+                args.extend(value)
+            else:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        sql = select + (" WHERE " + " AND ".join(clauses) if clauses else "") + f" ORDER BY {order}"
+        with self._connect() as db:
+            return db.execute(sql, args).fetchall()
+
     def pairs(self, job_type: str | None = None, states: Sequence[str] | None = None
               ) -> list[PairEntry]:
         """Planned pairs (of ``job_type``, in ``states``), in planning order."""
-        query, args = "SELECT reference, secondary, job_type, state, job_name, attempts, " \
-                      "product, note FROM pairs WHERE 1=1", []
-        if job_type is not None:
-            query += " AND job_type = ?"
-            args.append(job_type)
-        if states is not None:
-            query += f" AND state IN ({','.join('?' * len(states))})"
-            args.extend(states)
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY reference, secondary", args).fetchall()
+        rows = self._select("SELECT reference, secondary, job_type, state, job_name, attempts, "
+                            "product, note FROM pairs", "reference, secondary",
+                            job_type=job_type, state=None if states is None else list(states))
         return [PairEntry(*r) for r in rows]
 
     def set_pair(self, reference: str, secondary: str, job_type: str, state: str, *,
@@ -314,13 +320,9 @@ class Ledger:
 
     def jobs(self, states: Sequence[str] | None = None) -> list[JobEntry]:
         """Jobs recorded (in ``states``), by submission time."""
-        query, args = "SELECT job_id, reference, secondary, job_type, name, state, credit_cost, " \
-                      "submitted_at, expires_at, files FROM jobs", []
-        if states is not None:
-            query += f" WHERE state IN ({','.join('?' * len(states))})"
-            args.extend(states)
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY submitted_at, job_id", args).fetchall()
+        rows = self._select("SELECT job_id, reference, secondary, job_type, name, state, "
+                            "credit_cost, submitted_at, expires_at, files FROM jobs",
+                            "submitted_at, job_id", state=None if states is None else list(states))
         return [JobEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _time(r[7]), _time(r[8]),
                          json.loads(r[9] or "[]")) for r in rows]
 
@@ -344,23 +346,20 @@ class Ledger:
                         scrub_url(entry.url) if entry.url else None, entry.bytes, entry.sha256,
                         _iso(entry.fetched_at), entry.status))
 
-    def file(self, path: str) -> FileEntry | None:
-        """The manifest entry of ``path`` (as recorded), or None."""
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
-        if row is None:
-            return None
+    @staticmethod
+    def _file_entry(row: tuple) -> FileEntry:
         return FileEntry(row[0], row[1], json.loads(row[2] or "{}"), row[3], row[4], row[5],
                          _time(row[6]), row[7])
 
+    def file(self, path: str) -> FileEntry | None:
+        """The manifest entry of ``path`` (as recorded), or None."""
+        rows = self._select("SELECT * FROM files", "path", path=path)
+        return self._file_entry(rows[0]) if rows else None
+
     def files(self, source: str | None = None) -> list[FileEntry]:
         """Every manifest entry (of ``source``)."""
-        query, args = "SELECT path FROM files", ()
-        if source is not None:
-            query, args = query + " WHERE source = ?", (source,)
-        with self._connect() as db:
-            paths = [r[0] for r in db.execute(query + " ORDER BY path", args).fetchall()]
-        return [e for e in (self.file(p) for p in paths) if e is not None]
+        return [self._file_entry(r) for r in self._select("SELECT * FROM files", "path",
+                                                           source=source)]
 
     # ------------------------------------------------------------------------ requests
     def upsert_request(self, entry: RequestEntry) -> None:
@@ -377,15 +376,8 @@ class Ledger:
     def requests(self, source: str | None = None, states: Sequence[str] | None = None
                  ) -> list[RequestEntry]:
         """Queued requests recorded (of ``source``, in ``states``)."""
-        query, args = "SELECT key, source, request, remote_id, state, result, provisional " \
-                      "FROM requests WHERE 1=1", []
-        if source is not None:
-            query += " AND source = ?"
-            args.append(source)
-        if states is not None:
-            query += f" AND state IN ({','.join('?' * len(states))})"
-            args.extend(states)
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY key", args).fetchall()
+        rows = self._select("SELECT key, source, request, remote_id, state, result, provisional "
+                            "FROM requests", "key", source=source,
+                            state=None if states is None else list(states))
         return [RequestEntry(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], bool(r[6]))
                 for r in rows]
