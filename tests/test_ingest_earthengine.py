@@ -32,6 +32,7 @@ from talik.tasks.ingest.earthengine import Grid, fetch_modis, plan_tiles, reques
 from talik.tasks.ingest.ledger import Ledger
 from talik.tasks.ingest.rawstore import RawStore
 from talik.tasks.readers.modis import read_modis_stack
+from tests.conftest import STORES_AND_SENSORS
 
 EE_TESTS = Path(ee.__file__).parent / "tests"
 PROJECT = "talik-loopback"
@@ -214,18 +215,7 @@ kind = "local"
 hyp3_dir = "hyp3"
 modis_dir = "raw/modis"
 
-[stores]
-work_dir = "work"
-release_dir = "releases"
-
-[sensors.sentinel1]
-platform = "Sentinel-1"
-band = "C"
-wavelength_m = 0.055465763
-incidence_deg = 39.47
-direction = "descending"
-polarization = "VV"
-
+{stores_and_sensors}
 [ingest.retries]
 attempts = 4
 backoff_s = 0.01
@@ -247,7 +237,9 @@ def make_study(tmp_path: Path, url: str, mib: float = 48.0, concurrent: int = 4,
                project: str | None = PROJECT):
     line = f'project = "{project}"' if project else ""
     path = tmp_path / "study.toml"
-    path.write_text(STUDY.format(url=url, mib=mib, concurrent=concurrent, project=line))
+    stores = STORES_AND_SENSORS.format(work="work", releases="releases")
+    path.write_text(STUDY.format(url=url, mib=mib, concurrent=concurrent, project=line,
+                                 stores_and_sensors=stores))
     cfg = load_study(path)
     ledger = Ledger(tmp_path / "work" / "ingest" / "ledger.sqlite")
     store = RawStore(tmp_path / "raw", ledger, cfg.ingest.retries)
