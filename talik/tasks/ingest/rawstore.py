@@ -25,6 +25,7 @@ from talik.tasks.ingest.common import (
     scrub_url,
 )
 from talik.tasks.ingest.ledger import FileEntry, Ledger, utc_now
+from talik.tasks.provenance import file_sha256
 
 __all__ = ["Download", "RawStore", "sha256_of"]
 
@@ -34,8 +35,13 @@ logger = logging.getLogger("talik.ingest")
 
 
 def sha256_of(path: Path, md5: bool = False) -> str:
-    """Hex SHA-256 (or MD5) of the bytes of ``path``."""
-    h = hashlib.md5(usedforsecurity=False) if md5 else hashlib.sha256()
+    """Hex SHA-256 or MD5 of the bytes of ``path`` (never cached).
+
+    SHA-256 is :func:`~talik.tasks.provenance.file_sha256`, the project's one file checksum.
+    """
+    if not md5:
+        return file_sha256(Path(path))
+    h = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as f:
         for block in iter(lambda: f.read(CHUNK_BYTES), b""):
             h.update(block)
