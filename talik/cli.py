@@ -334,13 +334,13 @@ def sentinel1(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Sentinel-1 time series from your own HyP3 products, written to OUT as CF NetCDF."""
-    from talik.config import AreaOfInterest, LocalSource, Sentinel1Options
+    from talik.config import SENTINEL1_WAVELENGTH_M, AreaOfInterest, LocalSource, Sentinel1Options
     from talik.errors import InputError
     from talik.tasks.progress import progress_output
     from talik.tasks.sentinel1 import sentinel1_from_products
-    from talik.world.sentinel1 import S1_WAVELENGTH_M
 
-    options, aoi, wavelength, lband_inc, title = Sentinel1Options(), None, S1_WAVELENGTH_M, None, None
+    options, aoi, wavelength = Sentinel1Options(), None, SENTINEL1_WAVELENGTH_M
+    lband_inc, title = None, None
     if study is not None:
         cfg = _load(study)
         options, aoi, wavelength, title = cfg.sentinel1, cfg.aoi, cfg.s1_sensor.wavelength_m, cfg.title

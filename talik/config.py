@@ -112,6 +112,11 @@ class AreaOfInterest(_Model):
         return self
 
 
+SENTINEL1_WAVELENGTH_M = 0.055465763
+"""Sentinel-1 C-band radar wavelength, m (c / 5.405 GHz, as HyP3 documents it): the default
+when no study names the sensor."""
+
+
 class Sensor(_Model):
     """A SAR sensor as used in the study (Table 1 of the paper)."""
 

@@ -232,6 +232,55 @@ def test_gacos_applied_per_tile_equals_the_pairwise_correction():
         np.testing.assert_allclose(out.values, expected, rtol=1e-6, atol=1e-4)
 
 
+def test_one_pass_tile_correction_equals_the_steps_one_after_the_other():
+    """correct_tile = mask → GACOS → reference offsets → ramps, on the kept pairs, either
+    given coherence values or the stored uint8 codes with their table."""
+    from talik.science.interferogram import (
+        PairCorrections,
+        apply_gacos,
+        correct_tile,
+        mask_incoherent,
+    )
+
+    rng = np.random.default_rng(5)
+    n_pairs, n_dates = 7, 5
+    ref, sec = rng.integers(0, 3, n_pairs), rng.integers(3, n_dates, n_pairs)
+    ztd = rng.normal(2.3, 0.02, (n_dates, 40, 50)).astype(np.float32)
+    inc = _grid(np.linspace(30, 45, 50)[None, :].repeat(40, 0).astype(np.float32))
+    yy, xx = np.meshgrid(Y - Y.mean(), X - X.mean(), indexing="ij")
+    pairs = np.stack([k * (1.0 + 1e-3 * xx - 2e-3 * yy) + rng.normal(size=yy.shape)
+                      for k in range(n_pairs)]).astype(np.float32)
+    los = xr.DataArray(pairs, dims=("pair", "y", "x"), coords={"pair": np.arange(n_pairs),
+                                                                "y": Y, "x": X})
+    codes = rng.integers(0, 256, (n_pairs, 40, 50)).astype(np.uint8)  # 255: missing
+    table = (np.arange(256) * (1 / 250)).astype(np.float32)
+    table[255] = np.nan
+    coherence = los.copy(data=table[codes])
+    kept = np.array([0, 2, 3, 5, 6])  # e.g. pair 1 had no GACOS, pair 4 failed loop closure
+    offsets = rng.normal(size=kept.size).astype(np.float32)
+    coefs = fit_ramps(los, _grid(np.ones(yy.shape, bool)), "plane").isel(pair=kept)
+
+    masked = mask_incoherent(los, coherence, 0.3).isel(pair=kept)
+    step, _ = apply_gacos(masked, xr.DataArray(ztd, dims=("date", "y", "x")), ref[kept],
+                          sec[kept], np.ones(kept.size, bool), inc)
+    step = apply_reference(step, xr.DataArray(offsets, dims="pair",
+                                              coords={"pair": step["pair"]}))
+    expected = remove_ramps(step, coefs.assign_coords(pair=step["pair"])).values
+
+    corrections = PairCorrections(
+        coherence_threshold=0.3, pairs=kept, offset_mm=offsets, ramp_kind="plane",
+        ramp_coefs=coefs.values, centre=(coefs.attrs["y_centre"], coefs.attrs["x_centre"]),
+        gacos_reference=ref[kept], gacos_secondary=sec[kept])
+    from_values = correct_tile(corrections, pairs, coherence.values, Y, X, ztd, inc.values)
+    from_codes = correct_tile(corrections, pairs, codes, Y, X, ztd, inc.values,
+                              coherence_table=table)
+    assert from_values.dtype == np.float32 and from_values.shape == expected.shape
+    np.testing.assert_array_equal(np.isnan(from_values), np.isnan(expected))
+    np.testing.assert_allclose(from_values, expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(from_codes, from_values)
+    assert 0.2 < float(np.isnan(expected).mean()) < 0.4  # the mask did something
+
+
 def test_geometry_round_trips_through_the_vertical():
     """LOS → vertical → LOS is the identity; uplift is positive in both; a steeper look sees more."""
     up = _grid(np.full((40, 50), 10.0))  # mm up

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import xarray as xr
-from scipy.stats import spearmanr
 
 __all__ = ["QuantileMapping", "fit_cdf_matching", "rank_agreement"]
 
@@ -91,4 +91,8 @@ def rank_agreement(a: xr.DataArray | np.ndarray, b: xr.DataArray | np.ndarray) -
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 10:
         return float("nan")
-    return float(spearmanr(x[ok], y[ok]).statistic)
+    # Pearson's correlation of the ranks (ties take their mean rank), as scipy's spearmanr,
+    # with pandas' ranking (scipy.stats alone costs half a second to import).
+    rx = pd.Series(x[ok]).rank().to_numpy()
+    ry = pd.Series(y[ok]).rank().to_numpy()
+    return float(np.corrcoef(rx, ry)[0, 1])

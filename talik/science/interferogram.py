@@ -15,6 +15,7 @@ they work the same on numpy- and dask-backed arrays.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -26,7 +27,9 @@ __all__ = [
     "SignConvention",
     "apply_gacos",
     "apply_reference",
+    "PairCorrections",
     "choose_reference_window",
+    "correct_tile",
     "fit_ramps",
     "gacos_los_correction_mm",
     "mask_incoherent",
@@ -264,6 +267,80 @@ def apply_gacos(los: xr.DataArray, ztd_m: xr.DataArray, reference_index: np.ndar
         data = add(stack.values, ztd.values, inc.values)
     corrected = stack.copy(data=data).transpose(*los.dims)
     return corrected.assign_attrs(los.attrs, gacos="applied"), idx
+
+
+@dataclass(frozen=True)
+class PairCorrections:
+    """Everything fitted on small samples that a full-resolution tile of pairs then needs.
+
+    ``pairs`` selects, in order, the staged pairs kept (``(n,)`` indices); for each kept pair,
+    ``offset_mm`` is the total of its reference offsets (mm) and ``ramp_coefs (n, k)`` its ramp
+    (mm, columns of :func:`ramp_design` of ``ramp_kind`` about ``centre`` ``(y, x)``). With GACOS,
+    ``gacos_reference``/``gacos_secondary`` are each kept pair's two dates along the delay
+    maps' ``date``.
+    """
+
+    coherence_threshold: float
+    pairs: np.ndarray
+    offset_mm: np.ndarray
+    ramp_kind: RampKind = "none"
+    ramp_coefs: np.ndarray | None = None
+    centre: tuple[float, float] = (0.0, 0.0)
+    gacos_reference: np.ndarray | None = None
+    gacos_secondary: np.ndarray | None = None
+
+
+CORRECTION_BATCH = 64
+"""Pairs corrected together in :func:`correct_tile` (bounds its temporaries)."""
+
+
+def correct_tile(corrections: PairCorrections, los_mm: np.ndarray, coherence: np.ndarray,
+                 y: np.ndarray, x: np.ndarray, ztd_m: np.ndarray | None = None,
+                 incidence_deg: np.ndarray | None = None,
+                 coherence_table: np.ndarray | None = None) -> np.ndarray:
+    """One spatial tile of staged pairs → the kept pairs, masked and corrected (float32 mm).
+
+    The same steps, in the same precision, as :func:`mask_incoherent`, :func:`apply_gacos`,
+    :func:`apply_reference` and :func:`remove_ramps` applied one after the other, done in one
+    pass over the tile: ``los_mm``/``coherence`` ``(staged pair, ny, nx)``, the tile's
+    coordinates ``y``/``x`` (m), GACOS zenith delays ``ztd_m (date, ny, nx)`` (m) and the
+    incidence (degrees) when the pairs are corrected for troposphere. ``coherence`` may be
+    stored integer codes, with ``coherence_table`` giving each code's value (NaN: missing).
+    Returns ``(kept pair, ny, nx)``.
+    """
+    c = corrections
+    n, ny, nx = len(c.pairs), los_mm.shape[1], los_mm.shape[2]
+    out = np.empty((n, ny, nx), np.float32)
+    design = None
+    if c.ramp_kind != "none" and c.ramp_coefs is not None:
+        yy, xx = np.meshgrid(np.asarray(y) - c.centre[0], np.asarray(x) - c.centre[1],
+                             indexing="ij")
+        design = ramp_design(yy.ravel(), xx.ravel(), c.ramp_kind).astype(np.float32).T
+        coefs = np.nan_to_num(np.asarray(c.ramp_coefs, np.float64)).astype(np.float32)
+    slant = None
+    if ztd_m is not None and c.gacos_reference is not None:
+        slant = (1000.0 / np.cos(np.radians(np.asarray(incidence_deg, np.float32))))
+    offsets = np.asarray(c.offset_mm, np.float32)
+    coherent = None
+    if coherence_table is not None:  # which codes pass, from the values they stand for
+        coherent = np.asarray(coherence_table) >= c.coherence_threshold
+    for a in range(0, n, CORRECTION_BATCH):
+        b = min(a + CORRECTION_BATCH, n)
+        rows = c.pairs[a:b]
+        part = out[a:b]
+        np.copyto(part, los_mm[rows], casting="same_kind")
+        if coherent is not None:
+            part[~coherent[coherence[rows]]] = np.nan
+        else:
+            part[~(coherence[rows] >= c.coherence_threshold)] = np.nan
+        if slant is not None:
+            delay = ztd_m[c.gacos_secondary[a:b]].astype(np.float32, copy=False)
+            delay = delay - ztd_m[c.gacos_reference[a:b]].astype(np.float32, copy=False)
+            part += delay * slant
+        part -= offsets[a:b, None, None]
+        if design is not None:
+            part -= (coefs[a:b] @ design).reshape(b - a, ny, nx)
+    return out
 
 
 RAMP_FIT_PIXELS = 256

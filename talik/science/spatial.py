@@ -52,8 +52,9 @@ def bilinear_weights(x: np.ndarray, y: np.ndarray, transform: tuple[float, ...],
     r0 = np.clip(np.floor(row).astype(np.int64), 0, max(ny - 2, 0))
     c0 = np.clip(np.floor(col).astype(np.int64), 0, max(nx - 2, 0))
     fr, fc = row - r0, col - c0
+    # float32 weights: the sampled grids are float32, and float64 would double every product.
     weights = np.stack([((1 - fr) * (1 - fc)).ravel(), ((1 - fr) * fc).ravel(),
-                        (fr * (1 - fc)).ravel(), (fr * fc).ravel()])
+                        (fr * (1 - fc)).ravel(), (fr * fc).ravel()]).astype(np.float32)
     return BilinearWeights((r0 * nx + c0).ravel(), weights, inside.ravel(), (ny, nx))
 
 

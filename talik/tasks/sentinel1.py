@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import dask
@@ -38,9 +39,11 @@ from talik.science.calibration import fit_cdf_matching
 from talik.science.filtering import atmospheric_filter
 from talik.science.geometry import los_to_los, vertical_to_los
 from talik.science.interferogram import (
+    PairCorrections,
     apply_gacos,
     apply_reference,
     choose_reference_window,
+    correct_tile,
     fit_ramps,
     mask_incoherent,
     reference_offsets,
@@ -315,14 +318,14 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
             return _apply_gacos(out, gacos, part["incidence_deg"], names, report)
         return out, np.arange(part.sizes["pair"])
 
-    los, keep_idx = masked_and_corrected(stack, gacos_in)
+    # Everything is fitted on small samples of the inputs — the spatial subsample (loop
+    # closure, ramps, model choice) and the reference window — masked and corrected alone;
+    # the full-resolution pairs are then corrected in one pass per tile (_corrected_pairs).
+    sub_los, keep_idx = masked_and_corrected(
+        stack.isel(**sub_sel), gacos_in.isel(**sub_sel) if gacos_in is not None else None)
     if report.no_gacos_pairs:
         logger.warning("%d pairs have no GACOS delay for one of their dates and are left out",
                        len(report.no_gacos_pairs))
-    # The subsample (loop closure, ramps, model choice) is taken from the inputs, so only its
-    # pixels are masked and corrected.
-    sub_los, _ = masked_and_corrected(
-        stack.isel(**sub_sel), gacos_in.isel(**sub_sel) if gacos_in is not None else None)
     names = names[keep_idx]
 
     # One pass over the data for every statistic that needs all of it: coherence statistics
@@ -351,11 +354,10 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
         stack.isel(**at_window), gacos_in.isel(**at_window) if gacos_in is not None else None
     )[0].compute()
     offsets = reference_offsets(window_los, xr.DataArray(True))
-    los = apply_reference(los, offsets)
     sub = apply_reference(sub, offsets)
 
     # 2. Loop closure on the spatial subsample held in memory.
-    network = Network.from_stack(los)
+    network = Network.from_stack(sub)
     qc = loop_closure(sub, network, wavelength, options.loop_closure_rms_rad)
     report.n_loops = int(len(qc.loops))
     report.n_bad_loops = int(qc.bad_loop.sum())
@@ -377,10 +379,10 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
         stack.attrs.get("source", "the staged stack"), "interferograms",
         f" of {keep.size} after loop closure")
     report.network = {
-        "reference_date": [str(d)[:10] for d in los["reference_date"].values],
-        "secondary_date": [str(d)[:10] for d in los["secondary_date"].values],
-        "baseline_m": ([float(b) for b in los["baseline_m"].values]
-                       if "baseline_m" in los.coords else []),
+        "reference_date": [str(d)[:10] for d in sub["reference_date"].values],
+        "secondary_date": [str(d)[:10] for d in sub["secondary_date"].values],
+        "baseline_m": ([float(b) for b in sub["baseline_m"].values]
+                       if "baseline_m" in sub.coords else []),
         "rejected": [bool(b) for b in qc.bad_pair],
     }
 
@@ -389,9 +391,15 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     stable_da = xr.DataArray(stable, dims=("y", "x"))
     sub = sub.isel(pair=kept)  # (the rejected pairs' subsample is not held while fitting)
     coefs = fit_ramps(sub, stable_da.isel(**sub_sel), options.ramp)
-    los = remove_ramps(los.isel(pair=kept), coefs)
     window_los = remove_ramps(apply_reference(window_los, offsets).isel(pair=kept), coefs)
-    los = apply_reference(los, reference_offsets(window_los, xr.DataArray(True)))
+    second_offsets = reference_offsets(window_los, xr.DataArray(True))
+    corrections = PairCorrections(
+        coherence_threshold=thr, pairs=keep_idx[kept],
+        offset_mm=(offsets.values[kept] + second_offsets.values).astype(np.float32),
+        ramp_kind=coefs.attrs.get("kind", "none"), ramp_coefs=coefs.values,
+        centre=(coefs.attrs.get("y_centre", 0.0), coefs.attrs.get("x_centre", 0.0)),
+        **_gacos_positions(gacos_in if options.gacos else None, keep_idx[kept]))
+    los = _corrected_pairs(stack, gacos_in if options.gacos else None, corrections)
     sub = remove_ramps(sub, coefs)
     sub = apply_reference(sub, sub.isel(y=slice(window[0].start // step, window[0].stop // step + 1),
                                         x=slice(window[1].start // step, window[1].stop // step + 1)
@@ -405,10 +413,53 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
                                   "n_dates": int(last - first + 1)})
     min_valid = max(1, int(np.ceil(options.min_valid_ifg_fraction * used.n_pairs)))
 
-    # Pairs come in the stored chunks until here; each tile's are assembled for the inversion.
-    if los.chunks is not None:
-        los = los.chunk({"pair": -1})
     return PreparedInterferograms(los, sub, step, used, stable, report, min_valid)
+
+
+def _gacos_positions(gacos: xr.Dataset | None, pairs: np.ndarray) -> dict:
+    """Where the chosen staged ``pairs`` find their two delay maps (for :class:`PairCorrections`)."""
+    if gacos is None:
+        return {}
+    return {"gacos_reference": gacos["gacos_reference_index"].values[pairs],
+            "gacos_secondary": gacos["gacos_secondary_index"].values[pairs]}
+
+
+def _corrected_pairs(stack: xr.Dataset, gacos: xr.Dataset | None,
+                     corrections: PairCorrections) -> xr.DataArray:
+    """The kept pairs at full resolution, masked and corrected tile by tile (:func:`correct_tile`).
+
+    With dask, each output tile holds all its pairs (one inversion per tile); the stored
+    chunks of pairs of a tile are assembled once, as the correction reads them.
+    """
+    los = stack["los_mm"].transpose("pair", "y", "x")
+    # The stored codes when there are (a quarter of the bytes of float32 values).
+    coherence = stack["coherence_code" if "coherence_code" in stack else "coherence"]
+    table = coherence.attrs.get("table")
+    coherence = coherence.transpose("pair", "y", "x")
+    ys, xs = stack["y"].values, stack["x"].values
+    kept = los.isel(pair=corrections.pairs)
+    extra = ([gacos["ztd_m"].transpose("date", "y", "x"),
+              stack["incidence_deg"].transpose("y", "x")] if gacos is not None else [])
+    if los.chunks is None:
+        data = correct_tile(corrections, los.values, coherence.values, ys, xs,
+                            *(a.values for a in extra), coherence_table=table)
+    else:
+        import dask.array as dsa
+
+        tiles = {"y": los.chunksizes["y"], "x": los.chunksizes["x"]}
+        args = [los.data, "qyx", coherence.data, "qyx",
+                dsa.from_array(ys, chunks=(tiles["y"],)), "y",
+                dsa.from_array(xs, chunks=(tiles["x"],)), "x"]
+        if extra:
+            args += [extra[0].chunk({"date": -1, **tiles}).data, "dyx",
+                     extra[1].chunk(tiles).data, "yx"]
+        data = dsa.blockwise(partial(correct_tile, corrections, coherence_table=table), "pyx",
+                             *args,
+                             new_axes={"p": len(corrections.pairs)}, concatenate=True,
+                             dtype=np.float32)
+    return kept.copy(data=data).assign_attrs(
+        units="mm", long_name="LOS displacement, masked and corrected",
+        sign_convention="positive toward the satellite", reference="common reference area")
 
 
 def run_sentinel1_chain(
@@ -640,6 +691,29 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
     ds.to_netcdf(path, encoding=encoding, engine="netcdf4")
 
 
+def _coherence_as_float32(store: Path, decoded: xr.DataArray
+                          ) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """The staged coherence as float32, decoded from its stored codes by a lookup table.
+
+    Coherence is stored as uint8 codes × ``scale_factor`` (255: missing). xarray decodes them
+    to float64, and a cast to float32 is then a second pass over the stack; a 256-entry table
+    of the same float64 → float32 values gives each code's value in one pass (identical
+    values). Returns the values and the codes themselves (attribute ``table``: the value of
+    each code), or ``None`` for a store without codes (whose values are only cast).
+    """
+    raw = xr.open_zarr(store, chunks={}, mask_and_scale=False)["coherence"]
+    scale = raw.attrs.get("scale_factor")
+    if raw.dtype != np.uint8 or scale is None:
+        return decoded.astype(np.float32), None
+    table = (np.arange(256, dtype=np.float64) * float(scale)).astype(np.float32)
+    fill = raw.attrs.get("_FillValue")
+    if fill is not None:
+        table[int(fill)] = np.nan
+    values = raw.data.map_blocks(lambda block: table[block], dtype=np.float32)
+    codes = raw.copy(data=raw.data).assign_attrs(table=table)
+    return decoded.copy(data=values), codes
+
+
 def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path | None = None,
                       gacos: Path | None = None, pairs: Path | None = None,
                       lband_geotiff: Path | None = None,
@@ -648,9 +722,9 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
                       lband_quantity: str | None = None) -> ChainInputs:
     """Open the staged stores (lazily) and build the L-band rate map if one is available."""
     stack = xr.open_zarr(staged_s1, chunks={})  # the store's own chunks, read as they are
-    # Coherence is stored as uint8 × 0.004 and decodes to float64; float32 is plenty, and
-    # casting each stored chunk before tiles are assembled halves a tile's largest arrays.
-    stack["coherence"] = stack["coherence"].astype(np.float32)
+    stack["coherence"], codes = _coherence_as_float32(staged_s1, stack["coherence"])
+    if codes is not None:
+        stack["coherence_code"] = codes
     # The stored chunks of pairs are kept: masking, GACOS, re-referencing and ramps work
     # pair by pair, so a tile's pairs are only assembled for the inversion, once (assembled
     # from the start, every step of a tile held several whole (pair, y, x) tiles at once).

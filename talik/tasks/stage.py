@@ -615,6 +615,7 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     store and read as dates, not pairs.
     """
     import dask.array as dsa
+    import zarr
 
     files = find_gacos(gacos_dir)
     wanted = [pd.Timestamp(d).date() for d in dates]
@@ -623,7 +624,7 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     ys, xs = grid.coords()
     cy, cx = min(chunk, grid.height), min(chunk, grid.width)
     variables: dict = {"ztd_m": (("date", "y", "x"),
-                                 dsa.zeros((len(found), grid.height, grid.width), np.float32,
+                                 dsa.zeros((len(found), grid.height, grid.width), dtype=np.float32,
                                            chunks=(1, cy, cx)),
                                  {"units": "m", "long_name": "GACOS zenith total delay"})}
     summary: dict = {"n_dates": len(found),
@@ -644,11 +645,12 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     write_zarr(xr.Dataset(variables, coords={"date": pd.to_datetime(found), "y": ys, "x": xs},
                           attrs=grid.to_attrs()), out, mode="w", compute=False)
     resample = _GacosResampler(grid)
+    # One date is one row of its own chunks: threads write disjoint chunks straight into the
+    # array (an xarray region write per date cost more than the resampling).
+    ztd_array = zarr.open_array(str(out / "ztd_m"), mode="r+", zarr_format=2)
 
     def stage_date(i: int) -> None:
-        delay = resample(files[found[i]])
-        write_zarr(xr.Dataset({"ztd_m": (("date", "y", "x"), delay[None])}), out,
-                   region={"date": slice(i, i + 1)}, consolidated=False)
+        ztd_array[i] = resample(files[found[i]])
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(stage_date, range(len(found))))

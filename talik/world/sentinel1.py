@@ -29,6 +29,7 @@ from pyproj import Transformer
 from rasterio.transform import Affine
 from scipy.ndimage import gaussian_filter, uniform_filter
 
+from talik.config import SENTINEL1_WAVELENGTH_M
 from talik.world.deformation import DeformationModel
 from talik.world.fields import gaussian_field
 from talik.world.geotiff import write_geotiff
@@ -45,7 +46,7 @@ __all__ = [
     "write_s1_products",
 ]
 
-S1_WAVELENGTH_M = 0.055465763
+S1_WAVELENGTH_M = SENTINEL1_WAVELENGTH_M
 """Sentinel-1 C-band wavelength, m (c / 5.405 GHz), as HyP3 documents it."""
 S1_HEADING_DEG = 193.29
 S1_CENTER_INCIDENCE_DEG = 39.47
