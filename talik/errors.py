@@ -34,6 +34,14 @@ class InputError(ValueError):
             message += f", got {got!r}"
         super().__init__(message)
 
+    def __reduce__(self):  # pickled (Prefect results, Dask) with the four fields, not the message
+        return type(self), (self.path, self.field, self.expected, self.got)
+
+    def __repr__(self) -> str:
+        # Orchestrators log an exception by its repr ("failed with exception: …"): the message
+        # as the user reads it, not a Python literal with every quote escaped.
+        return f"{type(self).__name__}: {self}"
+
 
 class ConfigError(InputError):
     """A study configuration file that does not validate."""

@@ -111,10 +111,23 @@ def science_report() -> list[str]:
     return SCIENCE_REPORT
 
 
+BAD_INPUT_REPORT: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def bad_input_report() -> list[str]:
+    """Lines that the bad-input tests add: each case and the first line the user saw."""
+    return BAD_INPUT_REPORT
+
+
 def pytest_terminal_summary(terminalreporter):
     if SCIENCE_REPORT:
         terminalreporter.section("science against the demo world's truth")
         for line in SCIENCE_REPORT:
+            terminalreporter.write_line(line)
+    if BAD_INPUT_REPORT:
+        terminalreporter.section("bad inputs through `talik run`: the first line the user sees")
+        for line in BAD_INPUT_REPORT:
             terminalreporter.write_line(line)
 
 
