@@ -231,3 +231,24 @@ def test_era5_with_wrong_units_names_file_variable_and_units(tiny_world, tmp_pat
     with pytest.raises(InputError, match=r"era5_celsius\.nc: variable 't2m' units: expected "
                                          r"the CDS's units 'K', got 'degC'"):
         read_era5_land(bad)
+
+
+def test_no_shell_is_ever_given_a_command_line():
+    """No subprocess call with ``shell=True``, and no ``os.system``/``os.popen``, in talik."""
+    import ast
+    from pathlib import Path
+
+    import talik
+
+    offenders = []
+    for path in Path(talik.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            shell = any(k.arg == "shell" and not (isinstance(k.value, ast.Constant)
+                                                  and k.value.value is False)
+                        for k in node.keywords)
+            if shell or name in ("os.system", "os.popen"):
+                offenders.append(f"{path.name}:{node.lineno} {name}")
+    assert not offenders, offenders

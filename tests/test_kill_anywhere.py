@@ -15,6 +15,7 @@ import pytest
 
 from talik.tasks.reaper import descendants
 from tests.conftest import write_study
+from tests.fakes.asf_hyp3 import fake_asf, fake_hyp3  # noqa: F401
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
@@ -99,3 +100,63 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_sigkill_during_a_download_resumes_and_matches(tmp_path, tiny_world, fake_asf,  # noqa: F811
+                                                       fake_hyp3):  # noqa: F811
+    """(d) Killed while a HyP3 product is downloading (its ``.partial`` file open; the fake
+    sends each file over one second): nothing outlives the run, and the rerun leaves no partial
+    file and publishes what an uninterrupted run publishes. (Resuming a partial file with a
+    Range request is tested in test_ingest_core.)"""
+    from talik.tasks.readers.hyp3 import find_hyp3_products
+    from tests.conftest import STORES_AND_SENSORS
+    from tests.test_ingest_scheduled_run import STUDY
+
+    products = find_hyp3_products(tiny_world / "hyp3")
+    fake_asf.set_dates(sorted({d for p in products for d in (p.reference_date, p.secondary_date)}))
+    fake_hyp3.use_products(tiny_world / "hyp3")
+
+    def study_in(folder: Path) -> Path:
+        path = folder / "scheduled.toml"
+        folder.mkdir()
+        stores = STORES_AND_SENSORS.format(work=folder / "work", releases=folder / "releases")
+        path.write_text(STUDY.format(hyp3=folder / "raw" / "hyp3", stores_and_sensors=stores,
+                                     asf=fake_asf.host, hyp3_url=fake_hyp3.url))
+        return path
+
+    clean = _run(study_in(tmp_path / "clean"))
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    expected = _products(tmp_path / "clean" / "releases" / "r0001")
+
+    folder = tmp_path / "killed"
+    study = study_in(folder)
+    fake_hyp3.state.download_seconds = 1.0
+    raw = folder / "raw" / "hyp3"
+    proc = subprocess.Popen([str(TALIK), "run", str(study), "--quiet"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=_env())
+    children: dict[int, int] = {}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        children.update(descendants(proc.pid))
+        if raw.exists() and any(p.name.endswith(".partial") for p in raw.iterdir()):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before any download could be interrupted"
+    children.update(descendants(proc.pid))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(p.name.endswith(".partial") for p in raw.iterdir())  # killed mid-file
+    time.sleep(8)  # the reaper's poll and grace period
+    alive = [p for p in children if _cmdline(p)]
+    assert not alive, f"processes outlived the killed run: {[_cmdline(p) for p in alive]}"
+
+    fake_hyp3.state.download_seconds = 0.0
+    again = _run(study)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".partial")]
+    assert not list((folder / "work").rglob(".*.tmp-*"))
+    assert not list((folder / "releases").glob(".staging-*"))
+    got = _products(folder / "releases" / "r0001")
+    assert got.keys() == expected.keys()
+    differing = {k for k in expected if got[k] != expected[k] and not k.endswith(".nc")}
+    assert not differing, differing

@@ -331,6 +331,8 @@ class FakeHyp3State:
     corrupt_downloads: int = 0
     lose_post_responses: int = 0
     """POST /jobs requests whose jobs are created but whose answer is a 502 (a lost response)."""
+    download_seconds: float = 0.0
+    """Time each download takes: its bytes are sent in ten parts spread over it (a slow link)."""
 
 
 class FakeHyp3(_Fake):
@@ -546,7 +548,21 @@ class FakeHyp3(_Fake):
                             headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
         if match:
             return Response(b"", status=416, headers={"Content-Range": f"bytes */{len(data)}"})
+        if self.state.download_seconds > 0:
+            return Response(_trickle(data, self.state.download_seconds), status=200,
+                            content_type="application/zip",
+                            headers={"Content-Length": str(len(data))})
         return Response(data, status=200, content_type="application/zip")
+
+
+def _trickle(data: bytes, seconds: float, parts: int = 10):
+    """``data`` in ``parts`` pieces, ``seconds / parts`` apart."""
+    import time
+
+    step = -(-len(data) // parts)
+    for start in range(0, len(data), step):
+        time.sleep(seconds / parts)
+        yield data[start:start + step]
 
 
 # --------------------------------------------------------------------------- fixtures
