@@ -1,6 +1,7 @@
 # talik — the two commands of the README.
 #   make demo   build .venv, generate the demo world, run the monitor flow, publish a release
 #   make test   build .venv with the test extras and run the whole test suite
+#   make soak   the scheduled deployment every minute for 20 minutes (prints its figures)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ export PREFECT_RESULTS_PERSIST_BY_DEFAULT := true
 export PREFECT_RESULTS_LOCAL_STORAGE_PATH := $(PREFECT_HOME)/storage
 export MPLBACKEND := Agg
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test soak venv clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The scheduled service for 20 minutes on a local Prefect server (benchmarks/soak.py).
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --minutes 20
 
 clean-demo:
 	rm -rf data/demo releases/demo .prefect
