@@ -90,9 +90,10 @@ class _UserErrorsWithoutTraceback:
     def filter(self, record) -> bool:  # noqa: A003 - the logging.Filter protocol
         from talik.errors import InputError
         from talik.tasks.ingest.common import PermanentServiceError
+        from talik.tasks.validate import ReleaseCheckError
 
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (InputError, PermanentServiceError)):
+        if isinstance(exc, (InputError, PermanentServiceError, ReleaseCheckError)):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -132,6 +133,7 @@ def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None, debu
     from talik.flows.monitor import monitor
     from talik.tasks.ingest.common import PermanentServiceError
     from talik.tasks.reaper import start_reaper
+    from talik.tasks.validate import ReleaseCheckError
 
     cfg = _load(study)  # fail early with a clear message
     _check_local_inputs(cfg)
@@ -139,7 +141,7 @@ def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None, debu
     start_reaper()  # a killed run leaves no Prefect server or Dask worker behind
     try:
         return monitor(study=str(study.resolve()), refresh=refresh, skip_sources=skip_sources)
-    except (InputError, PermanentServiceError) as exc:
+    except (InputError, PermanentServiceError, ReleaseCheckError) as exc:
         if debug:
             raise
         _fail(f"{exc}\n(nothing was published; rerun with --debug for the traceback)")

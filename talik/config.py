@@ -49,6 +49,7 @@ __all__ = [
     "LongTermOptions",
     "Period",
     "RecessionOptions",
+    "ReleaseChecks",
     "Sensor",
     "Sentinel1Options",
     "Stores",
@@ -924,6 +925,24 @@ class IngestOptions(_Model):
         )
 
 
+class ReleaseChecks(_Model):
+    """What a release must pass before it becomes LATEST (else the run fails, naming why)."""
+
+    max_abs_velocity_mm_yr: float = Field(
+        default=500.0, gt=0,
+        description="Largest plausible |LOS velocity| of a trusted pixel, mm/yr.")
+    max_abs_displacement_mm: float = Field(
+        default=5000.0, gt=0,
+        description="Largest plausible |cumulative LOS displacement| of a trusted pixel, mm.")
+    min_trusted_fraction: float = Field(
+        default=0.01, ge=0, le=1,
+        description="Smallest share of the solved pixels the product mask may keep.")
+    max_solved_drop: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Largest drop in solved pixels since the previous release, as a share of "
+        "its count (a larger drop is refused as a NaN explosion).")
+
+
 class StudyConfig(_Model):
     """A whole study: where, which sensors, which periods, which inputs, which options."""
 
@@ -942,6 +961,7 @@ class StudyConfig(_Model):
     recession: RecessionOptions = Field(default_factory=RecessionOptions)
     attribution: AttributionOptions = Field(default_factory=AttributionOptions)
     ingest: IngestOptions = Field(default_factory=IngestOptions)
+    release_checks: ReleaseChecks = Field(default_factory=ReleaseChecks)
 
     @model_validator(mode="after")
     def _check_ingest_source(self) -> StudyConfig:
@@ -1066,6 +1086,7 @@ def defaults_toml() -> str:
         ("drivers", DriverOptions),
         ("recession", RecessionOptions),
         ("attribution", AttributionOptions),
+        ("release_checks", ReleaseChecks),
         ("ingest", IngestOptions),
         ("ingest.retries", RetryOptions),
         ("ingest.asf", AsfSearchOptions),

@@ -6,7 +6,9 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 
 from talik.config import load_study
 from talik.tasks.publish import list_releases, write_release
@@ -15,14 +17,25 @@ from talik.tasks.records import FileRecord, InputManifest, StepOutput
 from .conftest import write_study
 
 
+def _geotiff(path: Path, values: np.ndarray | None = None) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.ones((4, 5), np.float32) if values is None else values.astype(np.float32)
+    with rasterio.open(path, "w", driver="GTiff", height=data.shape[0], width=data.shape[1],
+                       count=1, dtype="float32", crs="EPSG:32647",
+                       transform=from_origin(5e5, 4.2e6, 80, 80)) as dst:
+        dst.write(data, 1)
+
+
 @pytest.fixture()
 def setup(tmp_path):
     study = write_study(tmp_path, tmp_path / "raw")
     cfg = load_study(study)
     product = tmp_path / "a.nc"
-    product.write_bytes(b"x" * 1000)
+    xr.Dataset({"v": ("x", np.arange(3.0))}).to_netcdf(product)
     other = tmp_path / "b.tif"
-    other.write_bytes(b"y" * 500)
+    _geotiff(other)
     manifest = InputManifest(root=str(tmp_path), source_kind="local", locations={},
                              files=[FileRecord(path="a.nc", role="x", sha256="0" * 64, bytes=1)],
                              digest="d" * 64)
@@ -84,3 +97,87 @@ def test_concurrent_publishers_do_not_clobber(setup):
     ids = sorted(o.release.id for o in outcomes)
     assert ids == ["r0001", "r0002", "r0003", "r0004"]
     assert len({o.release.digest for o in outcomes}) == 4
+
+
+def _sentinel1_product(path: Path, velocity: np.ndarray | None = None, mask=None,
+                       times=None) -> Path:
+    """A minimal Sentinel-1 product: a 4 × 5 grid, 6 dates, every pixel solved and trusted."""
+    times = (np.array(["2020-01-01", "2020-02-01", "2020-03-01", "2020-04-01", "2020-05-01",
+                       "2020-06-01"], dtype="datetime64[ns]") if times is None else times)
+    v = np.full((4, 5), -12.0) if velocity is None else velocity
+    years = (times - times[0]) / np.timedelta64(1, "D") / 365.25
+    xr.Dataset({
+        "displacement": (("time", "y", "x"), (years[:, None, None] * v[None]).astype(np.float32)),
+        "velocity": (("y", "x"), v),
+        "residual_rms": (("y", "x"), np.full((4, 5), 1.0, np.float32)),
+        "mask": (("y", "x"), np.ones((4, 5), np.uint8) if mask is None else mask),
+    }, coords={"time": times}).to_netcdf(path)
+    return path
+
+
+def _s1_release(tmp_path: Path, name: str, **kwargs) -> dict[str, Path]:
+    folder = tmp_path / name
+    folder.mkdir()
+    files = {"products/sentinel1.nc": _sentinel1_product(folder / "sentinel1.nc", **kwargs)}
+    for tif in ("velocity", "velocity_vertical", "thaw_season_deformation_mean"):
+        _geotiff(folder / f"{tif}.tif")
+        files[f"products/{tif}.tif"] = folder / f"{tif}.tif"
+    return files
+
+
+BAD_RELEASES = {
+    "implausible velocity": ({"velocity": np.where(np.eye(4, 5) > 0, 9e3, -12.0)},
+                             "max_abs_velocity_mm_yr"),
+    "empty mask": ({"mask": np.zeros((4, 5), np.uint8)}, "min_trusted_fraction"),
+    "time not increasing": ({"times": np.array(["2020-01-01", "2020-03-01", "2020-02-01",
+                                                "2020-04-01", "2020-05-01", "2020-06-01"],
+                                               dtype="datetime64[ns]")}, "strictly increasing"),
+    "NaN explosion": ({"velocity": np.where(np.arange(20).reshape(4, 5) < 3, -12.0, np.nan)},
+                      "max_solved_drop"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RELEASES))
+def test_a_release_failing_its_checks_is_not_published(setup, tmp_path, case):
+    from talik.tasks.validate import ReleaseCheckError
+
+    cfg, manifest, _, _ = setup
+    steps = [StepOutput(step="sentinel1-timeseries", path=str(tmp_path), digest="e" * 64)]
+    good = write_release(cfg, manifest, steps, _s1_release(tmp_path, "good"), "# ok\n")
+    assert good.created
+    root = Path(cfg.stores.release_dir)
+    kwargs, named = BAD_RELEASES[case]
+    if case == "NaN explosion":  # the solved pixels (finite quality layers) collapse too
+        files = _s1_release(tmp_path, "bad", **kwargs)
+        ds = xr.open_dataset(files["products/sentinel1.nc"]).load()
+        ds["residual_rms"] = ds["residual_rms"].where(np.isfinite(ds["velocity"]))
+        ds.to_netcdf(tmp_path / "bad" / "s1b.nc")
+        files["products/sentinel1.nc"] = tmp_path / "bad" / "s1b.nc"
+    else:
+        files = _s1_release(tmp_path, "bad", **kwargs)
+    with pytest.raises(ReleaseCheckError, match=named) as err:
+        write_release(cfg, manifest.model_copy(update={"digest": "2" * 64}), steps, files, "x")
+    assert "previous release stays LATEST" in str(err.value)
+    assert (root / "LATEST").read_text().strip() == "r0001"
+    assert sorted(p.name for p in root.iterdir()) == ["LATEST", "r0001"]  # no staging left
+
+
+def test_missing_or_unreadable_products_are_refused(setup, tmp_path):
+    from talik.tasks.validate import ReleaseCheckError
+
+    cfg, manifest, _, _ = setup
+    steps = [StepOutput(step="sentinel1-timeseries", path=str(tmp_path), digest="e" * 64)]
+    files = _s1_release(tmp_path, "partial")
+    del files["products/velocity.tif"]
+    truncated = tmp_path / "partial" / "velocity_vertical.tif"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    with pytest.raises(ReleaseCheckError) as err:
+        write_release(cfg, manifest, steps, files, "x")
+    assert err.value.problems[0] == "products/velocity.tif is missing"
+    assert any(p.startswith("products/velocity_vertical.tif cannot be read")
+               for p in err.value.problems)
+    assert not (Path(cfg.stores.release_dir) / "LATEST").exists()
+    import pickle
+
+    again = pickle.loads(pickle.dumps(err.value))  # crosses process boundaries intact
+    assert again.problems == err.value.problems and str(again) == str(err.value)

@@ -6,6 +6,9 @@ step's parameters and digest), the products (CF NetCDF + GeoTIFF), figures and a
 
 * **Idempotent**: the release digest covers the config, the input manifest and the code; a
   publish whose digest matches an existing release creates nothing and returns that release.
+* **Checked**: the staged files pass :func:`talik.tasks.validate.check_release` (products
+  present and readable, plausible values, a mask that keeps pixels, no collapse of solved
+  pixels since LATEST) before the release is named; a failed check publishes nothing.
 * **Atomic**: everything is written into a hidden staging folder that is renamed into place
   only when complete, and files are made read-only. A crash leaves the previous releases
   untouched; leftovers of crashed publishes are swept on the next publish.
@@ -33,10 +36,12 @@ from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of, file_sha256, git_commit
 from talik.tasks.records import InputManifest, InputSet, StepOutput
 from talik.tasks.steps import owned_name, owner_alive
+from talik.tasks.validate import ReleaseCheckError, check_release, expected_products
 
 __all__ = [
     "PublishOutcome",
     "ReleaseInfo",
+    "latest_release",
     "list_releases",
     "publish_release",
     "read_release",
@@ -93,6 +98,16 @@ def list_releases(release_dir: str | Path) -> list[ReleaseInfo]:
     out = [_info(p) for p in sorted(root.iterdir())
            if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists()]
     return sorted(out, key=lambda r: r.id)
+
+
+def latest_release(release_dir: str | Path) -> ReleaseInfo | None:
+    """The release LATEST points to (None when there is none)."""
+    root = Path(release_dir)
+    pointer = root / "LATEST"
+    if not pointer.exists():
+        return None
+    folder = root / pointer.read_text().strip()
+    return _info(folder) if (folder / MANIFEST).exists() else None
 
 
 def read_release(release_dir: str | Path, release_id: str) -> dict:
@@ -159,6 +174,11 @@ def write_release(
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
             products.append({"path": name, "sha256": file_sha256(dst), "bytes": dst.stat().st_size})
+        latest = latest_release(root)
+        problems = check_release(staging, files, expected_products(s.step for s in steps),
+                                 cfg.release_checks, Path(latest.path) if latest else None)
+        if problems:
+            raise ReleaseCheckError(root, problems)
         (staging / "report.md").write_text(report_md)
         (staging / "study.toml").write_text(to_toml(cfg))
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
