@@ -305,6 +305,23 @@ def releases_show(release_id: Annotated[str, typer.Argument(help="Release id, e.
         typer.echo(f"    {p['path']:<48} {p['bytes']:>12,d} B  sha256 {p['sha256'][:12]}")
 
 
+@releases_app.command("diff")
+def releases_diff(a: Annotated[str, typer.Argument(help="The earlier release, e.g. r0001.")],
+                  b: Annotated[str, typer.Argument(help="The later release, e.g. r0002.")],
+                  study: StudyOpt = DEMO_STUDY,
+                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+                  ) -> None:
+    """What changed from release A to release B: options, inputs, code and product values."""
+    from talik.tasks.release_diff import diff_releases, format_diff
+
+    cfg = _load(study)
+    try:
+        diff = diff_releases(cfg.stores.release_dir, a, b)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    typer.echo(diff.model_dump_json(indent=1) if as_json else format_diff(diff))
+
+
 @app.command()
 def sentinel1(
     products_dir: Annotated[Path, typer.Argument(help="Folder of HyP3 INSAR_GAMMA products "
