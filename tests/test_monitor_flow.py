@@ -39,6 +39,16 @@ def _task_states(flow_run_id) -> dict[str, str]:
         return states
 
 
+def _latest_artifact(key: str) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+        latest = [a for a in artifact if a.key == key]
+        assert latest, [a.key for a in artifact]
+        return str(latest[0].data)
+
+
 def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
     from talik.flows.monitor import monitor
 
@@ -75,10 +85,19 @@ def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
     assert not nc.stat().st_mode & stat.S_IWUSR  # releases are read-only
     assert "Comparison with the demo world's truth" in (release / "report.md").read_text()
 
+    # The run's results are in the Prefect UI: a markdown artifact with the release, headline
+    # numbers and figure links.
+    text = _latest_artifact("release-tiny")
+    assert f"published new release {outcome.release.id}" in text and str(release) in text
+    assert "| Sentinel-1 dates |" in text and "sentinel1_maps" in text
+    assert (release / "figures" / "sentinel1_maps.png").as_uri() in text
+
     # A second run reuses every cached step and publishes nothing new.
     state2 = monitor(study=str(tiny_study), return_state=True)
     outcome2 = state2.result()
     assert not outcome2.created and outcome2.release.id == outcome.release.id
+    assert f"no new release (inputs, options and code match) {outcome.release.id}" in \
+        _latest_artifact("release-tiny")
     states = _task_states(state2.state_details.flow_run_id)
     for step in ("stage-sentinel1", "stage-rasters", "sentinel1-timeseries", "release-contents"):
         assert states[step] == "Cached", states

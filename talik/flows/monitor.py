@@ -11,6 +11,7 @@ from talik.flows.ingest import ingest_flow
 from talik.flows.longterm import longterm_flow
 from talik.flows.recession import recession_flow
 from talik.flows.sentinel1 import sentinel1_flow
+from talik.tasks.artifacts import publish_run_artifact
 from talik.tasks.ingest.local import ingest_local
 from talik.tasks.ingest.world import ingest_world
 from talik.tasks.joint import joint_assessment
@@ -57,5 +58,7 @@ def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = 
         cfg, manifest, series, recession[-1] if recession else None,
         joint[0] if joint else None, work, drivers, longterm)
     analyses = [s for s in (longterm, drivers) if s is not None]
-    return publish_release(cfg, manifest, steps + recession + analyses + joint,
-                           contents["files"], contents["report"])
+    all_steps = steps + recession + analyses + joint
+    outcome = publish_release(cfg, manifest, all_steps, contents["files"], contents["report"])
+    publish_run_artifact(cfg, outcome, all_steps)  # the results, where the UI shows the run
+    return outcome
