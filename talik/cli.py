@@ -305,6 +305,27 @@ def releases_show(release_id: Annotated[str, typer.Argument(help="Release id, e.
         typer.echo(f"    {p['path']:<48} {p['bytes']:>12,d} B  sha256 {p['sha256'][:12]}")
 
 
+@app.command()
+def deploy(study: StudyArg,
+           pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")
+                           ] = "talik-process",
+           cron: Annotated[str, typer.Option(help="Schedule of the monitor deployment (cron, "
+                                                  "UTC); 'none' for no schedule.")
+                           ] = "0 3 * * 1") -> None:
+    """Register STUDY's deployments on the Prefect server at PREFECT_API_URL (monitor + reruns)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail("PREFECT_API_URL is not set: start a server (prefect server start) and export "
+              "PREFECT_API_URL=http://127.0.0.1:4200/api")
+    from talik.flows.deploy import deploy_study
+
+    _load(study)  # a bad study file fails here, clearly
+    names = deploy_study(study, pool, None if cron.lower() == "none" else cron)
+    typer.echo("deployments: " + ", ".join(names))
+    typer.echo(f"start a worker: prefect worker start --pool {pool}")
+
+
 @releases_app.command("diff")
 def releases_diff(a: Annotated[str, typer.Argument(help="The earlier release, e.g. r0001.")],
                   b: Annotated[str, typer.Argument(help="The later release, e.g. r0002.")],

@@ -54,11 +54,13 @@ __all__ = [
     "Sentinel1Options",
     "Stores",
     "StudyConfig",
+    "StudyOptions",
     "WorldSource",
     "config_digest",
     "defaults_toml",
     "load_study",
     "to_toml",
+    "with_options",
 ]
 
 
@@ -989,6 +991,51 @@ class StudyConfig(_Model):
     def s1_sensor(self) -> Sensor:
         """The Sentinel-1 sensor description."""
         return self.sensors[self.sentinel1.sensor]
+
+
+ANALYSIS_SECTIONS = ("sentinel1", "longterm", "drivers", "recession", "attribution",
+                     "release_checks")
+"""The study's sections of analysis options: what a rerun from the Prefect UI may change."""
+
+
+class StudyOptions(_Model):
+    """A study's analysis options as one flow parameter (the form of the Prefect UI).
+
+    A run given these uses them instead of the study file's sections of the same names, and
+    records them in its parameters, so rerunning a run reproduces it even after the file has
+    changed. The study file still says where the inputs and stores are.
+    """
+
+    sentinel1: Sentinel1Options = Field(default_factory=Sentinel1Options)
+    longterm: LongTermOptions = Field(default_factory=LongTermOptions)
+    drivers: DriverOptions = Field(default_factory=DriverOptions)
+    recession: RecessionOptions = Field(default_factory=RecessionOptions)
+    attribution: AttributionOptions = Field(default_factory=AttributionOptions)
+    release_checks: ReleaseChecks = Field(default_factory=ReleaseChecks)
+
+    @classmethod
+    def of(cls, cfg: StudyConfig) -> StudyOptions:
+        """The analysis options a study file sets (defaults filled in)."""
+        return cls(**{name: getattr(cfg, name) for name in ANALYSIS_SECTIONS})
+
+
+def with_options(cfg: StudyConfig, options: StudyOptions | None, source: str | Path = "(options)"
+                 ) -> StudyConfig:
+    """``cfg`` with its analysis sections replaced by ``options`` (validated as a whole again).
+
+    Raises :class:`~talik.errors.ConfigError` (naming ``source`` and the field) when the
+    combination is invalid, e.g. ``sentinel1.sensor`` naming a sensor the study lacks.
+    """
+    if options is None:
+        return cfg
+    data = cfg.model_dump(mode="python")
+    data.update({name: getattr(options, name).model_dump(mode="python")
+                 for name in ANALYSIS_SECTIONS})
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        field, expected, got = _describe_error(exc.errors()[0])
+        raise ConfigError(Path(str(source)), field, expected, got) from None
 
 
 def _describe_error(err: dict[str, Any]) -> tuple[str, str, object]:

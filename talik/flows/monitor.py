@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from talik.config import LocalSource, WorldSource, load_study
+from talik.config import LocalSource, StudyOptions, WorldSource, load_study, with_options
 from talik.flows.common import step_options
 from talik.flows.drivers import drivers_flow
 from talik.flows.ingest import ingest_flow
@@ -22,8 +22,8 @@ __all__ = ["monitor"]
 
 
 @flow(name="monitor")
-def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = None
-            ) -> PublishOutcome:
+def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = None,
+            options: StudyOptions | None = None) -> PublishOutcome:
     """Run a study end to end: ingest → stage → Sentinel-1 time series, recession, joint → publish.
 
     Parameters
@@ -35,8 +35,12 @@ def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = 
     skip_sources
         Services not to fetch from in this run (of ``asf``, ``esa``, ``earthengine``, ``cds``,
         ``dem``, ``nwis``); only enabled ``[ingest]`` sources are fetched at all.
+    options
+        The analysis options to use instead of the study file's (the Prefect UI's form; a
+        deployment made by ``talik deploy`` holds the file's options at the time). Unset:
+        the file's.
     """
-    cfg = load_study(study)
+    cfg = with_options(load_study(study), options, study)
     work = str(cfg.stores.work_dir)
     if isinstance(cfg.source, WorldSource):
         manifest = ingest_world(cfg.source, work)
