@@ -7,19 +7,19 @@ from prefect import flow
 from talik.config import StudyConfig
 from talik.flows.common import step_options
 from talik.tasks.drivers import drivers_assessment
-from talik.tasks.records import InputSet, StepOutput
+from talik.tasks.records import InputSet, Sentinel1Steps, StepOutput
 
 __all__ = ["drivers_flow"]
 
 
 @flow(name="drivers")
-def drivers_flow(cfg: StudyConfig, manifest: InputSet, s1_steps: list[StepOutput],
+def drivers_flow(cfg: StudyConfig, manifest: InputSet, s1_steps: Sentinel1Steps,
                  refresh: bool = False) -> StepOutput:
     """Environmental factors on ``[drivers] aggregate_m`` cells against the deformation.
 
     Slope, ground ice, thawing index, NDVI and SWIR albedo against the mean thaw-season
     deformation: correlations, binned means and maps.
     """
-    _staged, rasters, _gacos, _pairs, series = s1_steps
+    rasters, series = s1_steps.rasters, s1_steps.series
     work = str(cfg.stores.work_dir)
     return step_options(drivers_assessment, work, refresh)(cfg, manifest, series, rasters, work)

@@ -50,19 +50,18 @@ def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = 
         manifest = ingest_local(cfg.source, work)
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise TypeError(f"unknown source kind {cfg.source!r}")
-    steps = sentinel1_flow(cfg, manifest, refresh)
-    series = steps[-1]
+    s1 = sentinel1_flow(cfg, manifest, refresh)
     recession = recession_flow(cfg, manifest, refresh)
-    longterm = longterm_flow(cfg, steps, refresh) if cfg.periods else None
-    joint = []
-    if recession and longterm is not None:
-        joint = [step_options(joint_assessment, work, refresh)(cfg, longterm, recession[-1], work)]
-    drivers = drivers_flow(cfg, manifest, steps, refresh)
+    ks = recession.analysis if recession is not None else None
+    longterm = longterm_flow(cfg, s1, refresh) if cfg.periods else None
+    joint = None
+    if ks is not None and longterm is not None:
+        joint = step_options(joint_assessment, work, refresh)(cfg, longterm, ks, work)
+    drivers = drivers_flow(cfg, manifest, s1, refresh)
     contents = step_options(release_contents, work, refresh)(
-        cfg, manifest, series, recession[-1] if recession else None,
-        joint[0] if joint else None, work, drivers, longterm)
-    analyses = [s for s in (longterm, drivers) if s is not None]
-    all_steps = steps + recession + analyses + joint
+        cfg, manifest, s1.series, ks, joint, work, drivers, longterm)
+    all_steps = s1.all() + (recession.all() if recession is not None else []) + [
+        s for s in (longterm, drivers, joint) if s is not None]
     outcome = publish_release(cfg, manifest, all_steps, contents["files"], contents["report"])
     publish_run_artifact(cfg, outcome, all_steps)  # the results, where the UI shows the run
     return outcome

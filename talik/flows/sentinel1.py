@@ -6,7 +6,7 @@ from prefect import flow
 
 from talik.config import StudyConfig
 from talik.flows.common import step_options
-from talik.tasks.records import InputSet, StepOutput
+from talik.tasks.records import InputSet, Sentinel1Steps
 from talik.tasks.sentinel1 import sentinel1_timeseries
 from talik.tasks.stage import stage_gacos, stage_pairs, stage_rasters, stage_sentinel1
 
@@ -15,17 +15,22 @@ __all__ = ["sentinel1_flow"]
 
 @flow(name="sentinel1")
 def sentinel1_flow(cfg: StudyConfig, manifest: InputSet, refresh: bool = False
-                   ) -> list[StepOutput]:
-    """Stage the inputs on one grid and invert the Sentinel-1 time series; return the steps."""
+                   ) -> Sentinel1Steps:
+    """Stage the inputs on one grid and invert the Sentinel-1 time series; return the steps.
+
+    The rasters, GACOS delays and sparse-sensor pairs are staged side by side once the
+    interferograms have fixed the grid.
+    """
     work = str(cfg.stores.work_dir)
     opts = cfg.sentinel1
     staged = step_options(stage_sentinel1, work, refresh)(
         manifest, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
-    rasters = step_options(stage_rasters, work, refresh)(manifest, staged, work)
-    gacos = step_options(stage_gacos, work, refresh)(manifest, staged, work)
-    pairs = step_options(stage_pairs, work, refresh)(manifest, staged, work)
+    rasters, gacos, pairs = (step_options(task, work, refresh).submit(manifest, staged, work)
+                             for task in (stage_rasters, stage_gacos, stage_pairs))
+    rasters, gacos, pairs = rasters.result(), gacos.result(), pairs.result()
     lband = cfg.sensors.get(opts.velocity_reference_sensor)
     series = step_options(sentinel1_timeseries, work, refresh)(
         staged, rasters, gacos, pairs, opts, lband.platform if lband else "ALOS-2", work,
         cfg.title)
-    return [staged, rasters, gacos, pairs, series]
+    return Sentinel1Steps(staged=staged, rasters=rasters, gacos=gacos, pairs=pairs,
+                          series=series)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FileRecord", "InputManifest", "InputSet", "StepOutput"]
+__all__ = ["FileRecord", "InputManifest", "InputSet", "RecessionSteps", "Sentinel1Steps", "StepOutput"]
 
 
 class FileRecord(BaseModel):
@@ -94,3 +94,32 @@ class StepOutput(BaseModel):
     digest: str = Field(description="Digest of the step's inputs, parameters and code.")
     parameters: dict[str, Any] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class Sentinel1Steps(BaseModel):
+    """What the Sentinel-1 flow made: the staged stores and the time series."""
+
+    model_config = ConfigDict(frozen=True)
+
+    staged: StepOutput = Field(description="HyP3 interferograms on the analysis grid.")
+    rasters: StepOutput = Field(description="DEM, slope and ground ice on the grid.")
+    gacos: StepOutput = Field(description="GACOS zenith delays on the grid.")
+    pairs: StepOutput = Field(description="Sparse-sensor pairs (ERS-2 … ALOS-2) on the grid.")
+    series: StepOutput = Field(description="The inverted time series and its products.")
+
+    def all(self) -> list[StepOutput]:
+        """Every step, in the order they ran."""
+        return [self.staged, self.rasters, self.gacos, self.pairs, self.series]
+
+
+class RecessionSteps(BaseModel):
+    """What the recession flow made: the climate table and the Ks analysis."""
+
+    model_config = ConfigDict(frozen=True)
+
+    climate: StepOutput = Field(description="ERA5-Land / station climate, yearly.")
+    analysis: StepOutput = Field(description="Ks windows and their climate attribution.")
+
+    def all(self) -> list[StepOutput]:
+        """Every step, in the order they ran."""
+        return [self.climate, self.analysis]
