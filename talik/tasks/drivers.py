@@ -263,7 +263,7 @@ def drivers_assessment(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
     logger = step_logger()
     thaw = thaw_season_of(cfg)
     digest = digest_of(STEP, cfg.drivers, thaw, manifest.digest, s1.digest,
-                       staged_rasters.digest if staged_rasters else None, code_digest())
+                       staged_rasters.digest if staged_rasters else None, code_digest(__name__))
     with step_folder(work_dir, STEP, digest) as sd:
         if not sd.done:
             product_path = Path(s1.path) / "sentinel1.nc"

@@ -68,7 +68,7 @@ def joint_assessment(cfg: StudyConfig, longterm: StepOutput, recession: StepOutp
                      work_dir: str) -> StepOutput:
     """Period means of deformation and Ks, their correlations (r, p) and Fig. 14."""
     digest = digest_of("joint-assessment", cfg.periods, cfg.recession.main_window_years,
-                       longterm.digest, recession.digest, code_digest())
+                       longterm.digest, recession.digest, code_digest(__name__))
     with step_folder(work_dir, "joint-assessment", digest) as sd:
         if not sd.done:
             stats = pd.read_csv(Path(longterm.path) / "period_stats.csv")

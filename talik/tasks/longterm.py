@@ -211,7 +211,7 @@ def longterm_dataset(cfg: StudyConfig, s1: StepOutput, staged_pairs: StepOutput 
     digest = digest_of(STEP, cfg.periods, cfg.sensors, cfg.sentinel1, cfg.longterm, s1.digest,
                        *(s.digest if s else None for s in (staged_pairs, staged_rasters,
                                                             staged_gacos)),
-                       file_sha256(t_file) if t_file else None, code_digest())
+                       file_sha256(t_file) if t_file else None, code_digest(__name__))
     with step_folder(work_dir, STEP, digest) as sd:
         if not sd.done:
             product = xr.open_dataset(Path(s1.path) / "sentinel1.nc").load()

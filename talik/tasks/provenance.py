@@ -16,6 +16,7 @@ import talik
 
 __all__ = [
     "code_digest",
+    "module_closure",
     "digest_of",
     "file_sha256",
     "git_commit",
@@ -59,12 +60,77 @@ def file_sha256(path: Path, cache: dict[str, Any] | None = None) -> str:
     return value
 
 
-@functools.cache
-def code_digest() -> str:
-    """SHA-256 over talik's own source files: changes whenever the code that computes changes."""
+def _module_file(name: str, root: Path, package: str) -> Path | None:
+    """The source file of module ``name`` of ``package`` (rooted at ``root``), if it has one."""
+    parts = name.split(".")[1:]
+    base = root.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _imports_of(path: Path, _stamp: tuple[int, int], package: str, root: Path
+                ) -> frozenset[str]:
+    """Names of the ``package`` modules that the file ``path`` imports (anywhere in it)."""
+    import ast
+
+    tree = ast.parse(path.read_bytes(), str(path))
+    here = path.parent
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == package)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the file's package
+                anchor = here
+                for _ in range(node.level - 1):
+                    anchor = anchor.parent
+                base = ".".join((package, *anchor.relative_to(root).parts))
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            if mod.split(".")[0] == package:
+                found.add(mod)
+                found.update(f"{mod}.{a.name}" for a in node.names)  # `from pkg import module`
+    return frozenset(found)
+
+
+def module_closure(module: str, root: Path | None = None) -> list[Path]:
+    """Source files of ``module`` and of every module of its package it imports, transitively.
+
+    Parent packages' ``__init__`` files are included (importing a module runs them). ``root`` is
+    the package's folder (default: talik's).
+    """
+    root = Path(talik.__file__).parent if root is None else Path(root)
+    package = module.split(".")[0]
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            path = _module_file(".".join(parts[:depth]), root, package)
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            stat = path.stat()
+            todo.extend(_imports_of(path, (stat.st_mtime_ns, stat.st_size), package, root))
+    return sorted(seen)
+
+
+def code_digest(module: str | None = None) -> str:
+    """SHA-256 of talik's source: of the modules ``module`` runs, or of the whole package.
+
+    With ``module`` (e.g. a step's ``__name__``), only its own file and the talik modules it
+    imports, transitively, count: editing the CLI's help text does not invalidate a cached
+    inversion, while editing anything the inversion imports does.
+    """
     root = Path(talik.__file__).parent
+    files = module_closure(module, root) if module else sorted(root.rglob("*.py"))
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in files:
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()

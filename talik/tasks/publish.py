@@ -79,7 +79,10 @@ class PublishOutcome(BaseModel):
 
 def release_digest(cfg: StudyConfig, manifest: InputManifest) -> str:
     """Identity of a release's content: study config + inputs + code."""
-    return digest_of("release", config_digest(cfg), manifest.digest, code_digest())
+    # The code of the monitoring pipeline (its modules and what they import), not of the
+    # whole package: a change to the CLI alone makes no new release.
+    return digest_of("release", config_digest(cfg), manifest.digest,
+                     code_digest("talik.flows.monitor"))
 
 
 def _info(folder: Path) -> ReleaseInfo:
@@ -188,6 +191,7 @@ def write_release(
             "study": {"name": cfg.name, "title": cfg.title, "config_sha256": config_digest(cfg),
                       "config": cfg.model_dump(mode="json")},
             "talik": {"version": __version__, "code_sha256": code_digest(),
+                      "pipeline_code_sha256": code_digest("talik.flows.monitor"),
                       "git_commit": git_commit()},
             "inputs": manifest.model_dump(mode="json"),
             "steps": [s.model_dump(mode="json") for s in steps],

@@ -109,7 +109,7 @@ def recession_analysis(inputs: InputSet, discharge: DischargeFile, climate: Step
     """Discharge → Ks windows; with staged ERA5-Land (+ station record) → climate attribution."""
     logger = step_logger()
     digest = digest_of("recession", inputs.digest, discharge, climate.digest if climate else None,
-                       options, attribution_options, code_digest())
+                       options, attribution_options, code_digest(__name__))
     with step_folder(work_dir, "recession", digest) as sd:
         if not sd.done:
             record = read_discharge_file(discharge)

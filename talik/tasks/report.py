@@ -330,7 +330,7 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                        recession.digest if recession else None,
                        joint.digest if joint else None,
                        drivers.digest if drivers else None,
-                       longterm.digest if longterm else None, code_digest())
+                       longterm.digest if longterm else None, code_digest(__name__))
     with step_folder(work_dir, "release-contents", digest) as sd:
         if not sd.done:
             product = xr.open_dataset(Path(s1.path) / "sentinel1.nc").load()

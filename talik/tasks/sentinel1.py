@@ -769,7 +769,7 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
     logger = step_logger()
     refs = [s.digest if s else None for s in (staged_s1, staged_rasters, staged_gacos,
                                                staged_pairs)]
-    digest = digest_of("sentinel1-timeseries", refs, options, lband_platform, code_digest())
+    digest = digest_of("sentinel1-timeseries", refs, options, lband_platform, code_digest(__name__))
     with step_folder(work_dir, "sentinel1-timeseries", digest) as sd:
         if not sd.done:
             inputs = open_chain_inputs(

@@ -675,7 +675,7 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
     hyp3_dir = manifest.location("hyp3")
     if hyp3_dir is None:
         raise InputError("(study)", "source.hyp3_dir", "a folder of HyP3 INSAR_GAMMA products")
-    digest = digest_of("stage-sentinel1", manifest.digest, aoi, wavelength_m, code_digest())
+    digest = digest_of("stage-sentinel1", manifest.digest, aoi, wavelength_m, code_digest(__name__))
     with step_folder(work_dir, "stage-sentinel1", digest) as sd:
         if not sd.done:
             products = find_hyp3_products(hyp3_dir)
@@ -698,7 +698,7 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
 @task(name="stage-rasters", cache_policy=STEP_CACHE, persist_result=True)
 def stage_rasters(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """DEM and ground-ice map → ``rasters.zarr`` on the analysis grid (+ slope from the DEM)."""
-    digest = digest_of("stage-rasters", manifest.digest, staged_s1.digest, code_digest())
+    digest = digest_of("stage-rasters", manifest.digest, staged_s1.digest, code_digest(__name__))
     grid = _grid_of(staged_s1)
     layers = {}
     with step_folder(work_dir, "stage-rasters", digest) as sd:
@@ -768,7 +768,7 @@ def pairs_on_grid(found: list, grid: AnalysisGrid) -> xr.Dataset:
 @task(name="stage-pairs", cache_policy=STEP_CACHE, persist_result=True)
 def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """Sparse-sensor pairs (ERS-2 … ALOS-2) → ``pairs.zarr`` of LOS mm on the analysis grid."""
-    digest = digest_of("stage-pairs", manifest.digest, staged_s1.digest, code_digest())
+    digest = digest_of("stage-pairs", manifest.digest, staged_s1.digest, code_digest(__name__))
     grid = _grid_of(staged_s1)
     pairs_dir = manifest.location("pairs")
     count = 0
@@ -788,7 +788,7 @@ def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
 @task(name="stage-gacos", cache_policy=STEP_CACHE, persist_result=True)
 def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """GACOS ``.ztd`` grids of the Sentinel-1 and pair dates → ``gacos.zarr`` on the grid."""
-    digest = digest_of("stage-gacos", manifest.digest, staged_s1.digest, code_digest())
+    digest = digest_of("stage-gacos", manifest.digest, staged_s1.digest, code_digest(__name__))
     gacos_dir = manifest.location("gacos")
     summary: dict = {"n_dates": 0}
     with step_folder(work_dir, "stage-gacos", digest) as sd:
@@ -830,7 +830,7 @@ def basin_mean_climate(era5_path: Path, bbox: tuple[float, float, float, float] 
 @task(name="stage-climate", cache_policy=STEP_CACHE, persist_result=True)
 def stage_climate(manifest: InputSet, aoi: AreaOfInterest, work_dir: str) -> StepOutput:
     """ERA5-Land → ``era5_basin_monthly.nc`` (basin means, talik names and units)."""
-    digest = digest_of("stage-climate", manifest.digest, aoi, code_digest())
+    digest = digest_of("stage-climate", manifest.digest, aoi, code_digest(__name__))
     era5 = manifest.location("era5")
     with step_folder(work_dir, "stage-climate", digest) as sd:
         if not sd.done and era5 is not None:

@@ -4,7 +4,7 @@ A step's output folder is ``<work_dir>/steps/<step>/<digest>``, where the digest
 step's inputs (their own digests), its parameters and talik's code. The step writes into a
 temporary sibling and renames it into place when complete, so a crash never leaves a
 half-written output that looks finished, and a rerun resumes by recomputing only the steps
-that did not finish. Prefect's cache (inputs + task source + talik's code) lets a rerun skip
+that did not finish. Prefect's cache (inputs + task source + the code the step imports) lets a rerun skip
 finished steps without even starting them; the folder check makes the skip safe even when
 Prefect's cache records were lost.
 """
@@ -34,12 +34,17 @@ COMPLETE = "_COMPLETE"
 
 
 class TalikCode(CachePolicy):
-    """Cache-key component: the fingerprint of talik's source (science changes invalidate)."""
+    """Cache-key component: the fingerprint of the code a step runs.
+
+    Its module and the talik modules it imports, transitively (:func:`code_digest`): an edit
+    of anything the step imports invalidates it, an edit elsewhere (the CLI, another
+    analysis) does not. The step's output folder digest uses the same fingerprint.
+    """
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        """The digest of talik's code."""
-        return code_digest()
+        """The digest of the code of the task's module."""
+        return code_digest(task_ctx.task.fn.__module__)
 
 
 STEP_CACHE = INPUTS + TASK_SOURCE + TalikCode()
