@@ -91,6 +91,29 @@ def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
     assert not nc.stat().st_mode & stat.S_IWUSR  # releases are read-only
     assert "Comparison with the demo world's truth" in (release / "report.md").read_text()
 
+    # The release opens through its STAC catalog and through the versioned store at its tag,
+    # with identical arrays; the catalog's checksums are the manifest's.
+    import numpy as np
+    import pystac
+
+    from talik.tasks.release_store import open_release
+
+    catalog = pystac.Catalog.from_file(str(release / "stac" / "catalog.json"))
+    items = {i.id: i for i in catalog.get_items(recursive=True)}
+    assert {"sentinel1", "velocity", "velocity_vertical"} <= set(items)
+    checksums = {p["path"]: p["sha256"] for p in manifest["products"]}
+    asset = items["sentinel1"].assets["data"]
+    assert asset.extra_fields["file:checksum"] == "1220" + checksums["products/sentinel1.nc"]
+    assert "cloud-optimized" in items["velocity"].assets["data"].media_type
+    assert items["sentinel1"].properties["talik:sensor"] == "Sentinel-1"
+    via_store = open_release(cfg.stores.release_dir, outcome.release.id)
+    with xr.open_dataset(asset.get_absolute_href()) as via_stac:
+        assert str(via_stac["time"].values[0])[:10] == items["sentinel1"].properties[
+            "start_datetime"][:10]
+        for name in ("displacement", "velocity", "mask", "temporal_coherence"):
+            np.testing.assert_array_equal(via_stac[name].values, via_store[name].values)
+    first_velocity = via_store["velocity"].values
+
     # The run's results are in the Prefect UI: a markdown artifact with the release, headline
     # numbers and figure links.
     text = _latest_artifact("release-tiny")
@@ -137,6 +160,11 @@ def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
     assert rerun == {"sentinel1-timeseries", "drivers", "release-contents"}, states
     ids = [r.id for r in list_releases(cfg.stores.release_dir)]
     assert ids == ["r0001", "r0002"]
+    # Each tag still reads its own release: r0001's arrays are unchanged by r0002.
+    np.testing.assert_array_equal(open_release(cfg.stores.release_dir, "r0001")["velocity"].values,
+                                  first_velocity)
+    assert not np.array_equal(open_release(cfg.stores.release_dir, "r0002")["velocity"].values,
+                              first_velocity, equal_nan=True)
 
     # The CLI lists and shows releases.
     runner = CliRunner()

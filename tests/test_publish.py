@@ -159,7 +159,11 @@ def test_a_release_failing_its_checks_is_not_published(setup, tmp_path, case):
         write_release(cfg, manifest.model_copy(update={"digest": "2" * 64}), steps, files, "x")
     assert "previous release stays LATEST" in str(err.value)
     assert (root / "LATEST").read_text().strip() == "r0001"
-    assert sorted(p.name for p in root.iterdir()) == ["LATEST", "r0001"]  # no staging left
+    assert sorted(p.name for p in root.iterdir()) == ["LATEST", "r0001", "store.icechunk"]
+    import icechunk
+
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(root / "store.icechunk")))
+    assert set(repo.list_tags()) == {"r0001"}  # nothing of the refused release is tagged
 
 
 def test_missing_or_unreadable_products_are_refused(setup, tmp_path):

@@ -9,6 +9,9 @@ step's parameters and digest), the products (CF NetCDF + GeoTIFF), figures and a
 * **Checked**: the staged files pass :func:`talik.tasks.validate.check_release` (products
   present and readable, plausible values, a mask that keeps pixels, no collapse of solved
   pixels since LATEST) before the release is named; a failed check publishes nothing.
+* **Versioned**: the NetCDF products are committed to the Icechunk store beside the releases
+  and tagged with the release id once the folder is in place; each release also holds a STAC
+  catalog of its products (:mod:`talik.tasks.release_store`).
 * **Atomic**: everything is written into a hidden staging folder that is renamed into place
   only when complete, and files are made read-only. A crash leaves the previous releases
   untouched; leftovers of crashed publishes are swept on the next publish.
@@ -35,6 +38,12 @@ from talik.config import StudyConfig, config_digest, to_toml
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of, file_sha256, git_commit
 from talik.tasks.records import InputManifest, InputSet, StepOutput
+from talik.tasks.release_store import (
+    STORE_NAME,
+    commit_products,
+    ensure_tag,
+    write_stac_catalog,
+)
 from talik.tasks.steps import owned_name, owner_alive
 from talik.tasks.validate import ReleaseCheckError, check_release, expected_products
 
@@ -99,7 +108,8 @@ def list_releases(release_dir: str | Path) -> list[ReleaseInfo]:
     if not root.exists():
         return []
     out = [_info(p) for p in sorted(root.iterdir())
-           if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists()]
+           if p.is_dir() and not p.name.startswith(".") and p.name != STORE_NAME
+           and (p / MANIFEST).exists()]
     return sorted(out, key=lambda r: r.id)
 
 
@@ -120,6 +130,12 @@ def read_release(release_dir: str | Path, release_id: str) -> dict:
         known = ", ".join(r.id for r in list_releases(release_dir)) or "none"
         raise FileNotFoundError(f"no release {release_id!r} in {release_dir} (releases: {known})")
     return json.loads(path.read_text())
+
+
+def _ensure_store_tag(root: Path, release_id: str) -> None:
+    store = read_release(root, release_id).get("store")
+    if store:
+        ensure_tag(root, release_id, store["snapshot"])
 
 
 def _sweep_staging(root: Path) -> None:
@@ -166,6 +182,7 @@ def write_release(
     digest = release_digest(cfg, manifest)
     for existing in list_releases(root):
         if existing.digest == digest:
+            _ensure_store_tag(root, existing.id)  # a publish killed before tagging
             return PublishOutcome(release=existing, created=False)
     _sweep_staging(root)
     staging = root / owned_name(".staging-")
@@ -184,6 +201,10 @@ def write_release(
             raise ReleaseCheckError(root, problems)
         (staging / "report.md").write_text(report_md)
         (staging / "study.toml").write_text(to_toml(cfg))
+        if "products/sentinel1.nc" in files:
+            write_stac_catalog(staging, cfg, products, digest)
+        store = commit_products(root, {name: staging / name for name in files},
+                                f"{cfg.name}: release digest {digest[:12]}")
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "release_digest": digest,
@@ -196,6 +217,7 @@ def write_release(
             "inputs": manifest.model_dump(mode="json"),
             "steps": [s.model_dump(mode="json") for s in steps],
             "products": products,
+            "store": store,
         }
         for _attempt in range(1000):
             taken = [int(r.id[1:]) for r in list_releases(root) if r.id[1:].isdigit()]
@@ -217,6 +239,7 @@ def write_release(
                 continue
             # Each publisher writes its own temporary file: concurrent publishers sharing one
             # name could rename it from under each other.
+            ensure_tag(root, release_id, store["snapshot"])
             pointer = root / f".LATEST.{uuid.uuid4().hex}.tmp"
             pointer.write_text(release_id + "\n")
             pointer.replace(root / "LATEST")

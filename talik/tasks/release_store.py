@@ -1,0 +1,172 @@
+"""Releases as versions: an Icechunk store with a tag per release, and a STAC catalog in each.
+
+* ``<release_dir>/store.icechunk``: an Icechunk repository (Zarr v3 with commits). Each release
+  commits its NetCDF products there, one group per product (``sentinel1``, ``longterm``,
+  ``drivers_1km``), and is tagged with its id once its folder is in place; readers of a tag see
+  that release only, whatever is being written meanwhile. :func:`open_release` reads it.
+* ``<release>/stac/catalog.json``: a self-contained STAC catalog with one item per product
+  file (GeoTIFF as Cloud-Optimised GeoTIFF, NetCDF, tables), each asset with its period,
+  sensor, units, size and SHA-256 (``file:checksum``, multihash).
+
+Only a local path is supported for now (object storage would take an Icechunk S3/GCS storage).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from talik.config import StudyConfig
+
+__all__ = ["STORE_NAME", "commit_products", "ensure_tag", "open_release", "write_stac_catalog"]
+
+STORE_NAME = "store.icechunk"
+
+
+def _repository(release_dir: str | Path):
+    import icechunk
+
+    storage = icechunk.local_filesystem_storage(str(Path(release_dir) / STORE_NAME))
+    return icechunk.Repository.open_or_create(storage)
+
+
+def _groups(files: dict[str, Path]) -> dict[str, Path]:
+    """Store group → NetCDF product."""
+    return {Path(name).stem: path for name, path in sorted(files.items())
+            if name.startswith("products/") and name.endswith(".nc")}
+
+
+def _for_store(ds: xr.Dataset) -> xr.Dataset:
+    out = ds.copy()
+    for name in out.variables:
+        out[name].encoding = {}
+    return out
+
+
+def commit_products(release_dir: str | Path, files: dict[str, Path], message: str) -> dict:
+    """Commit the release's NetCDF products to the store's ``main`` branch; return a record.
+
+    A concurrent publisher's commit makes this one retry on the new head (each group is
+    written whole, so nothing needs merging).
+    """
+    import icechunk
+
+    repo = _repository(release_dir)
+    groups = _groups(files)
+    for _attempt in range(10):
+        session = repo.writable_session("main")
+        for group, path in groups.items():
+            with xr.open_dataset(path) as ds:
+                # xarray's own Zarr writer (in memory: the products are small next to the stack)
+                _for_store(ds.load()).to_zarr(session.store, group=group, mode="w",
+                                              consolidated=False, zarr_format=3)
+        try:
+            snapshot = session.commit(message)
+            break
+        except icechunk.ConflictError:
+            continue
+    else:  # pragma: no cover - ten concurrent publishers in a row
+        raise RuntimeError(f"could not commit to {Path(release_dir) / STORE_NAME}")
+    return {"path": STORE_NAME, "snapshot": snapshot, "groups": sorted(groups)}
+
+
+def ensure_tag(release_dir: str | Path, release_id: str, snapshot: str) -> None:
+    """Tag ``snapshot`` as ``release_id`` unless the tag exists already."""
+    repo = _repository(release_dir)
+    if release_id not in repo.list_tags():
+        repo.create_tag(release_id, snapshot)
+
+
+def open_release(release_dir: str | Path, release_id: str, group: str = "sentinel1"
+                 ) -> xr.Dataset:
+    """A product of release ``release_id`` read from the versioned store at its tag (lazy)."""
+    repo = _repository(release_dir)
+    if release_id not in repo.list_tags():
+        raise FileNotFoundError(f"no tag {release_id!r} in {Path(release_dir) / STORE_NAME} "
+                                f"(tags: {', '.join(sorted(repo.list_tags())) or 'none'})")
+    session = repo.readonly_session(tag=release_id)
+    return xr.open_zarr(session.store, group=group, consolidated=False)
+
+
+# ----------------------------------------------------------------------------------- STAC
+def _datetime(value: np.datetime64) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(np.datetime_as_string(value, unit="s"))).replace(
+        tzinfo=dt.UTC)
+
+
+def _footprint(nc: Path) -> tuple[list[float], dict, str | None]:
+    """(lon/lat bbox, GeoJSON polygon, CRS WKT) of a product's grid."""
+    from pyproj import CRS, Transformer
+
+    with xr.open_dataset(nc) as ds:
+        x, y = ds["x"].values, ds["y"].values
+        wkt = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds else None
+    xs = [float(x.min()), float(x.max())]
+    ys = [float(y.min()), float(y.max())]
+    if wkt:
+        to_ll = Transformer.from_crs(CRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
+        lon, lat = to_ll.transform([xs[0], xs[1], xs[1], xs[0]], [ys[0], ys[0], ys[1], ys[1]])
+    else:
+        lon, lat = [xs[0], xs[1], xs[1], xs[0]], [ys[0], ys[0], ys[1], ys[1]]
+    bbox = [min(lon), min(lat), max(lon), max(lat)]
+    ring = [[a, b] for a, b in zip(lon, lat, strict=True)] + [[lon[0], lat[0]]]
+    return bbox, {"type": "Polygon", "coordinates": [ring]}, wkt
+
+
+_MEDIA = {".tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+          ".nc": "application/netcdf", ".csv": "text/csv", ".json": "application/json"}
+
+
+def write_stac_catalog(folder: Path, cfg: StudyConfig, products: list[dict], digest: str) -> Path:
+    """A self-contained STAC catalog of the products in release ``folder`` (``stac/``).
+
+    ``products`` are the manifest's entries (``path``, ``sha256``, ``bytes``).
+    """
+    import pystac
+
+    s1_nc = folder / "products" / "sentinel1.nc"
+    bbox, geometry, wkt = _footprint(s1_nc)
+    with xr.open_dataset(s1_nc) as ds:
+        s1_start, s1_end = _datetime(ds["time"].values[0]), _datetime(ds["time"].values[-1])
+        units = {name: ds[name].attrs.get("units", "") for name in ds.data_vars}
+    if cfg.periods:
+        long_start = dt.datetime.combine(min(p.start for p in cfg.periods), dt.time(),
+                                         dt.UTC)
+        long_end = dt.datetime.combine(max(p.end for p in cfg.periods), dt.time(), dt.UTC)
+    else:
+        long_start, long_end = s1_start, s1_end
+    catalog = pystac.Catalog(id=f"talik-{cfg.name}", title=cfg.title,
+                             description=f"Products of a talik release of study {cfg.name} "
+                                         f"(release digest {digest[:12]})")
+    for entry in products:
+        name = entry["path"]
+        if not name.startswith("products/"):
+            continue
+        path = Path(name)
+        from_s1 = path.stem in ("sentinel1", "velocity", "velocity_vertical",
+                                "thaw_season_deformation_mean")
+        start, end = (s1_start, s1_end) if from_s1 else (long_start, long_end)
+        properties = {"start_datetime": start.isoformat(), "end_datetime": end.isoformat(),
+                      "talik:sensor": cfg.s1_sensor.platform if from_s1 else "multi-sensor"}
+        if path.stem in units:
+            properties["talik:units"] = units[path.stem]
+        if wkt:
+            properties["proj:wkt2"] = wkt
+        item_id = str(path.with_suffix("")).removeprefix("products/").replace("/", "-")
+        item = pystac.Item(id=item_id, geometry=geometry, bbox=bbox, datetime=None,
+                           start_datetime=start, end_datetime=end, properties=properties)
+        item.add_asset("data", pystac.Asset(
+            href=str((folder / name).resolve()), media_type=_MEDIA.get(path.suffix),
+            roles=["data"], extra_fields={"file:size": entry["bytes"],
+                                          "file:checksum": "1220" + entry["sha256"]}))
+        catalog.add_item(item)
+    root = folder / "stac"
+    catalog.normalize_hrefs(str(root))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    json.loads((root / "catalog.json").read_text())  # written and valid JSON
+    return root / "catalog.json"
