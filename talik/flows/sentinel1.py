@@ -18,16 +18,17 @@ def sentinel1_flow(cfg: StudyConfig, manifest: InputSet, refresh: bool = False
                    ) -> Sentinel1Steps:
     """Stage the inputs on one grid and invert the Sentinel-1 time series; return the steps.
 
-    The rasters, GACOS delays and sparse-sensor pairs are staged side by side once the
-    interferograms have fixed the grid.
+    The rasters, GACOS delays and sparse-sensor pairs are staged one after the other once the
+    interferograms have fixed the grid (side by side in threads, GDAL and the warnings
+    machinery were seen to interfere: a reprojection sometimes warned of a missing
+    geotransform).
     """
     work = str(cfg.stores.work_dir)
     opts = cfg.sentinel1
     staged = step_options(stage_sentinel1, work, refresh)(
         manifest, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
-    rasters, gacos, pairs = (step_options(task, work, refresh).submit(manifest, staged, work)
+    rasters, gacos, pairs = (step_options(task, work, refresh)(manifest, staged, work)
                              for task in (stage_rasters, stage_gacos, stage_pairs))
-    rasters, gacos, pairs = rasters.result(), gacos.result(), pairs.result()
     lband = cfg.sensors.get(opts.velocity_reference_sensor)
     series = step_options(sentinel1_timeseries, work, refresh)(
         staged, rasters, gacos, pairs, opts, lband.platform if lband else "ALOS-2", work,

@@ -13,25 +13,63 @@ Only a local path is supported for now (object storage would take an Icechunk S3
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
+import functools
 import json
+import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from talik.config import StudyConfig
+from talik.tasks.validate import NETCDF_LOCK
 
 __all__ = ["STORE_NAME", "commit_products", "ensure_tag", "open_release", "write_stac_catalog"]
 
 STORE_NAME = "store.icechunk"
 
 
-def _repository(release_dir: str | Path):
+@functools.cache
+def _icechunk():
+    """The icechunk module, with its log kept to errors.
+
+    It warns on every open that a local store is not safe for concurrent commits; talik's
+    commits hold :func:`_store_lock`.
+    """
     import icechunk
 
+    os.environ.setdefault("ICECHUNK_LOG", "error")
+    icechunk.initialize_logs()
+    return icechunk
+
+
+@contextlib.contextmanager
+def _store_lock(release_dir: str | Path) -> Iterator[None]:
+    """An exclusive lock (``flock``) of the store, across threads and processes of a host."""
+    path = Path(release_dir) / f".{STORE_NAME}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _THREADS, path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_THREADS = threading.RLock()  # flock is per open file: threads of a process queue here first
+
+
+def _repository(release_dir: str | Path, create: bool = False):
+    icechunk = _icechunk()
     storage = icechunk.local_filesystem_storage(str(Path(release_dir) / STORE_NAME))
-    return icechunk.Repository.open_or_create(storage)
+    if create:
+        return icechunk.Repository.open_or_create(storage)
+    return icechunk.Repository.open(storage)
 
 
 def _groups(files: dict[str, Path]) -> dict[str, Path]:
@@ -50,35 +88,28 @@ def _for_store(ds: xr.Dataset) -> xr.Dataset:
 def commit_products(release_dir: str | Path, files: dict[str, Path], message: str) -> dict:
     """Commit the release's NetCDF products to the store's ``main`` branch; return a record.
 
-    A concurrent publisher's commit makes this one retry on the new head (each group is
-    written whole, so nothing needs merging).
+    Publishers take turns (:func:`_store_lock`); each group is written whole, so a later
+    commit never needs merging with an earlier one.
     """
-    import icechunk
-
-    repo = _repository(release_dir)
     groups = _groups(files)
-    for _attempt in range(10):
+    with _store_lock(release_dir):  # one writer at a time: a local store has no safe CAS
+        repo = _repository(release_dir, create=True)
         session = repo.writable_session("main")
         for group, path in groups.items():
-            with xr.open_dataset(path) as ds:
+            with NETCDF_LOCK, xr.open_dataset(path) as ds:
                 # xarray's own Zarr writer (in memory: the products are small next to the stack)
                 _for_store(ds.load()).to_zarr(session.store, group=group, mode="w",
                                               consolidated=False, zarr_format=3)
-        try:
-            snapshot = session.commit(message)
-            break
-        except icechunk.ConflictError:
-            continue
-    else:  # pragma: no cover - ten concurrent publishers in a row
-        raise RuntimeError(f"could not commit to {Path(release_dir) / STORE_NAME}")
+        snapshot = session.commit(message)
     return {"path": STORE_NAME, "snapshot": snapshot, "groups": sorted(groups)}
 
 
 def ensure_tag(release_dir: str | Path, release_id: str, snapshot: str) -> None:
     """Tag ``snapshot`` as ``release_id`` unless the tag exists already."""
-    repo = _repository(release_dir)
-    if release_id not in repo.list_tags():
-        repo.create_tag(release_id, snapshot)
+    with _store_lock(release_dir):
+        repo = _repository(release_dir, create=True)
+        if release_id not in repo.list_tags():
+            repo.create_tag(release_id, snapshot)
 
 
 def open_release(release_dir: str | Path, release_id: str, group: str = "sentinel1"
@@ -102,7 +133,7 @@ def _footprint(nc: Path) -> tuple[list[float], dict, str | None]:
     """(lon/lat bbox, GeoJSON polygon, CRS WKT) of a product's grid."""
     from pyproj import CRS, Transformer
 
-    with xr.open_dataset(nc) as ds:
+    with NETCDF_LOCK, xr.open_dataset(nc) as ds:
         x, y = ds["x"].values, ds["y"].values
         wkt = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds else None
     xs = [float(x.min()), float(x.max())]
@@ -130,7 +161,7 @@ def write_stac_catalog(folder: Path, cfg: StudyConfig, products: list[dict], dig
 
     s1_nc = folder / "products" / "sentinel1.nc"
     bbox, geometry, wkt = _footprint(s1_nc)
-    with xr.open_dataset(s1_nc) as ds:
+    with NETCDF_LOCK, xr.open_dataset(s1_nc) as ds:
         s1_start, s1_end = _datetime(ds["time"].values[0]), _datetime(ds["time"].values[-1])
         units = {name: ds[name].attrs.get("units", "") for name in ds.data_vars}
     if cfg.periods:

@@ -11,6 +11,7 @@ publisher then removes the staging folder, so the previous release stays LATEST.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,7 +19,12 @@ import numpy as np
 
 from talik.config import ReleaseChecks
 
-__all__ = ["EXPECTED_PRODUCTS", "ReleaseCheckError", "check_release", "expected_products"]
+__all__ = ["EXPECTED_PRODUCTS", "NETCDF_LOCK", "ReleaseCheckError", "check_release",
+           "expected_products"]
+
+NETCDF_LOCK = threading.RLock()
+"""Held while a release's NetCDF files are read: HDF5 is not thread-safe, and publishers
+(or Prefect tasks) running in threads of one process crash it when they open files at once."""
 
 EXPECTED_PRODUCTS: dict[str, tuple[str, ...]] = {
     "sentinel1-timeseries": ("products/sentinel1.nc", "products/velocity.tif",
@@ -53,6 +59,11 @@ def expected_products(step_names: Iterable[str]) -> list[str]:
 
 def _readable(name: str, path: Path) -> str | None:
     """Why ``path`` cannot be read as what its suffix says, or None."""
+    with NETCDF_LOCK:
+        return _unreadable_reason(name, path)
+
+
+def _unreadable_reason(name: str, path: Path) -> str | None:
     try:
         if path.stat().st_size == 0:
             return f"{name} is empty"
@@ -93,6 +104,11 @@ def _solved_pixels(path: Path) -> int:
 
 
 def _sentinel1_problems(path: Path, checks: ReleaseChecks, previous: Path | None) -> list[str]:
+    with NETCDF_LOCK:
+        return _s1_problems(path, checks, previous)
+
+
+def _s1_problems(path: Path, checks: ReleaseChecks, previous: Path | None) -> list[str]:
     import xarray as xr
 
     problems = []
