@@ -252,3 +252,19 @@ def test_no_shell_is_ever_given_a_command_line():
             if shell or name in ("os.system", "os.popen"):
                 offenders.append(f"{path.name}:{node.lineno} {name}")
     assert not offenders, offenders
+
+
+def test_a_cached_staging_step_reports_what_the_fresh_one_did(tiny_world, tmp_path):
+    """The summary of stage-sentinel1 read back from its folder equals the fresh one's."""
+    from talik.config import load_study
+    from talik.tasks.ingest.world import ingest_world
+    from talik.tasks.stage import stage_sentinel1
+    from tests.conftest import write_study
+
+    cfg = load_study(write_study(tmp_path, tiny_world))
+    work = str(tmp_path / "work")
+    manifest = ingest_world.fn(cfg.source, work)
+    fresh = stage_sentinel1.fn(manifest, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
+    cached = stage_sentinel1.fn(manifest, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
+    assert cached.path == fresh.path and cached.summary == fresh.summary
+    assert {"first_date", "last_date", "dropped_products", "n_pairs"} <= set(cached.summary)

@@ -683,10 +683,16 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
             logger.info("staging %d HyP3 products onto a %d×%d grid", len(products), grid.height,
                         grid.width)
             summary = write_sentinel1_store(products, grid, wavelength_m, sd.work / "sentinel1.zarr")
-        else:
+            # Kept beside the store: a cached step then reports what the fresh one did.
+            (sd.work / "summary.json").write_text(json.dumps(summary))
+        elif (sd.final / "summary.json").exists():
+            summary = json.loads((sd.final / "summary.json").read_text())
+        else:  # a folder staged before summaries were kept: what the store itself tells
             with xr.open_zarr(sd.final / "sentinel1.zarr") as ds:
                 summary = {"n_pairs": ds.sizes["pair"], "height": ds.sizes["y"],
                            "width": ds.sizes["x"],
+                           "first_date": str(pd.Timestamp(ds["reference_date"].values.min()).date()),
+                           "last_date": str(pd.Timestamp(ds["secondary_date"].values.max()).date()),
                            "dropped_products": json.loads(ds.attrs.get("dropped_products", "[]")),
                            **_shrink_summary(json.loads(ds.attrs.get("grid_shrunk_by", "[]"))),
                            **_conncomp_summary(json.loads(ds.attrs.get("conncomp_masked", "{}")))}
