@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,9 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+
+from talik.flows.deploy import local_server_environment
+from talik.tasks.reaper import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -77,40 +79,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _environment(home: Path, port: int) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if k != "TALIK_REAPER_OF"},
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
-        "MPLBACKEND": "Agg",
-        "PROJECT_DIR": str(REPO),
-    }
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """TERM, wait, TERM again (a Prefect worker turns the first into SIGINT), then KILL."""
-    for sig in (signal.SIGTERM, signal.SIGTERM):
-        if proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    proc.kill()
-    proc.wait(timeout=10)
 
 
 def _rss_mib(pid: int) -> float:
@@ -220,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     home = root / "prefect"
     home.mkdir()
     port = _free_port()
-    env = _environment(home, port)
+    env = local_server_environment(home, port)
+    env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
     os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL")})
     server_log = (root / "server.log").open("w")
     worker_log = (root / "worker.log").open("w")
@@ -301,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append((r, created))
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(server)
+            stop_process(worker)
+        stop_process(server)
         server_log.close()
         worker_log.close()
     time.sleep(3)

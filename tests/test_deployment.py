@@ -9,8 +9,6 @@ API as the UI's form does, watched to completion. Every process started is stopp
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from talik.flows.deploy import local_server_environment
+from talik.tasks.reaper import stop_process
 
 from .conftest import REPO, write_study
 
@@ -33,41 +34,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """TERM, wait, TERM again (the worker turns the first into SIGINT), then KILL."""
-    for sig in (signal.SIGTERM, signal.SIGTERM):
-        if proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    proc.kill()
-    proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """A Prefect server, the ``talik-process`` pool and a worker; yields the environment."""
     folder = tmp_path_factory.mktemp("stack")
     port = _free_port()
     home = folder / "prefect-home"
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "TALIK_REAPER_OF"},
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-        "PROJECT_DIR": str(REPO),
-    }
+    env = local_server_environment(home, port)
+    env["PROJECT_DIR"] = str(REPO)
     log = (folder / "server.log").open("w")
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port",
                                str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -92,8 +66,8 @@ def stack(tmp_path_factory):
         yield env, folder
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(server)
+            stop_process(worker)
+        stop_process(server)
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -58,25 +58,36 @@ def _marker(kind: str, folder: Path):
     return lambda: steps.exists() and any(p.name.startswith(".") for p in steps.iterdir())
 
 
-@pytest.mark.parametrize("phase", ["stage-sentinel1", "sentinel1-timeseries", "publish"])
-def test_sigkill_leaves_nothing_and_the_rerun_matches(tmp_path, tiny_world, clean_products,
-                                                      phase):
-    study = write_study(tmp_path, tiny_world)
-    inside = _marker(phase, tmp_path)
+def _kill_run_when(study: Path, inside, timeout: float = 300) -> dict[int, int] | None:
+    """Start `talik run STUDY` and SIGKILL it as soon as ``inside()`` holds.
+
+    Returns every process it had started (pid → start time), or None if it finished first.
+    """
     proc = subprocess.Popen([str(TALIK), "run", str(study), "--quiet"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=_env())
     children: dict[int, int] = {}
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         children.update(descendants(proc.pid))
         if inside():
             break
         time.sleep(0.02)
     if proc.poll() is not None:
-        pytest.skip(f"the run finished before {phase} could be interrupted (too fast to catch)")
+        return None
     children.update(descendants(proc.pid))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    return children
+
+
+@pytest.mark.parametrize("phase", ["stage-sentinel1", "sentinel1-timeseries", "publish"])
+def test_sigkill_leaves_nothing_and_the_rerun_matches(tmp_path, tiny_world, clean_products,
+                                                      phase):
+    study = write_study(tmp_path, tiny_world)
+    inside = _marker(phase, tmp_path)
+    children = _kill_run_when(study, inside)
+    if children is None:
+        pytest.skip(f"the run finished before {phase} could be interrupted (too fast to catch)")
     assert any("uvicorn" in _cmdline(p) for p in children), "expected the run's Prefect server"
     time.sleep(8)  # the reaper's poll and grace period
     alive = [p for p in children if _cmdline(p)]
@@ -132,19 +143,9 @@ def test_sigkill_during_a_download_resumes_and_matches(tmp_path, tiny_world, fak
     study = study_in(folder)
     fake_hyp3.state.download_seconds = 1.0
     raw = folder / "raw" / "hyp3"
-    proc = subprocess.Popen([str(TALIK), "run", str(study), "--quiet"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=_env())
-    children: dict[int, int] = {}
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        children.update(descendants(proc.pid))
-        if raw.exists() and any(p.name.endswith(".partial") for p in raw.iterdir()):
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before any download could be interrupted"
-    children.update(descendants(proc.pid))
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    children = _kill_run_when(study, lambda: raw.exists() and any(
+        p.name.endswith(".partial") for p in raw.iterdir()))
+    assert children is not None, "the run ended before any download could be interrupted"
     assert any(p.name.endswith(".partial") for p in raw.iterdir())  # killed mid-file
     time.sleep(8)  # the reaper's poll and grace period
     alive = [p for p in children if _cmdline(p)]

@@ -16,10 +16,39 @@ from pathlib import Path
 
 from talik.config import StudyOptions, load_study
 
-__all__ = ["PROJECT_DIR", "deploy_study"]
+__all__ = ["PROJECT_DIR", "deploy_study", "local_server_environment"]
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 """The checkout holding the ``talik`` package (the workers' working folder)."""
+
+
+def local_server_environment(home: Path, port: int, base: dict[str, str] | None = None
+                             ) -> dict[str, str]:
+    """Environment of a Prefect server on 127.0.0.1:``port`` with its state in ``home``.
+
+    Also that of the workers and clients using it: telemetry and UI off, SQLite, results
+    persisted.
+    """
+    import os
+
+    env = dict(os.environ if base is None else base)
+    env.pop("TALIK_REAPER_OF", None)  # each process started here watches its own children
+    env.update({
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "MPLBACKEND": "Agg",
+        "PROJECT_DIR": str(PROJECT_DIR),
+    })
+    return env
 
 
 def _ensure_pool(name: str) -> None:

@@ -98,3 +98,21 @@ def start_reaper() -> subprocess.Popen | None:
 
 if __name__ == "__main__":  # pragma: no cover - run as its own process
     watch(int(sys.argv[1]))
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop a child process: TERM, wait, TERM again, then KILL.
+
+    A Prefect worker turns the first TERM into SIGINT, which a background job may ignore.
+    """
+    for sig in (signal.SIGTERM, signal.SIGTERM):
+        if proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait(timeout=10)
