@@ -71,7 +71,9 @@ def _unreadable_reason(name: str, path: Path) -> str | None:
             import xarray as xr
 
             with xr.open_dataset(path) as ds:
-                ds.load()
+                for var in ds.variables.values():  # every value decoded, a block at a time
+                    for block in _blocks(var):
+                        np.asarray(block.values)
         elif path.suffix == ".tif":
             import rasterio
 
@@ -88,6 +90,19 @@ def _unreadable_reason(name: str, path: Path) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
         return f"{name} cannot be read ({type(exc).__name__}: {exc})"
     return None
+
+
+TIME_BLOCK = 16
+"""Dates read at once when a (time, y, x) variable is checked: memory does not grow with the
+length of the series."""
+
+
+def _blocks(var):
+    """``var`` in slices of :data:`TIME_BLOCK` along its first dimension (whole if ≤ 2-D)."""
+    if var.ndim < 3:
+        return [var]
+    n = var.shape[0]
+    return [var[i:i + TIME_BLOCK] for i in range(0, n, TIME_BLOCK)]
 
 
 def _solved(ds) -> np.ndarray:
@@ -134,11 +149,16 @@ def _s1_problems(path: Path, checks: ReleaseChecks, previous: Path | None) -> li
                 problems.append(f"sentinel1.nc: a trusted pixel's |velocity| is {worst_v:.4g} "
                                 f"mm/yr (> {checks.max_abs_velocity_mm_yr:g}; "
                                 "release_checks.max_abs_velocity_mm_yr)")
-            series = ds["displacement"].values[:, trusted]
-            if not np.isfinite(series).all():
-                problems.append(f"sentinel1.nc: {int((~np.isfinite(series)).sum())} NaN or "
-                                "infinite displacement values at trusted pixels")
-            worst_d = float(np.nanmax(np.abs(series))) if np.isfinite(series).any() else 0.0
+            n_bad, worst_d = 0, 0.0
+            for block in _blocks(ds["displacement"]):
+                series = block.values[:, trusted]
+                finite = np.isfinite(series)
+                n_bad += int((~finite).sum())
+                if finite.any():
+                    worst_d = max(worst_d, float(np.abs(series[finite]).max()))
+            if n_bad:
+                problems.append(f"sentinel1.nc: {n_bad} NaN or infinite displacement values at "
+                                "trusted pixels")
             if worst_d > checks.max_abs_displacement_mm:
                 problems.append(f"sentinel1.nc: a trusted pixel's |displacement| reaches "
                                 f"{worst_d:.4g} mm (> {checks.max_abs_displacement_mm:g}; "
