@@ -38,41 +38,6 @@ from talik.tasks.reaper import stop_process
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-STUDY = """name = "soak"
-title = "soak of the scheduled service"
-
-[aoi]
-name = "soak"
-
-[source]
-kind = "local"
-hyp3_dir = "{hyp3}"
-gacos_dir = "{raw}/gacos"
-dem = "{raw}/dem/glo30.tif"
-ground_ice = "{raw}/ground_ice.tif"
-temperature = "{raw}/station_tmean.csv"
-era5 = "{raw}/era5land_monthly.nc"
-modis_dir = "{raw}/modis"
-
-[source.discharge]
-path = "{raw}/discharge.csv"
-basin_area_km2 = 4576.0
-
-[stores]
-work_dir = "{root}/work"
-release_dir = "{root}/releases"
-
-[sensors.sentinel1]
-platform = "Sentinel-1"
-band = "C"
-wavelength_m = 0.055465763
-incidence_deg = 39.47
-direction = "descending"
-polarization = "VV"
-
-[sentinel1]
-chunk_px = 16
-"""
 
 
 def _free_port() -> int:
@@ -129,6 +94,29 @@ def _world(root: Path) -> Path:
                                       hydro_start_year=1990, hydro_end_year=2004))
 
 
+def _study(root: Path, raw: Path, hyp3: Path) -> str:
+    """The soak's study as TOML: the world's inputs (its own layout), HyP3 from ``hyp3``."""
+    from talik.config import (
+        SENTINEL1_WAVELENGTH_M,
+        AreaOfInterest,
+        Sensor,
+        Sentinel1Options,
+        Stores,
+        StudyConfig,
+        to_toml,
+    )
+    from talik.tasks.ingest.world import world_as_local
+
+    source = world_as_local(raw).model_copy(update={"hyp3_dir": hyp3, "pairs_dir": None})
+    return to_toml(StudyConfig(
+        name="soak", title="soak of the scheduled service", aoi=AreaOfInterest(name="soak"),
+        sensors={"sentinel1": Sensor(platform="Sentinel-1", band="C",
+                                     wavelength_m=SENTINEL1_WAVELENGTH_M, incidence_deg=39.47,
+                                     direction="descending", polarization="VV")},
+        source=source, stores=Stores(work_dir=root / "work", release_dir=root / "releases"),
+        sentinel1=Sentinel1Options(chunk_px=16)))
+
+
 def _batches(products: list[Path], n_batches: int) -> list[list[Path]]:
     """The first half of the products by secondary date, then ``n_batches`` later batches."""
     def secondary(p: Path) -> str:
@@ -175,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         elif target.exists():
             target.unlink()
     root.mkdir(parents=True, exist_ok=True)
+    # Before anything imports Prefect (it reads its settings once): its clients here must
+    # talk to the soak's server, not start a throwaway one.
+    home = root / "prefect"
+    home.mkdir()
+    port = _free_port()
+    env = local_server_environment(home, port)
+    env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
+    os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL")})
     raw = _world(root)
     products = sorted(p for p in (raw / "hyp3").iterdir() if p.is_dir())
     n_batches = max(1, int(args.minutes // args.batch_every) - 1)
@@ -183,14 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     hyp3.mkdir()
     _move_in(batches[0], hyp3)
     study = root / "study.toml"
-    study.write_text(STUDY.format(hyp3=hyp3, raw=raw, root=root))
+    study.write_text(_study(root, raw, hyp3))
 
-    home = root / "prefect"
-    home.mkdir()
-    port = _free_port()
-    env = local_server_environment(home, port)
-    env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
-    os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL")})
     server_log = (root / "server.log").open("w")
     worker_log = (root / "worker.log").open("w")
     server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
@@ -198,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                               stderr=subprocess.STDOUT)
     worker = None
     failures: list[str] = []
-    added: list[tuple[float, int]] = []  # (time, batch) of each batch moved in
+    added: list[tuple[float, int]] = []  # (wall-clock time, batch) of each batch moved in
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -245,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 due = time.monotonic() - last_batch_at >= args.batch_every * 60
                 if due and not running and next_batch < len(batches):
                     _move_in(batches[next_batch], hyp3)
-                    added.append((time.monotonic() - t0, next_batch))
+                    added.append((time.time(), next_batch))
                     print(f"  {(time.monotonic() - t0) / 60:5.1f} min: moved in batch "
                           f"{next_batch} ({len(batches[next_batch])} products)", flush=True)
                     next_batch += 1
@@ -304,9 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) < max(1, int(args.minutes) - 3):
         failures.append(f"only {len(results)} runs in {args.minutes:g} min of a one-minute schedule")
     known = [c for _, c in results if c is not None]
-    if len(releases) != 1 + len(added) or (len(known) == len(results) and n_created != len(releases)):
+    # Input changes a run could see: batches moved in before the last run started.
+    last_start = max((r.start_time.timestamp() for r, _ in results if r.start_time), default=0)
+    seen = [b for when, b in added if when < last_start]
+    if len(releases) != 1 + len(seen) or (len(known) == len(results)
+                                          and n_created != len(releases)):
         failures.append(f"{len(releases)} releases ({n_created} runs said they created one) for "
-                        f"1 + {len(added)} input changes")
+                        f"1 + {len(seen)} input changes seen by a run")
     if left:
         failures.append(f"{len(left)} process(es) left running")
     for name in ("server", "worker"):
