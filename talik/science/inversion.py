@@ -110,45 +110,39 @@ def constraint_basis(t_years: np.ndarray, spec: ConstraintSpec) -> tuple[np.ndar
 
 _LANES = 16
 """Pixels solved side by side: independent dependency chains the CPU can overlap (SIMD)."""
+_BLOCK = 32 * _LANES
+"""Pixels copied at a time from the pair-major input into a contiguous work buffer."""
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _solve_lanes(
+def _factor_lanes(
     w: np.ndarray,
-    dz: np.ndarray,
     ref: np.ndarray,
     sec: np.ndarray,
     bw: int,
-    pb: np.ndarray,
-    t1: np.ndarray,
     g2: float,
     none_model: bool,
-    vref: np.ndarray,
-    use_vref: bool,
     arrow_init: np.ndarray,
     corner_init: np.ndarray,
     band: np.ndarray,
     inv: np.ndarray,
     arrow: np.ndarray,
     corner: np.ndarray,
-    z: np.ndarray,
     ok: np.ndarray,
 ) -> None:
-    """Solve ``L`` pixels side by side (the last axis of every work array is the lane).
+    """Build and factorise the normal matrices of ``L`` pixels side by side (lane = last axis).
 
-    ``w`` and ``dz`` are ``(M, L)``: 1/0 validity and the data with invalid values zeroed.
-    The normal matrix of the unknowns ``[u(t_1) … u(t_{N−1}), p_1 … p_k]`` is an arrowhead:
-    a symmetric band (``band[j, l]`` = entry ``(j, j−l)``) bordered by ``k`` dense rows
-    (``arrow[c, j]``) and a ``k × k`` corner. It is factorised in place by Cholesky, which keeps
-    that structure, then solved for the right-hand side ``z``; on return ``z`` holds the
-    unknowns and ``ok`` flags the lanes whose factorisation succeeded. The lane loop is always
-    innermost, so the CPU runs the lanes' independent arithmetic in parallel (SIMD).
+    ``w`` is ``(M, L)``: 1/0 validity of each interferogram. The normal matrix of the unknowns
+    ``[u(t_1) … u(t_{N−1}), p_1 … p_k]`` is an arrowhead: a symmetric band (``band[j, l]`` =
+    entry ``(j, j−l)``) bordered by ``k`` dense rows (``arrow[c, j]``) and a ``k × k`` corner.
+    It is factorised in place by Cholesky, which keeps that structure; ``inv`` holds the
+    reciprocal pivots and ``ok`` flags the lanes whose factorisation succeeded. The lane loop is
+    always innermost, so the CPU runs the lanes' independent arithmetic in parallel (SIMD).
     """
     n = band.shape[0]
-    k = pb.shape[1]
+    k = arrow.shape[0]
     lanes = w.shape[1]
     band[:, :, :] = 0.0
-    z[:, :] = 0.0
     ok[:] = 1.0
     for m in range(w.shape[0]):
         a = ref[m]
@@ -156,12 +150,10 @@ def _solve_lanes(
         off = b - a
         for q in range(lanes):
             band[b - 1, 0, q] += w[m, q]
-            z[b - 1, q] += dz[m, q]
         if a > 0:
             for q in range(lanes):
                 band[a - 1, 0, q] += w[m, q]
                 band[b - 1, off, q] -= w[m, q]
-                z[a - 1, q] -= dz[m, q]
     if none_model:
         for j in range(n):
             extra = 2.0 * g2 if j < n - 1 else g2
@@ -182,14 +174,6 @@ def _solve_lanes(
         for j in range(n):
             for q in range(lanes):
                 band[j, 0, q] += g2
-        if use_vref:
-            for j in range(n):
-                for q in range(lanes):
-                    z[j, q] += g2 * vref[q] * t1[j]
-                for c in range(k):
-                    f = g2 * pb[j, c] * t1[j]
-                    for q in range(lanes):
-                        z[n + c, q] -= f * vref[q]
     # Cholesky of the band.
     for j in range(n):
         top = min(bw, j)
@@ -235,6 +219,50 @@ def _solve_lanes(
                     corner[c1, c1, q] = np.sqrt(s if good else 1.0)
                 else:
                     corner[c1, c2, q] = s / corner[c2, c2, q]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _solve_factored(
+    dz: np.ndarray,
+    ref: np.ndarray,
+    sec: np.ndarray,
+    bw: int,
+    pb: np.ndarray,
+    t1: np.ndarray,
+    g2: float,
+    vref: np.ndarray,
+    use_vref: bool,
+    band: np.ndarray,
+    inv: np.ndarray,
+    arrow: np.ndarray,
+    corner: np.ndarray,
+    z: np.ndarray,
+) -> None:
+    """Right-hand sides of ``L`` pixels (``dz``: data, invalid values zeroed) → unknowns in ``z``.
+
+    The factor (``band``, ``inv``, ``arrow``, ``corner``) is that of :func:`_factor_lanes`:
+    one per lane, or the same for every lane when the lanes share their valid interferograms.
+    """
+    n = band.shape[0]
+    k = arrow.shape[0]
+    lanes = dz.shape[1]
+    z[:, :] = 0.0
+    for m in range(dz.shape[0]):
+        a = ref[m]
+        b = sec[m]
+        for q in range(lanes):
+            z[b - 1, q] += dz[m, q]
+        if a > 0:
+            for q in range(lanes):
+                z[a - 1, q] -= dz[m, q]
+    if use_vref:
+        for j in range(n):
+            for q in range(lanes):
+                z[j, q] += g2 * vref[q] * t1[j]
+            for c in range(k):
+                f = g2 * pb[j, c] * t1[j]
+                for q in range(lanes):
+                    z[n + c, q] -= f * vref[q]
     # Forward substitution.
     for j in range(n):
         top = min(bw, j)
@@ -311,6 +339,8 @@ def _solve_pixels(
     min_valid: int,
     ref_epoch: int,
     rad_per_mm: float,
+    rate_w: np.ndarray,
+    sxx: float,
     out_disp: np.ndarray,
     out_valid: np.ndarray,
     out_rms: np.ndarray,
@@ -319,6 +349,9 @@ def _solve_pixels(
     out_parts: np.ndarray,
     out_bridged: np.ndarray,
     out_cond: np.ndarray,
+    out_rate: np.ndarray,
+    out_vstd: np.ndarray,
+    out_bfrac: np.ndarray,
 ) -> None:
     n = n_dates - 1
     k = pb.shape[1]
@@ -333,115 +366,178 @@ def _solve_pixels(
     corner = np.empty((k, k, lanes))
     z = np.empty((n + k, lanes))
     ok = np.empty(lanes)
+    # Lanes whose interferograms are all valid share one normal matrix: factorised once here.
+    w[:, :] = 1.0
+    full_band = np.empty((n, bw + 1, lanes))
+    full_inv = np.empty((n, lanes))
+    full_arrow = np.empty((k, n, lanes))
+    full_corner = np.empty((k, k, lanes))
+    full_ok = np.empty(lanes)
+    _factor_lanes(w, ref, sec, bw, g2, none_model, arrow_init, corner_init, full_band, full_inv,
+                  full_arrow, full_corner, full_ok)
+    # Pixels are read a block at a time into a contiguous buffer: a lane group's 16 values of
+    # one pair are then neighbours of the next group's, not 1 of M rows a whole image apart.
+    block = _BLOCK
+    buf = np.empty((n_ifg, block), data.dtype)
     sq = np.empty(lanes)
     cnt = np.empty(lanes)
     re = np.empty(lanes)
     im = np.empty(lanes)
     touched = np.empty((n_dates, lanes))
-    lane_of = np.empty(lanes, np.int64)
+    n_bad = np.empty(block)
+    order = np.empty(block, np.int64)
+    pix = np.empty(lanes, np.int64)
     free = np.empty(lanes)
     untouched = np.empty(lanes)
     lo = np.empty(lanes)
     hi = np.empty(lanes)
     solved = np.empty(lanes)
     zero = np.empty(lanes)
+    s1 = np.empty(lanes)
+    s2 = np.empty(lanes)
+    sr = np.empty(lanes)
+    n_bridged = np.empty(lanes)
     # A band pivot (squared) below this marks a direction the data leave free: an epoch no
     # valid pair touches, or a connected part of the pixel's network not tied to the first
     # date (data pivots are O(1), constraint-only ones O(γ²)).
     tiny = np.sqrt(g2)
-    for start in range(0, n_pix, lanes):
-        width = min(lanes, n_pix - start)
-        if width == lanes:  # contiguous loads: the compiler vectorises this loop
-            for m in range(n_ifg):
-                row = data[m, start : start + lanes]
-                for q in range(lanes):
-                    value = row[q]
-                    valid = value == value
-                    w[m, q] = 1.0 if valid else 0.0
-                    dz[m, q] = value if valid else 0.0
-            if use_vref:
-                for q in range(lanes):
-                    vr[q] = vref[start + q]
-        else:
-            for q in range(lanes):
-                lane_of[q] = start + q if q < width else start  # the tail repeats a pixel
-            for m in range(n_ifg):
-                row = data[m]
-                for q in range(lanes):
-                    value = row[lane_of[q]]
-                    valid = value == value
-                    w[m, q] = 1.0 if valid else 0.0
-                    dz[m, q] = value if valid else 0.0
-            if use_vref:
-                for q in range(lanes):
-                    vr[q] = vref[lane_of[q]]
-        _solve_lanes(w, dz, ref, sec, bw, pb, t1, g2, none_model, vr, use_vref, arrow_init,
-                     corner_init, band, inv, arrow, corner, z, ok)
-        sq[:] = 0.0
-        cnt[:] = 0.0
-        re[:] = 0.0
-        im[:] = 0.0
-        touched[:, :] = 0.0
+    for s0 in range(0, n_pix, block):
+        nb = min(block, n_pix - s0)
         for m in range(n_ifg):
-            a = ref[m]
-            b = sec[m]
+            src = data[m, s0 : s0 + nb]
+            dst = buf[m]
+            for q in range(nb):
+                dst[q] = src[q]
+        # Pixels with every interferogram valid first, so that lane groups of them share the
+        # factor computed above; the last group is padded by repeating a pixel.
+        for i in range(nb):
+            n_bad[i] = 0.0
+        for m in range(n_ifg):
+            row = buf[m]
+            for i in range(nb):
+                n_bad[i] += 0.0 if row[i] == row[i] else 1.0
+        n_full = 0
+        for i in range(nb):
+            if n_bad[i] == 0.0:
+                order[n_full] = i
+                n_full += 1
+        n_next = n_full
+        for i in range(nb):
+            if n_bad[i] != 0.0:
+                order[n_next] = i
+                n_next += 1
+        for i in range(nb, block):
+            order[i] = order[nb - 1]
+        for g0 in range(0, nb, lanes):
+            width = min(lanes, nb - g0)
             for q in range(lanes):
-                r = dz[m, q] - (z[b - 1, q] - (z[a - 1, q] if a > 0 else 0.0))
-                wq = w[m, q]
-                sq[q] += wq * r * r
-                cnt[q] += wq
-                c, sn = _cos_sin(rad_per_mm * r)
-                re[q] += wq * c
-                im[q] += wq * sn
-                touched[a, q] += wq
-                touched[b, q] += wq
-        # Per-lane summaries, each loop with the lane innermost (vectorised, contiguous).
-        for q in range(lanes):
-            free[q] = 0.0
-            untouched[q] = 0.0
-            lo[q] = np.inf
-            hi[q] = 0.0
-            solved[q] = 1.0 if (cnt[q] >= min_valid and ok[q] != 0.0) else 0.0
-            zero[q] = z[ref_epoch - 1, q] if ref_epoch > 0 else 0.0
-        for j in range(n):
+                pix[q] = s0 + order[g0 + q]
+            full_group = g0 + lanes <= n_full
+            for m in range(n_ifg):
+                row = buf[m]
+                for q in range(lanes):
+                    value = row[order[g0 + q]]
+                    valid = value == value
+                    w[m, q] = 1.0 if valid else 0.0
+                    dz[m, q] = value if valid else 0.0
+            if use_vref:
+                for q in range(lanes):
+                    vr[q] = vref[pix[q]]
+            n_missing = 0.0 if full_group else 1.0
+            if n_missing == 0.0:
+                fband, finv, farrow, fcorner, fok = full_band, full_inv, full_arrow, full_corner, full_ok
+            else:
+                _factor_lanes(w, ref, sec, bw, g2, none_model, arrow_init, corner_init, band, inv,
+                              arrow, corner, ok)
+                fband, finv, farrow, fcorner, fok = band, inv, arrow, corner, ok
+            _solve_factored(dz, ref, sec, bw, pb, t1, g2, vr, use_vref, fband, finv, farrow, fcorner, z)
+            sq[:] = 0.0
+            cnt[:] = 0.0
+            re[:] = 0.0
+            im[:] = 0.0
+            touched[:, :] = 0.0
+            for m in range(n_ifg):
+                a = ref[m]
+                b = sec[m]
+                for q in range(lanes):
+                    r = dz[m, q] - (z[b - 1, q] - (z[a - 1, q] if a > 0 else 0.0))
+                    wq = w[m, q]
+                    sq[q] += wq * r * r
+                    cnt[q] += wq
+                    c, sn = _cos_sin(rad_per_mm * r)
+                    re[q] += wq * c
+                    im[q] += wq * sn
+                    touched[a, q] += wq
+                    touched[b, q] += wq
+            # Per-lane summaries, each loop with the lane innermost (vectorised, contiguous).
             for q in range(lanes):
-                d = band[j, 0, q]
-                # Connected parts of the pixel's own network of valid pairs, from the band's
-                # pivots: free directions = untouched epochs (after the first) + parts not
-                # holding the first date.
-                free[q] += 1.0 if d * d < tiny else 0.0
-                untouched[q] += 1.0 if touched[j + 1, q] == 0.0 else 0.0
-                lo[q] = min(lo[q], d)
-                hi[q] = max(hi[q], d)
-        for c in range(k):
-            for q in range(lanes):
-                lo[q] = min(lo[q], corner[c, c, q])
-                hi[q] = max(hi[q], corner[c, c, q])
-        for q in range(width):
-            p = start + q
-            out_valid[p] = int(cnt[q])
-            out_parts[p] = int(free[q] - untouched[q]) + (1 if touched[0, q] > 0.0 else 0)
-            if solved[q] == 0.0:
-                continue
-            # Condition estimate of the normal matrix: squared ratio of the Cholesky factor's
-            # largest to smallest diagonal entry (a lower bound of the 2-norm condition).
-            out_cond[p] = (hi[q] / lo[q]) ** 2 if lo[q] > 0 else np.inf
-            out_rms[p] = np.sqrt(sq[q] / cnt[q])
-            out_tcoh[p] = np.sqrt(re[q] * re[q] + im[q] * im[q]) / cnt[q]
+                free[q] = 0.0
+                untouched[q] = 0.0
+                lo[q] = np.inf
+                hi[q] = 0.0
+                solved[q] = 1.0 if (cnt[q] >= min_valid and fok[q] != 0.0) else 0.0
+                zero[q] = z[ref_epoch - 1, q] if ref_epoch > 0 else 0.0
+            for j in range(n):
+                for q in range(lanes):
+                    d = fband[j, 0, q]
+                    # Connected parts of the pixel's own network of valid pairs, from the band's
+                    # pivots: free directions = untouched epochs (after the first) + parts not
+                    # holding the first date.
+                    free[q] += 1.0 if d * d < tiny else 0.0
+                    untouched[q] += 1.0 if touched[j + 1, q] == 0.0 else 0.0
+                    lo[q] = min(lo[q], d)
+                    hi[q] = max(hi[q], d)
             for c in range(k):
-                out_params[c, p] = z[n + c, q]
-        for j in range(n_dates):
-            row_b = out_bridged[j]
+                for q in range(lanes):
+                    lo[q] = min(lo[q], fcorner[c, c, q])
+                    hi[q] = max(hi[q], fcorner[c, c, q])
             for q in range(width):
-                row_b[start + q] = 0 if touched[j, q] > 0.0 else 1
-        for q in range(width):
-            if solved[q] != 0.0:
-                out_disp[0, start + q] = -zero[q]
-        for j in range(n):
-            row_d = out_disp[j + 1]
+                p = pix[q]
+                out_valid[p] = int(cnt[q])
+                out_parts[p] = int(free[q] - untouched[q]) + (1 if touched[0, q] > 0.0 else 0)
+                if solved[q] == 0.0:
+                    continue
+                # Condition estimate of the normal matrix: squared ratio of the Cholesky factor's
+                # largest to smallest diagonal entry (a lower bound of the 2-norm condition).
+                out_cond[p] = (hi[q] / lo[q]) ** 2 if lo[q] > 0 else np.inf
+                out_rms[p] = np.sqrt(sq[q] / cnt[q])
+                out_tcoh[p] = np.sqrt(re[q] * re[q] + im[q] * im[q]) / cnt[q]
+                for c in range(k):
+                    out_params[c, p] = z[n + c, q]
+            n_bridged[:] = 0.0
+            for j in range(n_dates):
+                row_b = out_bridged[j]
+                for q in range(width):
+                    flag = 0 if touched[j, q] > 0.0 else 1
+                    row_b[pix[q]] = flag
+                    n_bridged[q] += flag
+            # The series relative to the reference epoch, with its least-squares rate and the
+            # rate's standard error (residual variance about the line / Sxx), from sums over dates.
+            for q in range(lanes):
+                s1[q] = -zero[q]
+                s2[q] = zero[q] * zero[q]
+                sr[q] = -rate_w[0] * zero[q]
             for q in range(width):
+                out_disp[0, pix[q]] = -zero[q] if solved[q] != 0.0 else np.nan
+            for j in range(n):
+                row_d = out_disp[j + 1]
+                wj = rate_w[j + 1]
+                for q in range(lanes):
+                    d = z[j, q] - zero[q]
+                    s1[q] += d
+                    s2[q] += d * d
+                    sr[q] += wj * d
+                    z[j, q] = d if solved[q] != 0.0 else np.nan
+                for q in range(width):
+                    row_d[pix[q]] = z[j, q]
+            for q in range(width):
+                p = pix[q]
+                out_bfrac[p] = n_bridged[q] / n_dates
                 if solved[q] != 0.0:
-                    row_d[start + q] = z[j, q] - zero[q]
+                    mean = s1[q] / n_dates
+                    ss = s2[q] - n_dates * mean * mean - sr[q] * sr[q] * sxx
+                    out_rate[p] = sr[q]
+                    out_vstd[p] = np.sqrt(max(ss, 0.0) / max(n_dates - 2, 1) / sxx)
 
 
 def solve_nsbas(
@@ -454,6 +550,7 @@ def solve_nsbas(
     reference_epoch: int = 0,
     wavelength_m: float | None = None,
     threads: int | None = 1,
+    displacement_out: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Invert interferograms of many pixels at once.
 
@@ -479,6 +576,9 @@ def solve_nsbas(
     threads
         Threads solving pixel ranges side by side (``None``: one per core). Inside dask
         tiles, which already run in parallel, keep 1.
+    displacement_out
+        Optional ``(N, P)`` float32 C-contiguous buffer the series are written into (every
+        element is written), to save a copy when the caller assembles a larger output.
 
     Returns
     -------
@@ -488,9 +588,12 @@ def solve_nsbas(
     series relative to the first date), ``param_names``, ``temporal_coherence`` ``(P,)``
     (``|Σ exp(i·4π/λ·residual)| / M``, 0–1), ``n_parts`` ``(P,)`` (connected parts of the
     pixel's network of valid pairs), ``bridged`` ``(P, N)`` (1 where no valid pair touches the
-    date: its value comes from the constraint model alone) and ``condition`` ``(P,)`` (an
-    estimate of the normal matrix's condition number; ~1e16 and above means singular).
-    Arrays are transposed views of date-major buffers.
+    date: its value comes from the constraint model alone), ``bridged_fraction`` ``(P,)``
+    (share of such dates), ``condition`` ``(P,)`` (an estimate of the normal matrix's
+    condition number; ~1e16 and above means singular), ``rate`` ``(P,)`` (mm/yr, the
+    least-squares rate of the returned series) and ``velocity_std`` ``(P,)`` (mm/yr, that
+    rate's standard error from the scatter of the series about its line, as LiCSBAS's
+    ``vstd``). Arrays are transposed views of date-major buffers.
     """
     data = np.asarray(data)
     if data.dtype not in (np.float32, np.float64):
@@ -514,7 +617,14 @@ def solve_nsbas(
     bw = int(max(span.max(initial=1), 1))
     lam_mm = 1000.0 * (wavelength_m if wavelength_m else 0.055465763)
     # Outputs are date-major (N, P): the layout of a (time, y, x) result.
-    out_disp = np.full((n_dates, n_pix), np.nan, dtype=np.float32)
+    if displacement_out is None:
+        out_disp = np.full((n_dates, n_pix), np.nan, dtype=np.float32)
+    elif (displacement_out.shape != (n_dates, n_pix) or displacement_out.dtype != np.float32
+          or not displacement_out.flags.c_contiguous):
+        raise ValueError(f"displacement_out must be a C-contiguous float32 array of shape "
+                         f"{(n_dates, n_pix)}")
+    else:
+        out_disp = displacement_out
     out_valid = np.zeros(n_pix, dtype=np.int64)
     out_rms = np.full(n_pix, np.nan, dtype=np.float32)
     out_params = np.full((k, n_pix), np.nan, dtype=np.float32)
@@ -522,6 +632,9 @@ def solve_nsbas(
     out_parts = np.zeros(n_pix, dtype=np.int32)
     out_bridged = np.ones((n_dates, n_pix), dtype=np.uint8)
     out_cond = np.full(n_pix, np.nan, dtype=np.float32)
+    out_rate = np.full(n_pix, np.nan, dtype=np.float32)
+    out_vstd = np.full(n_pix, np.nan, dtype=np.float32)
+    out_bfrac = np.zeros(n_pix, dtype=np.float32)
     vref = (np.zeros(n_pix) if v_ref is None
             else np.ascontiguousarray(np.broadcast_to(v_ref, (n_pix,)), dtype=np.float64))
     # Constraint rows are written for every date, the first included (paper Eq. 3): there the
@@ -545,12 +658,15 @@ def solve_nsbas(
         max(int(min_valid), 1),
         int(reference_epoch),
         4.0 * np.pi / lam_mm,
+        slope_weights(t),
+        float(((t - t.mean()) ** 2).sum()),
     )
 
     def run(lo: int, hi: int) -> None:
         _solve_pixels(data[:, lo:hi], *fixed, vref[lo:hi], *model, out_disp[:, lo:hi],
                       out_valid[lo:hi], out_rms[lo:hi], out_params[:, lo:hi], out_tcoh[lo:hi],
-                      out_parts[lo:hi], out_bridged[:, lo:hi], out_cond[lo:hi])
+                      out_parts[lo:hi], out_bridged[:, lo:hi], out_cond[lo:hi], out_rate[lo:hi],
+                      out_vstd[lo:hi], out_bfrac[lo:hi])
 
     workers = max(1, min(int(threads or os.cpu_count() or 1), n_pix // (64 * _LANES)))
     if workers == 1:
@@ -570,6 +686,9 @@ def solve_nsbas(
         "n_parts": out_parts,
         "bridged": out_bridged.T,
         "condition": out_cond,
+        "rate": out_rate,
+        "velocity_std": out_vstd,
+        "bridged_fraction": out_bfrac,
     }
 
 
@@ -646,9 +765,6 @@ def invert_nsbas(
     n_packed = -(-n_dates // 4)  # bridged flags, four epochs' bytes in each float32 row
     q0 = n_dates + n_packed
     n_out = q0 + n_q + k + extra
-    t = network.years()
-    sxx = float(((t - t.mean()) ** 2).sum())
-    rate_weights = slope_weights(t).astype(np.float32)  # LS rate = weights · series
 
     def kernel(block: np.ndarray, vref_block: np.ndarray | None = None,
                threads: int | None = 1) -> np.ndarray:
@@ -660,33 +776,21 @@ def invert_nsbas(
             initial_spec, mapping = reference_from
             first = solve_nsbas(flat, network, initial_spec, None, min_valid, pair_major=True,
                                 wavelength_m=wavelength_m, threads=threads)
-            initial_rate = first["displacement"] @ rate_weights
+            initial_rate = first["rate"]
             del first  # its series are not needed: free them before the second solve
             vflat = np.asarray(mapping(initial_rate), dtype=np.float64)
-        res = solve_nsbas(flat, network, spec, vflat, min_valid, pair_major=True,
-                          reference_epoch=ref_epoch, wavelength_m=wavelength_m, threads=threads)
         out = np.empty((n_out, ny * nx), np.float32)
-        disp = res["displacement"].T  # contiguous date-major already
-        out[:n_dates] = disp
+        res = solve_nsbas(flat, network, spec, vflat, min_valid, pair_major=True,
+                          reference_epoch=ref_epoch, wavelength_m=wavelength_m, threads=threads,
+                          displacement_out=out[:n_dates])
         out[n_dates:q0] = _pack_flags(res["bridged"].T, n_packed)
-        rate = rate_weights @ disp
-        # Standard error of the least-squares slope: residual variance about the line / Sxx.
-        # Accumulated date by date in float64: no (time, pixel) temporary.
-        mean = np.zeros(disp.shape[1])
-        sq = np.zeros(disp.shape[1])
-        for row in disp:
-            mean += row
-            sq += np.square(row, dtype=np.float64)
-        mean /= n_dates
-        ss = sq - n_dates * mean**2 - rate.astype(np.float64) ** 2 * sxx
-        vstd = np.sqrt(np.maximum(ss, 0.0) / max(n_dates - 2, 1) / sxx)
         out[q0] = res["n_valid"]
         out[q0 + 1] = res["residual_rms"]
         out[q0 + 2] = res["temporal_coherence"]
         out[q0 + 3] = res["n_parts"]
-        out[q0 + 4] = res["bridged"].mean(axis=1)
+        out[q0 + 4] = res["bridged_fraction"]
         out[q0 + 5] = res["condition"]
-        out[q0 + 6] = vstd
+        out[q0 + 6] = res["velocity_std"]
         out[q0 + n_q : q0 + n_q + k] = res["params"].T
         if reference_from is not None:
             out[n_out - 2] = vflat
