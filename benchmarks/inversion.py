@@ -184,9 +184,14 @@ def run_inversion(path: Path, model: str, mode: str) -> dict:
         # The masked stack held in memory in its tiles, as read from the store (each tile one
         # contiguous array): the time is the solve and the assembly of its outputs only.
         los = los.persist()
-        start = time.perf_counter()
-        result = invert_nsbas(los, spec, v_ref=v_ref, min_valid=10).compute()
-        wall = time.perf_counter() - start
+        walls = []
+        for _ in range(3):  # the best of three in this process: the kernel, not the allocator
+            start = time.perf_counter()
+            result = invert_nsbas(los, spec, v_ref=v_ref, min_valid=10).compute()
+            walls.append(time.perf_counter() - start)
+            del result
+        result = invert_nsbas(los, spec, v_ref=v_ref, min_valid=10)
+        wall = min(walls)
     else:
         result = invert_nsbas(los, spec, v_ref=v_ref, min_valid=10)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:

@@ -387,6 +387,9 @@ def _solve_pixels(
     n_bad = np.empty(block)
     order = np.empty(block, np.int64)
     pix = np.empty(lanes, np.int64)
+    position = np.empty(block, np.int64)
+    disp_buf = np.empty((n_dates, block), np.float32)
+    bridged_buf = np.empty((n_dates, block), np.uint8)
     free = np.empty(lanes)
     untouched = np.empty(lanes)
     lo = np.empty(lanes)
@@ -455,20 +458,33 @@ def _solve_pixels(
             cnt[:] = 0.0
             re[:] = 0.0
             im[:] = 0.0
-            touched[:, :] = 0.0
-            for m in range(n_ifg):
-                a = ref[m]
-                b = sec[m]
-                for q in range(lanes):
-                    r = dz[m, q] - (z[b - 1, q] - (z[a - 1, q] if a > 0 else 0.0))
-                    wq = w[m, q]
-                    sq[q] += wq * r * r
-                    cnt[q] += wq
-                    c, sn = _cos_sin(rad_per_mm * r)
-                    re[q] += wq * c
-                    im[q] += wq * sn
-                    touched[a, q] += wq
-                    touched[b, q] += wq
+            if full_group:  # every pair valid: no weights, every date touched
+                touched[:, :] = 1.0
+                cnt[:] = n_ifg
+                for m in range(n_ifg):
+                    a = ref[m]
+                    b = sec[m]
+                    for q in range(lanes):
+                        r = dz[m, q] - (z[b - 1, q] - (z[a - 1, q] if a > 0 else 0.0))
+                        sq[q] += r * r
+                        c, sn = _cos_sin(rad_per_mm * r)
+                        re[q] += c
+                        im[q] += sn
+            else:
+                touched[:, :] = 0.0
+                for m in range(n_ifg):
+                    a = ref[m]
+                    b = sec[m]
+                    for q in range(lanes):
+                        r = dz[m, q] - (z[b - 1, q] - (z[a - 1, q] if a > 0 else 0.0))
+                        wq = w[m, q]
+                        sq[q] += wq * r * r
+                        cnt[q] += wq
+                        c, sn = _cos_sin(rad_per_mm * r)
+                        re[q] += wq * c
+                        im[q] += wq * sn
+                        touched[a, q] += wq
+                        touched[b, q] += wq
             # Per-lane summaries, each loop with the lane innermost (vectorised, contiguous).
             for q in range(lanes):
                 free[q] = 0.0
@@ -506,10 +522,10 @@ def _solve_pixels(
                     out_params[c, p] = z[n + c, q]
             n_bridged[:] = 0.0
             for j in range(n_dates):
-                row_b = out_bridged[j]
-                for q in range(width):
+                row_b = bridged_buf[j]
+                for q in range(lanes):
                     flag = 0 if touched[j, q] > 0.0 else 1
-                    row_b[pix[q]] = flag
+                    row_b[g0 + q] = flag
                     n_bridged[q] += flag
             # The series relative to the reference epoch, with its least-squares rate and the
             # rate's standard error (residual variance about the line / Sxx), from sums over dates.
@@ -517,19 +533,17 @@ def _solve_pixels(
                 s1[q] = -zero[q]
                 s2[q] = zero[q] * zero[q]
                 sr[q] = -rate_w[0] * zero[q]
-            for q in range(width):
-                out_disp[0, pix[q]] = -zero[q] if solved[q] != 0.0 else np.nan
+            for q in range(lanes):
+                disp_buf[0, g0 + q] = -zero[q] if solved[q] != 0.0 else np.nan
             for j in range(n):
-                row_d = out_disp[j + 1]
+                row_d = disp_buf[j + 1]
                 wj = rate_w[j + 1]
                 for q in range(lanes):
                     d = z[j, q] - zero[q]
                     s1[q] += d
                     s2[q] += d * d
                     sr[q] += wj * d
-                    z[j, q] = d if solved[q] != 0.0 else np.nan
-                for q in range(width):
-                    row_d[pix[q]] = z[j, q]
+                    row_d[g0 + q] = d if solved[q] != 0.0 else np.nan
             for q in range(width):
                 p = pix[q]
                 out_bfrac[p] = n_bridged[q] / n_dates
@@ -538,6 +552,17 @@ def _solve_pixels(
                     ss = s2[q] - n_dates * mean * mean - sr[q] * sr[q] * sxx
                     out_rate[p] = sr[q]
                     out_vstd[p] = np.sqrt(max(ss, 0.0) / max(n_dates - 2, 1) / sxx)
+        # The block's series and flags, back from the grouped order into the pixels' order.
+        for i in range(nb):
+            position[order[i]] = i
+        for j in range(n_dates):
+            src_d = disp_buf[j]
+            src_b = bridged_buf[j]
+            dst_d = out_disp[j, s0 : s0 + nb]
+            dst_b = out_bridged[j, s0 : s0 + nb]
+            for i in range(nb):
+                dst_d[i] = src_d[position[i]]
+                dst_b[i] = src_b[position[i]]
 
 
 def solve_nsbas(
