@@ -128,7 +128,8 @@ def _check_local_inputs(cfg) -> None:
             _fail(f"{path}: source.{role}: expected an existing file or folder")
 
 
-def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None, debug: bool = False):
+def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None, debug: bool = False,
+         until=None):
     from talik.errors import InputError
     from talik.flows.monitor import monitor
     from talik.tasks.ingest.common import PermanentServiceError
@@ -140,7 +141,8 @@ def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None, debu
     _user_errors_briefly(debug)
     start_reaper()  # a killed run leaves no Prefect server or Dask worker behind
     try:
-        return monitor(study=str(study.resolve()), refresh=refresh, skip_sources=skip_sources)
+        return monitor(study=str(study.resolve()), refresh=refresh, skip_sources=skip_sources,
+                       until=until)
     except (InputError, PermanentServiceError, ReleaseCheckError) as exc:
         if debug:
             raise
@@ -167,15 +169,26 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and
                                                                "no per-step progress.")]
 
 
+def _study_help(name: str) -> str:
+    """The help of a top-level study setting, taken from its description in ``talik.config``."""
+    from talik.config import StudyConfig
+
+    return StudyConfig.model_fields[name].description or name
+
+
 @app.command()
 def run(study: StudyArg,
         refresh: Annotated[bool, typer.Option(help="Recompute cached steps.")] = False,
-        quiet: QuietOpt = False, skip: SkipOpt = None, debug: DebugOpt = False) -> None:
+        quiet: QuietOpt = False, skip: SkipOpt = None, debug: DebugOpt = False,
+        until: Annotated[str | None, typer.Option(
+            metavar="YYYY-MM-DD", help=_study_help("until") + " Overrides the study file's.")] = None,
+        ) -> None:
     """Run the monitor flow for STUDY: ingest → stage → time series → publish."""
     skip = _check_sources(skip)
+    last = _date(until, "--until")
     if quiet:  # before Prefect is imported: its console handler reads the level once
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    outcome = _run(study, refresh, skip, debug)
+    outcome = _run(study, refresh, skip, debug, last)
     _print_outcome(outcome, steps=not quiet)
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "load_study",
     "to_toml",
     "with_options",
+    "with_until",
 ]
 
 
@@ -964,6 +965,14 @@ class StudyConfig(_Model):
     attribution: AttributionOptions = Field(default_factory=AttributionOptions)
     ingest: IngestOptions = Field(default_factory=IngestOptions)
     release_checks: ReleaseChecks = Field(default_factory=ReleaseChecks)
+    until: dt.date | None = Field(
+        default=None,
+        description="Last acquisition date the study analyses: Sentinel-1 products whose later "
+        "date is after it (and GACOS files of later dates) are left out of the run's inputs, and "
+        "the ASF, ESA and Earth Engine searches end there. Unset: every product found. Raising "
+        "it extends the study in time: only the new products are staged, and the series keep "
+        "the reference date and area of the stack they extend.",
+    )
 
     @model_validator(mode="after")
     def _check_ingest_source(self) -> StudyConfig:
@@ -1017,6 +1026,24 @@ class StudyOptions(_Model):
     def of(cls, cfg: StudyConfig) -> StudyOptions:
         """The analysis options a study file sets (defaults filled in)."""
         return cls(**{name: getattr(cfg, name) for name in ANALYSIS_SECTIONS})
+
+
+def with_until(cfg: StudyConfig, until: dt.date | None) -> StudyConfig:
+    """``cfg`` analysing acquisitions up to ``until`` (unset: ``cfg`` as it is).
+
+    Sets :attr:`StudyConfig.until` and ends the ASF, ESA and Earth Engine searches there
+    (their own ``end``, when earlier, is kept).
+    """
+    if until is None:
+        return cfg
+    ingest = cfg.ingest
+    searches = {}
+    for name in ("asf", "esa", "earthengine"):
+        section = getattr(ingest, name)
+        end = until if section.end is None else min(section.end, until)
+        searches[name] = section.model_copy(update={"end": end})
+    return cfg.model_copy(update={"until": until,
+                                  "ingest": ingest.model_copy(update=searches)})
 
 
 def with_options(cfg: StudyConfig, options: StudyOptions | None, source: str | Path = "(options)"

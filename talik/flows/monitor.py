@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from prefect import flow
 
-from talik.config import LocalSource, StudyOptions, WorldSource, load_study, with_options
+from talik.config import LocalSource, StudyOptions, WorldSource, load_study, with_options, with_until
 from talik.flows.common import step_options
 from talik.flows.drivers import drivers_flow
 from talik.flows.ingest import ingest_flow
@@ -23,7 +25,7 @@ __all__ = ["monitor"]
 
 @flow(name="monitor")
 def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = None,
-            options: StudyOptions | None = None) -> PublishOutcome:
+            options: StudyOptions | None = None, until: dt.date | None = None) -> PublishOutcome:
     """Run a study end to end: ingest → stage → Sentinel-1 time series, recession, joint → publish.
 
     Parameters
@@ -39,15 +41,18 @@ def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = 
         The analysis options to use instead of the study file's (the Prefect UI's form; a
         deployment made by ``talik deploy`` holds the file's options at the time). Unset:
         the file's.
+    until
+        Last acquisition date analysed, instead of the study file's ``until``
+        (:attr:`talik.config.StudyConfig.until`): a later date extends the study in time.
     """
-    cfg = with_options(load_study(study), options, study)
+    cfg = with_until(with_options(load_study(study), options, study), until)
     work = str(cfg.stores.work_dir)
     if isinstance(cfg.source, WorldSource):
-        manifest = ingest_world(cfg.source, work)
+        manifest = ingest_world(cfg.source, work, cfg.until)
     elif isinstance(cfg.source, LocalSource):
         if cfg.ingest.any_enabled:
             ingest_flow(cfg, skip_sources)  # fills the local folders from the services
-        manifest = ingest_local(cfg.source, work)
+        manifest = ingest_local(cfg.source, work, cfg.until)
     else:  # pragma: no cover - the config's discriminated union admits nothing else
         raise TypeError(f"unknown source kind {cfg.source!r}")
     s1 = sentinel1_flow(cfg, manifest, refresh)

@@ -6,6 +6,7 @@ input-hash cache content-aware (a changed file changes the digest, so the step r
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ class InputManifest(BaseModel):
         description="Role → absolute file or folder of that input, as configured.")
     files: list[FileRecord]
     digest: str
+    until: dt.date | None = Field(
+        default=None, description="Last acquisition date of the inputs (products and GACOS "
+        "files of later dates left out); None: every file found.")
 
     def save(self, folder: Path) -> InputSet:
         """Write the manifest as JSON in ``folder`` (named by digest); return its input set."""
@@ -46,7 +50,8 @@ class InputManifest(BaseModel):
             tmp.write_text(self.model_dump_json(indent=1))
             tmp.replace(path)
         return InputSet(root=self.root, source_kind=self.source_kind, locations=self.locations,
-                        digest=self.digest, manifest_path=str(path), n_files=len(self.files))
+                        digest=self.digest, manifest_path=str(path), n_files=len(self.files),
+                        until=self.until)
 
     def role_files(self, role: str) -> list[Path]:
         """Absolute paths of the files with ``role``."""
@@ -73,6 +78,7 @@ class InputSet(BaseModel):
     digest: str
     manifest_path: str
     n_files: int
+    until: dt.date | None = None
 
     def location(self, role: str) -> Path | None:
         """Configured file or folder of ``role`` (None when not given)."""

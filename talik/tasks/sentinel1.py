@@ -20,9 +20,10 @@ Spatial tiles go through dask, so memory does not grow with the image, and an ac
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -75,7 +76,7 @@ from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.raster import read_raster
 from talik.tasks.records import StepOutput
-from talik.tasks.stage import AnalysisGrid, on_grid, require_network_size
+from talik.tasks.stage import AnalysisGrid, on_grid, open_sentinel1_store, require_network_size
 from talik.tasks.steps import STEP_CACHE, step_folder
 from talik.tasks.zarr_io import release_freed_memory, write_zarr, write_zarr_by_tiles
 
@@ -109,12 +110,16 @@ class ChainInputs:
     lband_rate
         L-band annual rate already expressed in Sentinel-1 LOS (mm/yr, + toward), NaN where
         not covered.
+    reference_window
+        ``{"rows": [start, stop], "cols": [start, stop]}``: the common reference area to use
+        instead of choosing one (an extended stack keeps the area of the stack it extends).
     """
 
     stack: xr.Dataset
     rasters: xr.Dataset | None = None
     gacos: xr.Dataset | None = None
     lband_rate: xr.DataArray | None = None
+    reference_window: dict | None = None
 
 
 @dataclass
@@ -341,10 +346,17 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     # 1. Common reference area: a window of stable, most-often-coherent pixels.
     stable = stable_mask_of(inputs.rasters, valid_fraction.shape, options.stable_max_ground_ice)
     report.stable_pixels = int(stable.sum())
-    window = choose_reference_window(valid_fraction, mean_coh, stable, options.reference_window_px)
+    if inputs.reference_window is not None:
+        kept = inputs.reference_window
+        window = (slice(*kept["rows"]), slice(*kept["cols"]))
+    else:
+        window = choose_reference_window(valid_fraction, mean_coh, stable,
+                                         options.reference_window_px)
     report.reference_window = {
         "rows": [window[0].start, window[0].stop], "cols": [window[1].start, window[1].stop],
         "x": float(stack["x"][window[1]].mean()), "y": float(stack["y"][window[0]].mean()),
+        "how": "kept from the stack this one extends" if inputs.reference_window is not None
+        else "chosen: stable, most often coherent pixels",
     }
     # The window's pixels of every pair, read once: they give the offsets now and, after the
     # ramps are removed, again (no second pass over the tiles around the window). As for the
@@ -701,7 +713,7 @@ def _coherence_as_float32(store: Path, decoded: xr.DataArray
     values). Returns the values and the codes themselves (attribute ``table``: the value of
     each code), or ``None`` for a store without codes (whose values are only cast).
     """
-    raw = xr.open_zarr(store, chunks={}, mask_and_scale=False)["coherence"]
+    raw = open_sentinel1_store(store, chunks={}, mask_and_scale=False)["coherence"]
     scale = raw.attrs.get("scale_factor")
     if raw.dtype != np.uint8 or scale is None:
         return decoded.astype(np.float32), None
@@ -721,7 +733,7 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
                       lband_platform: str = "ALOS-2",
                       lband_quantity: str | None = None) -> ChainInputs:
     """Open the staged stores (lazily) and build the L-band rate map if one is available."""
-    stack = xr.open_zarr(staged_s1, chunks={})  # the store's own chunks, read as they are
+    stack = open_sentinel1_store(staged_s1, chunks={})  # the stores' own chunks, as they are
     stack["coherence"], codes = _coherence_as_float32(staged_s1, stack["coherence"])
     if codes is not None:
         stack["coherence_code"] = codes
@@ -760,6 +772,39 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
     return ChainInputs(stack=stack, rasters=r, gacos=g, lband_rate=lband)
 
 
+INPUTS_FILE = "inputs.json"
+"""In a time-series step folder: the staging it inverted (digest) and its options."""
+
+
+def kept_reference(work_dir: str, staged_s1: StepOutput, options: Sentinel1Options
+                   ) -> dict | None:
+    """The reference date and area an extended stack keeps from the stack it extends.
+
+    When ``staged_s1`` extends an earlier staging and a time series of that staging was made
+    with the same options, its reference date and reference window are returned as
+    ``{"date": date, "window": {"rows": [...], "cols": [...]}}``, so that successive
+    releases share their zero. None when the stack extends nothing, no such series exists,
+    or the options set a reference date themselves (a change made on purpose).
+    """
+    base = staged_s1.summary.get("extends")
+    if not base or options.reference_date is not None:
+        return None
+    wanted = options.model_dump(mode="json")
+    for folder in sorted((Path(work_dir) / "steps" / "sentinel1-timeseries").glob("*")):
+        try:
+            made = json.loads((folder / INPUTS_FILE).read_text())
+            if made["staged_s1"][:16] != base or made["options"] != wanted:
+                continue
+            qc = json.loads((folder / "qc.json").read_text())
+            date = dt.date.fromisoformat(qc["reference_date"]["date"][:10])
+            window = {"rows": qc["reference_window"]["rows"],
+                      "cols": qc["reference_window"]["cols"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return {"date": date, "window": window}
+    return None
+
+
 @task(name="sentinel1-timeseries", cache_policy=STEP_CACHE, persist_result=True)
 def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | None,
                          staged_gacos: StepOutput | None, staged_pairs: StepOutput | None,
@@ -769,15 +814,26 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
     logger = step_logger()
     refs = [s.digest if s else None for s in (staged_s1, staged_rasters, staged_gacos,
                                                staged_pairs)]
-    digest = digest_of("sentinel1-timeseries", refs, options, lband_platform, code_digest(__name__))
+    kept = kept_reference(work_dir, staged_s1, options)
+    asked = options.model_dump(mode="json")  # what a later extension compares its options to
+    if kept is not None:
+        options = options.model_copy(update={"reference_date": kept["date"]})
+    digest = digest_of("sentinel1-timeseries", refs, options, lband_platform,
+                       code_digest(__name__), kept)
     with step_folder(work_dir, "sentinel1-timeseries", digest) as sd:
         if not sd.done:
+            if kept is not None:
+                logger.info("the stack extends an earlier one: keeping its reference date %s "
+                            "and reference area (rows %s, columns %s)", kept["date"],
+                            kept["window"]["rows"], kept["window"]["cols"])
             inputs = open_chain_inputs(
                 Path(staged_s1.path) / "sentinel1.zarr", options,
                 Path(staged_rasters.path) / "rasters.zarr" if staged_rasters else None,
                 Path(staged_gacos.path) / "gacos.zarr" if staged_gacos else None,
                 Path(staged_pairs.path) / "pairs.zarr" if staged_pairs else None,
                 lband_platform=lband_platform)
+            if kept is not None:
+                inputs = replace(inputs, reference_window=kept["window"])
             with dask_cluster() as address:
                 if address:
                     logger.info("computing on the Dask cluster at %s", address)
@@ -788,6 +844,8 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
             if inputs.lband_rate is not None:
                 inputs.lband_rate.to_netcdf(sd.work / "lband_rate.nc")
             (sd.work / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
+            (sd.work / INPUTS_FILE).write_text(json.dumps({
+                "staged_s1": staged_s1.digest, "options": asked}))
             logger.info("Sentinel-1 time series: %d dates, %d pairs used, %d rejected",
                         report.n_dates, report.n_pairs_used, len(report.rejected_pairs))
         qc = json.loads((sd.final if sd.done else sd.work).joinpath("qc.json").read_text())

@@ -52,7 +52,7 @@ from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products, product_gr
 from talik.tasks.readers.pairs import find_pairs, read_pair
 from talik.tasks.readers.raster import raster_errors, read_raster
 from talik.tasks.records import InputSet, StepOutput
-from talik.tasks.steps import STEP_CACHE, step_folder
+from talik.tasks.steps import COMPLETE, STEP_CACHE, step_folder
 from talik.tasks.zarr_io import write_zarr
 
 __all__ = [
@@ -65,7 +65,9 @@ __all__ = [
     "grid_from_products",
     "grid_of_raster",
     "on_grid",
+    "open_sentinel1_store",
     "open_staged",
+    "sentinel1_parts",
     "pairs_on_grid",
     "require_network_size",
     "basin_mean_climate",
@@ -392,8 +394,12 @@ def _drop_pairs(out: Path, kept: Sequence[int], dropped: Sequence[dict[str, str]
 
 
 def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavelength_m: float,
-                          out: Path, chunk: int = 256, batch_bytes: float = 256e6) -> dict:
+                          out: Path, chunk: int = 256, batch_bytes: float = 256e6,
+                          extends: Sequence[Hyp3Product] = ()) -> dict:
     """Stage HyP3 products into ``out`` (Zarr); return a summary.
+
+    With ``extends`` (the products of an earlier staging on the same grid, which ``out`` adds
+    to), the network checks count those too and the geometry may come from them.
 
     Refused before anything is written: fewer than :data:`MIN_INTERFEROGRAMS` products or
     :data:`MIN_DATES` dates. While reading, an interferogram whose phase (or coherence) has no
@@ -407,17 +413,17 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
     """
     logger = step_logger()
     folder = products[0].location.parent
-    _require_network(products, folder, [])
+    _require_network([*extends, *products], folder, [])
     ys, xs = grid.coords()
     n = len(products)
     cy, cx = min(chunk, grid.height), min(chunk, grid.width)
-    geometry = next((p for p in products if "lv_theta" in p.layers), None)
+    geometry = next((p for p in [*products, *extends] if "lv_theta" in p.layers), None)
     if geometry is None:
         raise InputError(folder, "_lv_theta.tif",
                          "look vectors in at least one product (HyP3 option include_look_vectors)")
     lv_theta = read_on_grid(geometry.layers["lv_theta"], grid, Resampling.bilinear)
     incidence = np.degrees(np.pi / 2 - lv_theta).astype(np.float32)
-    dem_product = next((p for p in products if "dem" in p.layers), None)
+    dem_product = next((p for p in [*products, *extends] if "dem" in p.layers), None)
     elevation = (read_on_grid(dem_product.layers["dem"], grid, Resampling.bilinear)
                  if dem_product else np.full((grid.height, grid.width), np.nan, np.float32))
     # Pairs are written (and stored) in batches: one Zarr chunk holds a batch of pairs of a tile.
@@ -514,7 +520,7 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
             if pending is not None:
                 pending.result()
         used = [products[i] for i in kept]
-        _require_network(used, folder, dropped)
+        _require_network([*extends, *used], folder, dropped)
         masked = {p.name: untrusted[p.name] for p in used if p.name in untrusted}
         if masked:
             logger.info("masked %d pixels of connected component 0 (unwrapping not trusted) in "
@@ -527,8 +533,8 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
         shutil.rmtree(out, ignore_errors=True)
         raise
     return {"n_pairs": len(used), "height": grid.height, "width": grid.width,
-            "first_date": str(used[0].reference_date),
-            "last_date": str(max(p.secondary_date for p in used)),
+            "first_date": str(min(p.reference_date for p in used)) if used else None,
+            "last_date": str(max(p.secondary_date for p in used)) if used else None,
             "dropped_products": dropped, **_shrink_summary(shrink), **_conncomp_summary(masked)}
 
 
@@ -630,7 +636,7 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     summary: dict = {"n_dates": len(found),
                      "missing": sorted({str(d) for d in wanted if d not in files})}
     if s1_store is not None:
-        with xr.open_zarr(s1_store) as s1:
+        with open_sentinel1_store(s1_store) as s1:
             ref = pd.DatetimeIndex(s1["reference_date"].values)
             sec = pd.DatetimeIndex(s1["secondary_date"].values)
         ref_i = np.array([position.get(d, -1) for d in ref], dtype=np.int32)
@@ -657,32 +663,157 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     return summary
 
 
+PARTS_FILE = "parts.json"
+"""Beside an extended staging's ``sentinel1.zarr``: the ordered list of the stores it is made of."""
+
+
+def sentinel1_parts(store: str | Path) -> list[Path]:
+    """The Zarr stores a staged ``sentinel1.zarr`` is made of, in pair order.
+
+    A staging that extended an earlier one (new acquisitions) wrote only the new products;
+    the ``parts.json`` beside it lists the earlier stores first. Without that file, the store
+    alone.
+    """
+    store = Path(store)
+    listing = store.parent / PARTS_FILE
+    if not listing.exists():
+        return [store]
+    parts = [Path(p) for p in json.loads(listing.read_text())]
+    missing = [p for p in parts if not p.exists()]
+    if missing:
+        raise InputError(listing, "parts", "every earlier staging this one extends to exist "
+                         f"(delete {store.parent} to stage the stack again)", str(missing[0]))
+    return parts
+
+
+def open_sentinel1_store(store: str | Path, **open_kwargs) -> xr.Dataset:
+    """Open a staged Sentinel-1 stack (lazily), its parts joined along ``pair``.
+
+    ``open_kwargs`` go to :func:`xarray.open_zarr` for every part. The joined stack has pairs
+    ``0 … n−1``; its per-product attributes (``dropped_products``, ``conncomp_masked``) are
+    those of all parts; the grid and the other attributes are the first part's (every part
+    is on the same grid).
+    """
+    parts = [xr.open_zarr(p, **open_kwargs) for p in sentinel1_parts(store)]
+    if len(parts) == 1:
+        return parts[0]
+    joined = xr.concat(parts, dim="pair", data_vars="minimal", coords="minimal",
+                       compat="override", join="override", combine_attrs="override")
+    joined = joined.assign_coords(pair=np.arange(joined.sizes["pair"]))
+    dropped = [d for p in parts for d in json.loads(p.attrs.get("dropped_products", "[]"))]
+    masked = {k: v for p in parts for k, v in json.loads(p.attrs.get("conncomp_masked", "{}")).items()}
+    joined.attrs["dropped_products"] = json.dumps(dropped)
+    if masked:
+        joined.attrs["conncomp_masked"] = json.dumps(masked)
+    return joined
+
+
 def open_staged(path: str | Path, chunks: dict | None = None) -> xr.Dataset:
     """Open a staged Zarr store (lazily, with ``chunks`` if given)."""
     return xr.open_zarr(path, chunks=chunks)
 
 
 def _grid_of(staged_s1: StepOutput) -> AnalysisGrid:
-    with xr.open_zarr(Path(staged_s1.path) / "sentinel1.zarr") as ds:
+    with open_sentinel1_store(Path(staged_s1.path) / "sentinel1.zarr") as ds:
         return AnalysisGrid.from_attrs(ds.attrs)
+
+
+def _earlier_staging(work_dir: str, lineage: dict, names: set[str]) -> tuple[Path, dict] | None:
+    """The completed staging this one can extend, with its summary; None when there is none.
+
+    It must have been made by the same code with the same wavelength onto the same grid, from
+    products that are all among ``names``; of several, the one with the most products.
+    """
+    best: tuple[Path, dict] | None = None
+    for folder in sorted((Path(work_dir) / "steps" / "stage-sentinel1").glob("*")):
+        try:
+            if not (folder / COMPLETE).exists():
+                continue
+            summary = json.loads((folder / "summary.json").read_text())
+            earlier = summary["lineage"]
+        except (OSError, ValueError, KeyError):
+            continue  # a folder staged before lineages were recorded cannot be extended
+        same = all(earlier.get(k) == lineage[k] for k in ("code", "wavelength_m", "grid"))
+        if not same or not set(earlier["products"]) <= names:
+            continue
+        try:
+            sentinel1_parts(folder / "sentinel1.zarr")
+        except InputError:
+            continue
+        if best is None or len(earlier["products"]) > len(best[1]["lineage"]["products"]):
+            best = (folder, summary)
+    return best
+
+
+def _extended_summary(earlier: dict, added: dict | None, parts: list[Path], names: list[str],
+                      staged_now: list[str], base: Path) -> dict:
+    """The summary of a staging made of an earlier one and ``added`` (None: nothing new)."""
+    summary = {k: v for k, v in earlier.items() if k not in ("lineage", "parts")}
+    if added is not None:
+        summary["n_pairs"] = earlier["n_pairs"] + added["n_pairs"]
+        dates = [d for d in (earlier["first_date"], added["first_date"]) if d]
+        summary["first_date"] = min(dates)
+        summary["last_date"] = max(d for d in (earlier["last_date"], added["last_date"]) if d)
+        summary["dropped_products"] = earlier["dropped_products"] + added["dropped_products"]
+        for key in ("conncomp_masked_px", "n_products_with_conncomp"):
+            if key in added:
+                summary[key] = summary.get(key, 0) + added[key]
+    summary.update(parts=[str(p) for p in parts], extends=base.name,
+                   staged_now=len(staged_now), staged_now_products=staged_now)
+    summary["lineage"] = {**earlier["lineage"], "products": names}
+    return summary
 
 
 @task(name="stage-sentinel1", cache_policy=STEP_CACHE, persist_result=True)
 def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float,
                     work_dir: str) -> StepOutput:
-    """HyP3 products → ``sentinel1.zarr`` on the analysis grid (LOS mm + coherence)."""
+    """HyP3 products → ``sentinel1.zarr`` on the analysis grid (LOS mm + coherence).
+
+    Incremental: when an earlier staging in ``work_dir`` holds a subset of these products on
+    the same grid (the study extended to new acquisitions), only the new products are read;
+    they are written as a new part and ``parts.json`` lists the earlier parts before it
+    (:func:`open_sentinel1_store` joins them). Anything else (a grid that changed, other
+    code) stages every product again.
+    """
     logger = step_logger()
     hyp3_dir = manifest.location("hyp3")
     if hyp3_dir is None:
         raise InputError("(study)", "source.hyp3_dir", "a folder of HyP3 INSAR_GAMMA products")
-    digest = digest_of("stage-sentinel1", manifest.digest, aoi, wavelength_m, code_digest(__name__))
+    code = code_digest(__name__)
+    digest = digest_of("stage-sentinel1", manifest.digest, aoi, wavelength_m, code)
     with step_folder(work_dir, "stage-sentinel1", digest) as sd:
         if not sd.done:
-            products = find_hyp3_products(hyp3_dir)
+            products = find_hyp3_products(hyp3_dir, manifest.until)
             grid = grid_from_products(products, aoi)
-            logger.info("staging %d HyP3 products onto a %d×%d grid", len(products), grid.height,
-                        grid.width)
-            summary = write_sentinel1_store(products, grid, wavelength_m, sd.work / "sentinel1.zarr")
+            names = [p.name for p in products]
+            lineage = {"code": code, "wavelength_m": wavelength_m,
+                       "grid": json.dumps(grid.to_attrs(), sort_keys=True), "products": names}
+            earlier = _earlier_staging(work_dir, lineage, set(names))
+            store = sd.work / "sentinel1.zarr"
+            if earlier is None:
+                logger.info("staging %d HyP3 products onto a %d×%d grid", len(products),
+                            grid.height, grid.width)
+                summary = write_sentinel1_store(products, grid, wavelength_m, store)
+                summary.update(parts=[str(sd.final / "sentinel1.zarr")], staged_now=len(products),
+                               lineage=lineage)
+            else:
+                base, base_summary = earlier
+                done = set(base_summary["lineage"]["products"])
+                new = [p for p in products if p.name not in done]
+                old = [p for p in products if p.name in done]
+                parts = sentinel1_parts(base / "sentinel1.zarr")
+                logger.info("extending the staging at %s (%d products) by %d new HyP3 products",
+                            base, len(done), len(new))
+                added = None
+                if new:
+                    added = write_sentinel1_store(new, grid, wavelength_m, store, extends=old)
+                    if added["n_pairs"]:
+                        parts = [*parts, sd.final / "sentinel1.zarr"]
+                    else:  # every new product was empty: nothing to add
+                        shutil.rmtree(store, ignore_errors=True)
+                summary = _extended_summary(base_summary, added, parts, names,
+                                            [p.name for p in new], base)
+                (sd.work / PARTS_FILE).write_text(json.dumps([str(p) for p in parts]))
             # Kept beside the store: a cached step then reports what the fresh one did.
             (sd.work / "summary.json").write_text(json.dumps(summary))
         elif (sd.final / "summary.json").exists():
@@ -696,9 +827,11 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
                            "dropped_products": json.loads(ds.attrs.get("dropped_products", "[]")),
                            **_shrink_summary(json.loads(ds.attrs.get("grid_shrunk_by", "[]"))),
                            **_conncomp_summary(json.loads(ds.attrs.get("conncomp_masked", "{}")))}
+    public = {k: v for k, v in summary.items()
+              if k not in ("lineage", "staged_now_products", "parts")}
     return StepOutput(step="stage-sentinel1", path=str(sd.final), digest=digest,
                       parameters={"wavelength_m": wavelength_m, "aoi": aoi.model_dump(mode="json")},
-                      summary=summary)
+                      summary=public)
 
 
 @task(name="stage-rasters", cache_policy=STEP_CACHE, persist_result=True)
@@ -799,7 +932,7 @@ def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
     summary: dict = {"n_dates": 0}
     with step_folder(work_dir, "stage-gacos", digest) as sd:
         if not sd.done and gacos_dir is not None:
-            with xr.open_zarr(Path(staged_s1.path) / "sentinel1.zarr") as s1:
+            with open_sentinel1_store(Path(staged_s1.path) / "sentinel1.zarr") as s1:
                 dates = set(pd.DatetimeIndex(s1["reference_date"].values))
                 dates |= set(pd.DatetimeIndex(s1["secondary_date"].values))
                 grid = AnalysisGrid.from_attrs(s1.attrs)

@@ -27,7 +27,7 @@ from prefect.context import TaskRunContext
 from talik.errors import MissingStepOutputError
 from talik.tasks.provenance import code_digest
 
-__all__ = ["STEP_CACHE", "StepDir", "TalikCode", "owned_name", "owner_alive", "require",
+__all__ = ["COMPLETE", "STEP_CACHE", "StepDir", "TalikCode", "owned_name", "owner_alive", "require",
            "step_folder", "step_path"]
 
 COMPLETE = "_COMPLETE"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from prefect import task
@@ -31,8 +32,11 @@ def world_as_local(raw_dir: Path) -> LocalSource:
 
 
 @task(name="ingest-world", retries=0)
-def ingest_world(source: WorldSource, work_dir: str) -> InputSet:
-    """Generate the demo world if needed (deterministic, resumable) and inventory its files."""
+def ingest_world(source: WorldSource, work_dir: str, until: dt.date | None = None) -> InputSet:
+    """Generate the demo world if needed (deterministic, resumable) and inventory its files.
+
+    Files of acquisitions after ``until`` are left out.
+    """
     logger = step_logger()
     raw = Path(source.raw_dir)
     if world_is_complete(raw, source):
@@ -40,6 +44,7 @@ def ingest_world(source: WorldSource, work_dir: str) -> InputSet:
     else:
         logger.info("generating the demo world (%d×%d pixels) into %s", source.ny, source.nx, raw)
         generate_world(source)
-    manifest = build_manifest(world_as_local(raw), "world", Path(work_dir) / "checksums.json")
+    manifest = build_manifest(world_as_local(raw), "world", Path(work_dir) / "checksums.json",
+                              until)
     logger.info("ingested %d world files (%s)", len(manifest.files), manifest.digest[:12])
     return manifest.save(Path(work_dir) / "manifests")

@@ -45,6 +45,7 @@ from talik.tasks.readers.raster import raster_errors
 __all__ = [
     "GRID_LAYERS",
     "HYP3_NAME",
+    "product_dates",
     "ISCE_BURST_NAME",
     "ISCE_MULTI_BURST_LEGACY_NAME",
     "ISCE_MULTI_BURST_NAME",
@@ -182,6 +183,23 @@ def product_kind(name: str) -> tuple[str, re.Match[str]] | None:
         match = pattern.match(name)
         if match is not None:
             return kind, match
+    return None
+
+
+def product_dates(name: str) -> tuple[dt.date, dt.date] | None:
+    """The (reference, secondary) acquisition dates a product name states.
+
+    None if the name follows no known scheme or states no valid date
+    (:func:`find_hyp3_products` says why).
+    """
+    for _, pattern, fmt in _SCHEMES:
+        match = pattern.match(name)
+        if match is not None:
+            try:
+                return (dt.datetime.strptime(match["ref_time"], fmt).date(),
+                        dt.datetime.strptime(match["sec_time"], fmt).date())
+            except ValueError:
+                return None
     return None
 
 
@@ -391,8 +409,10 @@ def _check_mixed_kinds(folder: Path, products: list[Hyp3Product]) -> None:
                        "(%s, pixel %g m)", folder, _kinds_text(products), len(products), g0.crs, ax)
 
 
-def find_hyp3_products(folder: str | Path) -> list[Hyp3Product]:
+def find_hyp3_products(folder: str | Path, until: dt.date | None = None) -> list[Hyp3Product]:
     """All HyP3 interferogram products (folders or ``.zip``) directly inside ``folder``.
+
+    With ``until``, only those whose secondary (later) date is on or before it.
 
     INSAR_GAMMA, INSAR_ISCE_BURST and INSAR_ISCE_MULTI_BURST products are recognised by name
     (see the module docstring); a folder or zip named like an ISCE2 product but fitting no
@@ -412,7 +432,8 @@ def find_hyp3_products(folder: str | Path) -> list[Hyp3Product]:
             found[entry.name] = _product_from_folder(entry)
         elif entry.suffix == ".zip" and _is_product_name(entry.stem):
             found.setdefault(entry.stem, _product_from_zip(entry))
-    products = sorted(found.values(), key=lambda p: (p.reference_date, p.secondary_date))
+    products = sorted((p for p in found.values() if until is None or p.secondary_date <= until),
+                      key=lambda p: (p.reference_date, p.secondary_date))
     if len({p.kind for p in products}) > 1:  # first: a mix explains duplicate pairs best
         _check_mixed_kinds(folder, products)
     seen: dict[tuple[dt.date, dt.date], str] = {}
@@ -423,7 +444,8 @@ def find_hyp3_products(folder: str | Path) -> list[Hyp3Product]:
         seen[key] = p.name
     if not products:
         raise InputError(folder, "(contents)", "at least one HyP3 INSAR_GAMMA product folder or zip "
-                         "(or an INSAR_ISCE_BURST / INSAR_ISCE_MULTI_BURST one)")
+                         "(or an INSAR_ISCE_BURST / INSAR_ISCE_MULTI_BURST one)"
+                         + (f" whose later date is on or before {until} (until)" if until else ""))
     return products
 
 

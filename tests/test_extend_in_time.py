@@ -1,0 +1,102 @@
+"""Extending a study in time: a later ``until`` stages only the new products and keeps the zero."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from talik.config import load_study
+from talik.tasks.publish import read_release
+
+UNTIL = dt.date(2021, 6, 30)
+
+
+def _steps(manifest: dict) -> dict[str, dict]:
+    return {s["step"]: s for s in manifest["steps"]}
+
+
+def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
+        prefect_server, tiny_study, tmp_path):
+    from talik.flows.monitor import monitor
+    from talik.tasks.readers.hyp3 import find_hyp3_products
+    from talik.tasks.release_diff import diff_releases
+    from talik.tasks.stage import (
+        AnalysisGrid,
+        open_sentinel1_store,
+        sentinel1_parts,
+        write_sentinel1_store,
+    )
+
+    cfg = load_study(tiny_study)
+    hyp3 = Path(cfg.source.raw_dir) / "hyp3"
+    every = find_hyp3_products(hyp3)
+    new = [p for p in every if p.secondary_date > UNTIL]
+    assert 5 <= len(new) < len(every) // 3  # the test world has products after UNTIL
+
+    first = monitor(study=str(tiny_study), until=UNTIL)
+    assert first.created
+    second = monitor(study=str(tiny_study))  # until unset: every product
+    assert second.created
+    m1 = read_release(cfg.stores.release_dir, first.release.id)
+    m2 = read_release(cfg.stores.release_dir, second.release.id)
+
+    # The first run's inputs stop at UNTIL: no product (nor GACOS map) of a later date.
+    for f in m1["inputs"]["files"]:
+        if f["role"] == "gacos":
+            assert f["path"].split("/")[-1][:8] <= UNTIL.strftime("%Y%m%d"), f["path"]
+
+    # Only the new products were staged; the earlier staging is the first part of the stack.
+    stage1, stage2 = _steps(m1)["stage-sentinel1"], _steps(m2)["stage-sentinel1"]
+    assert stage1["summary"]["staged_now"] == len(every) - len(new)
+    assert stage2["summary"]["staged_now"] == len(new)
+    assert stage2["summary"]["extends"] == Path(stage1["path"]).name
+    assert stage2["summary"]["n_pairs"] == len(every)
+    folder2 = Path(stage2["path"])
+    staged_now = json.loads((folder2 / "summary.json").read_text())["staged_now_products"]
+    assert sorted(staged_now) == sorted(p.name for p in new)
+    parts = sentinel1_parts(folder2 / "sentinel1.zarr")
+    assert parts == [Path(stage1["path"]) / "sentinel1.zarr", folder2 / "sentinel1.zarr"]
+
+    # The joined stack holds exactly what staging every product from scratch gives.
+    joined = open_sentinel1_store(folder2 / "sentinel1.zarr").load()
+    grid = AnalysisGrid.from_attrs(joined.attrs)
+    write_sentinel1_store(every, grid, cfg.s1_sensor.wavelength_m, tmp_path / "full.zarr")
+    full = xr.open_zarr(tmp_path / "full.zarr").load()
+    order = np.argsort(joined["product"].values)
+    assert list(joined["product"].values[order]) == sorted(full["product"].values)
+    full_order = np.argsort(full["product"].values)
+    for name in ("los_mm", "coherence"):
+        np.testing.assert_array_equal(joined[name].values[order], full[name].values[full_order])
+    for name in ("reference_date", "secondary_date", "baseline_m"):
+        np.testing.assert_array_equal(joined[name].values[order], full[name].values[full_order])
+    np.testing.assert_array_equal(joined["incidence_deg"].values, full["incidence_deg"].values)
+
+    # The series keep the first release's zero: the same reference date and area.
+    release1 = Path(first.release.path) / "products" / "sentinel1.nc"
+    release2 = Path(second.release.path) / "products" / "sentinel1.nc"
+    with xr.open_dataset(release1) as a, xr.open_dataset(release2) as b:
+        assert b["time"].values[-1] > a["time"].values[-1]
+        assert pd_date(b["time"].values[-1]) > UNTIL >= pd_date(a["time"].values[-1])
+        assert b.attrs["reference_date"] == a.attrs["reference_date"]
+        wa, wb = json.loads(a.attrs["reference_window"]), json.loads(b.attrs["reference_window"])
+        assert (wb["rows"], wb["cols"]) == (wa["rows"], wa["cols"])
+        assert wb["how"].startswith("kept")
+
+    # The diff of the two releases lists the new inputs: every new product's files.
+    diff = diff_releases(cfg.stores.release_dir, first.release.id, second.release.id)
+    added_products = {Path(p).parts[1] for p in diff.inputs_added if p.startswith("hyp3/")}
+    assert added_products == {p.name for p in new}
+    assert not diff.inputs_removed
+
+    # Rerun with nothing new: no new release.
+    third = monitor(study=str(tiny_study))
+    assert not third.created
+
+
+def pd_date(value) -> dt.date:
+    """A numpy datetime64 as a date."""
+    return dt.date.fromisoformat(str(value)[:10])
