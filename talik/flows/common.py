@@ -7,8 +7,6 @@ from typing import Any
 
 from prefect import Task
 
-from talik.tasks.steps import STEP_CACHE
-
 __all__ = ["step_options"]
 
 
@@ -21,7 +19,7 @@ def step_options(task: Task, work_dir: str, refresh: bool = False) -> Task:
     cache = Path(work_dir) / ".prefect-cache"
     options: dict[str, Any] = {
         "result_storage": cache / "results",
-        "cache_policy": STEP_CACHE.configure(key_storage=cache / "keys"),
+        "cache_policy": task.cache_policy.configure(key_storage=cache / "keys"),
         "refresh_cache": refresh,
     }
     return task.with_options(**options)

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-from prefect import task
 from rasterio.transform import Affine
 
 from talik import __version__
@@ -36,10 +35,9 @@ from talik.config import DriverOptions, StudyConfig
 from talik.errors import InputError
 from talik.science import drivers as drv
 from talik.tasks.log import step_logger
-from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.modis import find_modis_stacks, read_modis_stack
 from talik.tasks.records import InputSet, StepOutput
-from talik.tasks.steps import STEP_CACHE, step_folder
+from talik.tasks.steps import step, this_step
 
 __all__ = ["FACTOR_UNITS", "MODIS_BANDS", "drivers_assessment", "drivers_on_cells", "thaw_season_of"]
 
@@ -256,15 +254,16 @@ def _summary(table: pd.DataFrame, ds: xr.Dataset) -> dict:
     }
 
 
-@task(name="drivers", cache_policy=STEP_CACHE, persist_result=True)
+@step("drivers", key=lambda cfg, manifest, s1, staged_rasters, work_dir: (
+    cfg.drivers, thaw_season_of(cfg), manifest.digest, s1.digest,
+    staged_rasters.digest if staged_rasters else None))
 def drivers_assessment(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                        staged_rasters: StepOutput | None, work_dir: str) -> StepOutput:
     """Factors and deformation on 1 km cells, their R/p and binned means, Fig. 12–13."""
     logger = step_logger()
     thaw = thaw_season_of(cfg)
-    digest = digest_of(STEP, cfg.drivers, thaw, manifest.digest, s1.digest,
-                       staged_rasters.digest if staged_rasters else None, code_digest(__name__))
-    with step_folder(work_dir, STEP, digest) as sd:
+    run = this_step()
+    with run.folder(work_dir) as sd:
         if not sd.done:
             product_path = Path(s1.path) / "sentinel1.nc"
             with xr.open_dataset(product_path, decode_coords="all") as product:
@@ -289,6 +288,5 @@ def drivers_assessment(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
             table = pd.read_csv(sd.final / "drivers.csv")
             with xr.open_dataset(sd.final / "drivers_1km.nc") as ds:
                 summary = _summary(table, ds.assign_attrs(cell_m=ds.attrs["cell_m"]))
-    return StepOutput(step=STEP, path=str(sd.final), digest=digest,
-                      parameters={**cfg.drivers.model_dump(mode="json"), "thaw_season": list(thaw)},
-                      summary=summary)
+    return run.output(sd.final, summary=summary,
+                      parameters={**cfg.drivers.model_dump(mode="json"), "thaw_season": list(thaw)})

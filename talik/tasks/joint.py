@@ -14,15 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from prefect import task
 
 from talik.config import StudyConfig
 from talik.science.compare import period_correlation
 from talik.tasks.figures import joint_figure
 from talik.tasks.log import step_logger
-from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.records import StepOutput
-from talik.tasks.steps import STEP_CACHE, step_folder
+from talik.tasks.steps import step, this_step
 
 __all__ = ["joint_assessment", "period_means"]
 
@@ -63,13 +61,13 @@ def period_means(cfg: StudyConfig, stats: pd.DataFrame, windows: pd.DataFrame) -
     return pd.DataFrame(rows)
 
 
-@task(name="joint-assessment", cache_policy=STEP_CACHE, persist_result=True)
+@step("joint-assessment", key=lambda cfg, longterm, recession, work_dir: (
+    cfg.periods, cfg.recession.main_window_years, longterm.digest, recession.digest))
 def joint_assessment(cfg: StudyConfig, longterm: StepOutput, recession: StepOutput,
                      work_dir: str) -> StepOutput:
     """Period means of deformation and Ks, their correlations (r, p) and Fig. 14."""
-    digest = digest_of("joint-assessment", cfg.periods, cfg.recession.main_window_years,
-                       longterm.digest, recession.digest, code_digest(__name__))
-    with step_folder(work_dir, "joint-assessment", digest) as sd:
+    run = this_step()
+    with run.folder(work_dir) as sd:
         if not sd.done:
             stats = pd.read_csv(Path(longterm.path) / "period_stats.csv")
             windows = pd.read_csv(Path(recession.path) / "ks_windows.csv")
@@ -94,5 +92,4 @@ def joint_assessment(cfg: StudyConfig, longterm: StepOutput, recession: StepOutp
                 step_logger().info("joint assessment: %s r = %.2f (p = %.2g, %d periods)", name,
                                    c["r"], c["p_value"], c["n"])
         result = json.loads((sd.final if sd.done else sd.work).joinpath("joint.json").read_text())
-    return StepOutput(step="joint-assessment", path=str(sd.final), digest=digest,
-                      summary=result)
+    return run.output(sd.final, summary=result)

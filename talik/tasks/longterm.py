@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-from prefect import task
 
 from talik.config import StudyConfig
 from talik.science.interferogram import stable_ground
@@ -37,10 +36,10 @@ from talik.science.longterm import (
     sensor_agreement,
 )
 from talik.tasks.log import step_logger
-from talik.tasks.provenance import code_digest, digest_of, file_sha256
+from talik.tasks.provenance import file_sha256
 from talik.tasks.readers.tables import read_station_temperature
 from talik.tasks.records import StepOutput
-from talik.tasks.steps import STEP_CACHE, step_folder
+from talik.tasks.steps import step, this_step
 
 __all__ = ["STEP", "build_longterm", "longterm_dataset", "temperature_file"]
 
@@ -201,18 +200,28 @@ def _summary(table: pd.DataFrame, agreement: list[dict], scaling: str) -> dict:
     }
 
 
-@task(name="longterm", cache_policy=STEP_CACHE, persist_result=True)
+def _longterm_key(cfg: StudyConfig, s1: StepOutput, staged_pairs: StepOutput | None,
+                  staged_rasters: StepOutput | None, staged_gacos: StepOutput | None,
+                  work_dir: str) -> tuple:
+    """What the long-term dataset depends on.
+
+    The sections it reads, its inputs' digests and the station temperature record's checksum.
+    """
+    t_file = temperature_file(cfg)
+    return (cfg.periods, cfg.sensors, cfg.sentinel1, cfg.longterm, s1.digest,
+            *(s.digest if s else None for s in (staged_pairs, staged_rasters, staged_gacos)),
+            file_sha256(t_file) if t_file else None)
+
+
+@step("longterm", key=_longterm_key)
 def longterm_dataset(cfg: StudyConfig, s1: StepOutput, staged_pairs: StepOutput | None,
                      staged_rasters: StepOutput | None, staged_gacos: StepOutput | None,
                      work_dir: str) -> StepOutput:
     """Sentinel-1 product + sparse pairs → the long-term dataset (``longterm.nc`` and tables)."""
     logger = step_logger()
     t_file = temperature_file(cfg)
-    digest = digest_of(STEP, cfg.periods, cfg.sensors, cfg.sentinel1, cfg.longterm, s1.digest,
-                       *(s.digest if s else None for s in (staged_pairs, staged_rasters,
-                                                            staged_gacos)),
-                       file_sha256(t_file) if t_file else None, code_digest(__name__))
-    with step_folder(work_dir, STEP, digest) as sd:
+    run = this_step()
+    with run.folder(work_dir) as sd:
         if not sd.done:
             product = xr.open_dataset(Path(s1.path) / "sentinel1.nc").load()
             pairs_path = Path(staged_pairs.path) / "pairs.zarr" if staged_pairs else None
@@ -251,5 +260,4 @@ def longterm_dataset(cfg: StudyConfig, s1: StepOutput, staged_pairs: StepOutput 
                                 r["period"], r["sensor"], r["rate_mm_yr_mean"], r["rate_mm_yr_std"],
                                 r["thaw_season_mm_mean"], r["thaw_season_mm_std"])
         summary = json.loads((sd.final if sd.done else sd.work).joinpath("summary.json").read_text())
-    return StepOutput(step=STEP, path=str(sd.final), digest=digest,
-                      parameters=cfg.longterm.model_dump(mode="json"), summary=summary)
+    return run.output(sd.final, parameters=cfg.longterm.model_dump(mode="json"), summary=summary)

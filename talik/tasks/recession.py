@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 import xarray as xr
-from prefect import task
 
 from talik.config import AttributionOptions, DischargeFile, RecessionOptions
 from talik.science.recession import fit_recession, recession_points, windowed_fits
@@ -31,10 +30,9 @@ from talik.science.regression import (
     predictor_correlations,
 )
 from talik.tasks.log import step_logger
-from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.tables import DischargeRecord, read_discharge, read_station_temperature
 from talik.tasks.records import InputSet, StepOutput
-from talik.tasks.steps import STEP_CACHE, step_folder
+from talik.tasks.steps import step, this_step
 
 __all__ = [
     "KS_COLUMNS",
@@ -102,15 +100,14 @@ def climate_attribution(ks: pd.Series, predictors: pd.DataFrame, options: Attrib
     }
 
 
-@task(name="recession", cache_policy=STEP_CACHE, persist_result=True)
+@step("recession")
 def recession_analysis(inputs: InputSet, discharge: DischargeFile, climate: StepOutput | None,
                        options: RecessionOptions, attribution_options: AttributionOptions,
                        work_dir: str) -> StepOutput:
     """Discharge → Ks windows; with staged ERA5-Land (+ station record) → climate attribution."""
     logger = step_logger()
-    digest = digest_of("recession", inputs.digest, discharge, climate.digest if climate else None,
-                       options, attribution_options, code_digest(__name__))
-    with step_folder(work_dir, "recession", digest) as sd:
+    run = this_step()
+    with run.folder(work_dir) as sd:
         if not sd.done:
             record = read_discharge_file(discharge)
             points, windows, units = analyse_recession(record, options)
@@ -154,13 +151,15 @@ def recession_analysis(inputs: InputSet, discharge: DischargeFile, climate: Step
             logger.info("recession: %d points in %d events; pooled Ks %.1f d (b = %.2f)",
                         pooled.n_points, pooled.n_events, pooled.ks_days, pooled.b)
         summary = json.loads((sd.final if sd.done else sd.work).joinpath("summary.json").read_text())
-    return StepOutput(step="recession", path=str(sd.final), digest=digest,
+    attribution = summary.get("attribution", {})
+    return run.output(sd.final,
                       parameters={"recession": options.model_dump(mode="json"),
                                   "attribution": attribution_options.model_dump(mode="json")},
-                      summary={"units": summary["units"], "pooled_ks_days": summary["pooled"]["ks_days"],
+                      summary={"units": summary["units"],
+                               "pooled_ks_days": summary["pooled"]["ks_days"],
                                "pooled_b": summary["pooled"]["b"],
-                               "attribution_r2": summary.get("attribution", {}).get("r2"),
-                               "gap_p_value": summary.get("attribution", {}).get("gap_p_value")})
+                               "attribution_r2": attribution.get("r2"),
+                               "gap_p_value": attribution.get("gap_p_value")})
 
 
 def _recession_figures(flow: pd.Series, points: pd.DataFrame, windows: pd.DataFrame,

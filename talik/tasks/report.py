@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-from prefect import task
 
 from talik.config import StudyConfig
 from talik.science.compare import agreement
@@ -22,9 +21,8 @@ from talik.tasks.figures import (
     network_figure,
 )
 from talik.tasks.log import step_logger
-from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.records import InputSet, StepOutput
-from talik.tasks.steps import STEP_CACHE, step_folder
+from talik.tasks.steps import step, this_step
 
 __all__ = ["compare_with_truth", "release_contents", "truth_table_markdown"]
 
@@ -320,18 +318,14 @@ def _step_files(step: StepOutput, products: tuple[str, ...]) -> dict[str, str]:
     return files
 
 
-@task(name="release-contents", cache_policy=STEP_CACHE, persist_result=True)
+@step("release-contents")
 def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                      recession: StepOutput | None, joint: StepOutput | None, work_dir: str,
                      drivers: StepOutput | None = None, longterm: StepOutput | None = None
                      ) -> dict:
     """GeoTIFF exports, figures, report (and truth comparison for the demo world)."""
-    digest = digest_of("release-contents", cfg, manifest.digest, s1.digest,
-                       recession.digest if recession else None,
-                       joint.digest if joint else None,
-                       drivers.digest if drivers else None,
-                       longterm.digest if longterm else None, code_digest(__name__))
-    with step_folder(work_dir, "release-contents", digest) as sd:
+    run = this_step()
+    with run.folder(work_dir) as sd:
         if not sd.done:
             product = xr.open_dataset(Path(s1.path) / "sentinel1.nc").load()
             qc = json.loads((Path(s1.path) / "qc.json").read_text())
@@ -386,4 +380,4 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
         files.update(_step_files(joint, ()))
     files = {(k if "/" in k else f"products/{k}"): v for k, v in files.items()}
     return {"files": files, "report": (sd.final / "report.md").read_text(),
-            "digest": digest}
+            "digest": run.digest}

@@ -31,7 +31,6 @@ import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
-from prefect import task
 from rasterio.enums import Resampling
 
 from talik import __version__
@@ -73,11 +72,10 @@ from talik.science.velocity_reference import (
 )
 from talik.tasks.cluster import dask_cluster
 from talik.tasks.log import step_logger
-from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.raster import read_raster
 from talik.tasks.records import StepOutput
 from talik.tasks.stage import AnalysisGrid, on_grid, open_sentinel1_store, require_network_size
-from talik.tasks.steps import STEP_CACHE, step_folder
+from talik.tasks.steps import step, this_step
 from talik.tasks.zarr_io import release_freed_memory, write_zarr, write_zarr_by_tiles
 
 __all__ = [
@@ -805,22 +803,29 @@ def kept_reference(work_dir: str, staged_s1: StepOutput, options: Sentinel1Optio
     return None
 
 
-@task(name="sentinel1-timeseries", cache_policy=STEP_CACHE, persist_result=True)
+def _timeseries_key(staged_s1: StepOutput, staged_rasters: StepOutput | None,
+                    staged_gacos: StepOutput | None, staged_pairs: StepOutput | None,
+                    options: Sentinel1Options, lband_platform: str, work_dir: str,
+                    title: str) -> tuple:
+    """What the time series depends on: its staged inputs, options, title and kept reference."""
+    staged = (staged_s1, staged_rasters, staged_gacos, staged_pairs)
+    return (*(s.digest if s else None for s in staged), options, lband_platform, title,
+            kept_reference(work_dir, staged_s1, options))
+
+
+@step("sentinel1-timeseries", key=_timeseries_key)
 def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | None,
                          staged_gacos: StepOutput | None, staged_pairs: StepOutput | None,
                          options: Sentinel1Options, lband_platform: str, work_dir: str,
                          title: str) -> StepOutput:
     """Staged stack → ``sentinel1.nc`` (CF) with the time series and its products."""
     logger = step_logger()
-    refs = [s.digest if s else None for s in (staged_s1, staged_rasters, staged_gacos,
-                                               staged_pairs)]
     kept = kept_reference(work_dir, staged_s1, options)
     asked = options.model_dump(mode="json")  # what a later extension compares its options to
     if kept is not None:
         options = options.model_copy(update={"reference_date": kept["date"]})
-    digest = digest_of("sentinel1-timeseries", refs, options, lband_platform,
-                       code_digest(__name__), kept)
-    with step_folder(work_dir, "sentinel1-timeseries", digest) as sd:
+    run = this_step()
+    with run.folder(work_dir) as sd:
         if not sd.done:
             if kept is not None:
                 logger.info("the stack extends an earlier one: keeping its reference date %s "
@@ -857,8 +862,7 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
                "reference_date": qc.get("reference_date", {}).get("date"),
                "pixels_trusted": qc.get("mask", {}).get("n_trusted"),
                "pixels_solved": qc.get("mask", {}).get("n_solved")}
-    return StepOutput(step="sentinel1-timeseries", path=str(sd.final), digest=digest,
-                      parameters=options.model_dump(mode="json"), summary=summary)
+    return run.output(sd.final, parameters=options.model_dump(mode="json"), summary=summary)
 
 
 def sentinel1_from_products(

@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import rasterio
 import xarray as xr
-from prefect import task
 from pyproj import Transformer
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.transform import Affine
@@ -45,14 +44,14 @@ from talik.errors import InputError
 from talik.science.interferogram import phase_to_los_mm, to_los_mm
 from talik.science.spatial import area_weighted_mean, bilinear_weights, slope_deg
 from talik.tasks.log import step_logger
-from talik.tasks.provenance import code_digest, digest_of
+from talik.tasks.provenance import code_digest
 from talik.tasks.readers.era5 import read_era5_land
 from talik.tasks.readers.gacos import find_gacos, read_gacos
 from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products, product_grid
 from talik.tasks.readers.pairs import find_pairs, read_pair
 from talik.tasks.readers.raster import raster_errors, read_raster
 from talik.tasks.records import InputSet, StepOutput
-from talik.tasks.steps import COMPLETE, STEP_CACHE, step_folder
+from talik.tasks.steps import COMPLETE, step, this_step
 from talik.tasks.zarr_io import write_zarr
 
 __all__ = [
@@ -764,7 +763,7 @@ def _extended_summary(earlier: dict, added: dict | None, parts: list[Path], name
     return summary
 
 
-@task(name="stage-sentinel1", cache_policy=STEP_CACHE, persist_result=True)
+@step("stage-sentinel1")
 def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float,
                     work_dir: str) -> StepOutput:
     """HyP3 products → ``sentinel1.zarr`` on the analysis grid (LOS mm + coherence).
@@ -780,8 +779,8 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
     if hyp3_dir is None:
         raise InputError("(study)", "source.hyp3_dir", "a folder of HyP3 INSAR_GAMMA products")
     code = code_digest(__name__)
-    digest = digest_of("stage-sentinel1", manifest.digest, aoi, wavelength_m, code)
-    with step_folder(work_dir, "stage-sentinel1", digest) as sd:
+    run = this_step()
+    with run.folder(work_dir) as sd:
         if not sd.done:
             products = find_hyp3_products(hyp3_dir, manifest.until)
             grid = grid_from_products(products, aoi)
@@ -829,18 +828,17 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
                            **_conncomp_summary(json.loads(ds.attrs.get("conncomp_masked", "{}")))}
     public = {k: v for k, v in summary.items()
               if k not in ("lineage", "staged_now_products", "parts")}
-    return StepOutput(step="stage-sentinel1", path=str(sd.final), digest=digest,
-                      parameters={"wavelength_m": wavelength_m, "aoi": aoi.model_dump(mode="json")},
-                      summary=public)
+    return run.output(sd.final, summary=public,
+                      parameters={"wavelength_m": wavelength_m, "aoi": aoi.model_dump(mode="json")})
 
 
-@task(name="stage-rasters", cache_policy=STEP_CACHE, persist_result=True)
+@step("stage-rasters")
 def stage_rasters(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """DEM and ground-ice map → ``rasters.zarr`` on the analysis grid (+ slope from the DEM)."""
-    digest = digest_of("stage-rasters", manifest.digest, staged_s1.digest, code_digest(__name__))
+    run = this_step()
     grid = _grid_of(staged_s1)
     layers = {}
-    with step_folder(work_dir, "stage-rasters", digest) as sd:
+    with run.folder(work_dir) as sd:
         if not sd.done:
             ys, xs = grid.coords()
             dem_path = manifest.location("dem")
@@ -861,8 +859,7 @@ def stage_rasters(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> S
         else:
             with xr.open_zarr(sd.final / "rasters.zarr") as ds:
                 layers = dict.fromkeys(ds.data_vars)
-    return StepOutput(step="stage-rasters", path=str(sd.final), digest=digest,
-                      summary={"layers": sorted(layers)})
+    return run.output(sd.final, summary={"layers": sorted(layers)})
 
 
 def grid_of_raster(path: str | Path) -> AnalysisGrid:
@@ -904,14 +901,14 @@ def pairs_on_grid(found: list, grid: AnalysisGrid) -> xr.Dataset:
     )
 
 
-@task(name="stage-pairs", cache_policy=STEP_CACHE, persist_result=True)
+@step("stage-pairs")
 def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """Sparse-sensor pairs (ERS-2 … ALOS-2) → ``pairs.zarr`` of LOS mm on the analysis grid."""
-    digest = digest_of("stage-pairs", manifest.digest, staged_s1.digest, code_digest(__name__))
+    run = this_step()
     grid = _grid_of(staged_s1)
     pairs_dir = manifest.location("pairs")
     count = 0
-    with step_folder(work_dir, "stage-pairs", digest) as sd:
+    with run.folder(work_dir) as sd:
         if not sd.done and pairs_dir is not None:
             found = find_pairs(pairs_dir)
             out = pairs_on_grid(found, grid)
@@ -920,17 +917,16 @@ def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
         elif sd.done and (sd.final / "pairs.zarr").exists():
             with xr.open_zarr(sd.final / "pairs.zarr") as ds:
                 count = ds.sizes["pair"]
-    return StepOutput(step="stage-pairs", path=str(sd.final), digest=digest,
-                      summary={"n_pairs": count})
+    return run.output(sd.final, summary={"n_pairs": count})
 
 
-@task(name="stage-gacos", cache_policy=STEP_CACHE, persist_result=True)
+@step("stage-gacos")
 def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """GACOS ``.ztd`` grids of the Sentinel-1 and pair dates → ``gacos.zarr`` on the grid."""
-    digest = digest_of("stage-gacos", manifest.digest, staged_s1.digest, code_digest(__name__))
+    run = this_step()
     gacos_dir = manifest.location("gacos")
     summary: dict = {"n_dates": 0}
-    with step_folder(work_dir, "stage-gacos", digest) as sd:
+    with run.folder(work_dir) as sd:
         if not sd.done and gacos_dir is not None:
             with open_sentinel1_store(Path(staged_s1.path) / "sentinel1.zarr") as s1:
                 dates = set(pd.DatetimeIndex(s1["reference_date"].values))
@@ -946,7 +942,7 @@ def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
             (sd.work / "summary.json").write_text(json.dumps(summary))
         elif sd.done and (sd.final / "summary.json").exists():
             summary = json.loads((sd.final / "summary.json").read_text())
-    return StepOutput(step="stage-gacos", path=str(sd.final), digest=digest, summary=summary)
+    return run.output(sd.final, summary=summary)
 
 
 def basin_mean_climate(era5_path: Path, bbox: tuple[float, float, float, float] | None
@@ -966,14 +962,13 @@ def basin_mean_climate(era5_path: Path, bbox: tuple[float, float, float, float] 
     return out
 
 
-@task(name="stage-climate", cache_policy=STEP_CACHE, persist_result=True)
+@step("stage-climate")
 def stage_climate(manifest: InputSet, aoi: AreaOfInterest, work_dir: str) -> StepOutput:
     """ERA5-Land → ``era5_basin_monthly.nc`` (basin means, talik names and units)."""
-    digest = digest_of("stage-climate", manifest.digest, aoi, code_digest(__name__))
+    run = this_step()
     era5 = manifest.location("era5")
-    with step_folder(work_dir, "stage-climate", digest) as sd:
+    with run.folder(work_dir) as sd:
         if not sd.done and era5 is not None:
             basin_mean_climate(era5, aoi.bbox).to_netcdf(sd.work / "era5_basin_monthly.nc")
     present = (sd.final / "era5_basin_monthly.nc").exists()
-    return StepOutput(step="stage-climate", path=str(sd.final), digest=digest,
-                      summary={"era5": present})
+    return run.output(sd.final, summary={"era5": present})

@@ -1,54 +1,140 @@
-"""How a step keeps its outputs: content-addressed folders, atomic completion, Prefect caching.
+"""How a step is declared and keeps its outputs: one key, content-addressed folders.
 
-A step's output folder is ``<work_dir>/steps/<step>/<digest>``, where the digest covers the
-step's inputs (their own digests), its parameters and talik's code. The step writes into a
-temporary sibling and renames it into place when complete, so a crash never leaves a
-half-written output that looks finished, and a rerun resumes by recomputing only the steps
-that did not finish. Prefect's cache (inputs + task source + the code the step imports) lets a rerun skip
-finished steps without even starting them; the folder check makes the skip safe even when
-Prefect's cache records were lost.
+A computing step is a function decorated with :func:`step`, which names it once and makes it
+a Prefect task. The step's key is the digest of its name, the inputs it depends on (by
+default every parameter: a step or input set by its digest, an options model by its values;
+a step may list exactly what it reads instead) and the code it runs (its module and the talik
+modules that imports, :func:`~talik.tasks.provenance.code_digest`). That one key is both
+Prefect's cache key and the name of the step's output folder ``<work_dir>/steps/<step>/<key>``,
+so the two cannot disagree: Prefect skips a step exactly when its folder exists.
+
+The step writes into a temporary sibling and renames it into place when complete, so a crash
+never leaves a half-written output that looks finished, and a rerun resumes by recomputing only
+the steps that did not finish; when Prefect's cache records were lost, the folder check still
+makes the skip safe.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import shutil
 import socket
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect import task
+from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
+from pydantic import BaseModel
 
 from talik.errors import MissingStepOutputError
-from talik.tasks.provenance import code_digest
+from talik.tasks.provenance import code_digest, digest_of
+from talik.tasks.records import InputSet, StepOutput
 
-__all__ = ["COMPLETE", "STEP_CACHE", "StepDir", "TalikCode", "owned_name", "owner_alive", "require",
-           "step_folder", "step_path"]
+__all__ = ["COMPLETE", "StepDir", "StepKey", "StepRun", "owned_name", "owner_alive", "require",
+           "step", "step_folder", "step_path", "this_step"]
 
 COMPLETE = "_COMPLETE"
 
 
-class TalikCode(CachePolicy):
-    """Cache-key component: the fingerprint of the code a step runs.
+def _default_parts(arguments: dict[str, Any], exclude: tuple[str, ...]) -> tuple:
+    """What a step depends on when it does not say: every parameter but the excluded ones."""
+    parts = []
+    for name, value in arguments.items():
+        if name in exclude:
+            continue
+        if isinstance(value, StepOutput | InputSet):
+            value = value.digest  # an earlier step or the inputs: by their own digest
+        elif not (value is None or isinstance(value, BaseModel | str | int | float | bool
+                                              | list | tuple | dict)):
+            raise TypeError(f"step parameter {name!r}: {type(value).__name__} has no digest; "
+                            "give the step a key function")
+        parts.append((name, value))
+    return tuple(parts)
 
-    Its module and the talik modules it imports, transitively (:func:`code_digest`): an edit
-    of anything the step imports invalidates it, an edit elsewhere (the CLI, another
-    analysis) does not. The step's output folder digest uses the same fingerprint.
-    """
+
+@dataclass
+class StepKey(CachePolicy):
+    """Prefect cache policy of a step: its key (:func:`step`), the name of its output folder."""
+
+    key_of: Callable[[dict[str, Any]], str] | None = None
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        """The digest of the code of the task's module."""
-        return code_digest(task_ctx.task.fn.__module__)
+        """The step's key for these inputs."""
+        return self.key_of(inputs) if self.key_of is not None else None
 
 
-STEP_CACHE = INPUTS + TASK_SOURCE + TalikCode()
-"""Cache policy of every computing step."""
+@dataclass(frozen=True)
+class StepRun:
+    """The step being run: its name and key (from :func:`this_step`)."""
+
+    name: str
+    digest: str
+
+    def folder(self, work_dir: str | Path):
+        """The step's output folder (:func:`step_folder`)."""
+        return step_folder(work_dir, self.name, self.digest)
+
+    def output(self, path: str | Path, parameters: dict[str, Any] | None = None,
+               summary: dict[str, Any] | None = None) -> StepOutput:
+        """The record of what the step produced at ``path``."""
+        return StepOutput(step=self.name, path=str(path), digest=self.digest,
+                          parameters=parameters or {}, summary=summary or {})
+
+
+_CURRENT: ContextVar[StepRun | None] = ContextVar("talik_step", default=None)
+
+
+def this_step() -> StepRun:
+    """The step whose function is running (inside a function decorated with :func:`step`)."""
+    run = _CURRENT.get()
+    if run is None:
+        raise RuntimeError("this_step() is only available inside a @step function")
+    return run
+
+
+def step(name: str, key: Callable[..., tuple] | None = None,
+         exclude: tuple[str, ...] = ("work_dir",)) -> Callable[[Callable], Any]:
+    """Declare a computing step: its name, once, and what its output depends on.
+
+    ``key``, given the step's parameters by name, returns the parts its output depends on
+    (the options it reads, the digests of its inputs); by default every parameter except
+    ``exclude`` (locations, not contents). The step's key is the digest of its name, those
+    parts and the code of its module (:func:`~talik.tasks.provenance.code_digest`); it is the
+    Prefect cache key and names the output folder. Inside, :func:`this_step` gives the name
+    and key. The result is a Prefect task (persisted results).
+    """
+    def decorate(fn: Callable) -> Any:
+        signature = inspect.signature(fn)
+        module = fn.__module__
+
+        def key_of(arguments: dict[str, Any]) -> str:
+            bound = signature.bind_partial(**arguments)
+            bound.apply_defaults()
+            args = dict(bound.arguments)
+            parts = key(**args) if key is not None else _default_parts(args, exclude)
+            return digest_of(name, *parts, code_digest(module))
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            token = _CURRENT.set(StepRun(name, key_of(dict(bound.arguments))))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _CURRENT.reset(token)
+
+        return task(name=name, cache_policy=StepKey(key_of=key_of), persist_result=True)(run)
+
+    return decorate
 
 
 @dataclass(frozen=True)
