@@ -284,7 +284,7 @@ def make_world(raw: Path, size: int, end: str = "2025-11-10", neighbours: int = 
 
     source = WorldSource(raw_dir=raw, ny=size, nx=size, s1_start=dt.date(2015, 3, 20),
                          s1_end=dt.date.fromisoformat(end), neighbours=neighbours,
-                         hydro_start_year=2000, hydro_end_year=2012)
+                         hydro_start_year=1990, hydro_end_year=2012)
     generate_world(source, geometry_in_every_product=False)
 
 

@@ -154,6 +154,10 @@ class Period(_Model):
         return self
 
 
+WORLD_KS_REFERENCE_END = 2002
+"""Last year of the climate the demo world's yearly recession constants are scored against."""
+
+
 class WorldSource(_Model):
     """Inputs come from the synthetic Datong-like demo world, generated on first use."""
 
@@ -229,6 +233,11 @@ class WorldSource(_Model):
             raise ValueError("s1_end must be after s1_start")
         if self.hydro_end_year <= self.hydro_start_year + 10:
             raise ValueError("the discharge record must span more than 10 years")
+        if self.hydro_start_year > WORLD_KS_REFERENCE_END - 9:
+            raise ValueError(f"hydro_start_year must be {WORLD_KS_REFERENCE_END - 9} or earlier: "
+                             "the world's recession constants are drawn against the climate of "
+                             f"at least 10 years up to {WORLD_KS_REFERENCE_END} (fewer gave "
+                             "negative constants and negative discharge)")
         if max(abs(v) for v in self.center_offset_km) > 200.0:
             raise ValueError("center_offset_km must stay within 200 km of the Fig. 3c site "
                              "(the world's UTM zone)")

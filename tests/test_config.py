@@ -135,3 +135,13 @@ def test_service_urls_with_credentials_are_refused():
         with pytest.raises(ValidationError, match="must not carry credentials"):
             Hyp3Options(api_url=bad)
     assert CdsOptions(url="http://127.0.0.1:8080/api").url.endswith("/api")
+
+
+def test_a_world_whose_discharge_starts_too_late_for_its_climate_reference_is_refused(tmp_path):
+    # A record starting in 2000 scored the yearly recession constants against 3 years of
+    # climate: negative constants and negative discharge were written without a word.
+    from talik.config import WorldSource
+
+    with pytest.raises(ValueError, match="hydro_start_year must be 1993 or earlier"):
+        WorldSource(raw_dir=tmp_path, hydro_start_year=2000, hydro_end_year=2012)
+    WorldSource(raw_dir=tmp_path, hydro_start_year=1993, hydro_end_year=2012)

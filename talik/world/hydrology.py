@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from talik.config import WORLD_KS_REFERENCE_END
+
 __all__ = ["DISTURBANCE", "annual_predictors", "simulate_discharge", "true_ks"]
 
 BASIN_AREA_KM2 = 4576.0
@@ -63,7 +65,7 @@ def _disturbance_factor(year: np.ndarray) -> np.ndarray:
 
 
 def true_ks(
-    rng: np.random.Generator, predictors: pd.DataFrame, before_end: int = 2002
+    rng: np.random.Generator, predictors: pd.DataFrame, before_end: int = WORLD_KS_REFERENCE_END
 ) -> pd.DataFrame:
     """Per-year truth: ``ks_climate_days`` (climate only) and ``ks_days`` (with disturbance)."""
     smooth = predictors.rolling(5, center=True, min_periods=3).mean()
@@ -73,6 +75,9 @@ def true_ks(
     noise = 0.025 * rng.standard_normal(len(z))
     ks_climate = KS_BASE_DAYS * (1 + relative + noise)
     factor = _disturbance_factor(z.index.to_numpy())
+    if not (ks_climate > 0).all():
+        raise ValueError(f"recession constants must be positive; the climate reference up to "
+                         f"{before_end} ({len(ref)} years) gave {ks_climate.min():.1f} days")
     return pd.DataFrame(
         {
             "ks_climate_days": ks_climate,
