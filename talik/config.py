@@ -17,6 +17,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +26,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -306,6 +308,28 @@ class Stores(_Model):
         description="Working folder: staged stores, step outputs and the step cache."
     )
     release_dir: StudyPath = Field(description="Folder of immutable, versioned releases.")
+    release_store: str | None = Field(
+        default=None,
+        description="Where the versioned store of the releases' products (Icechunk) lives: "
+        "unset, <release_dir>/store.icechunk; s3://bucket/prefix or gs://bucket/prefix for "
+        "object storage (credentials, region and endpoint from the environment: "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL; or Google's "
+        "application credentials), or a local path.",
+    )
+
+    @field_validator("release_store")
+    @classmethod
+    def _check_store_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("", "file", "s3", "gs", "gcs"):
+            raise ValueError("expected a local path, s3://bucket/prefix or gs://bucket/prefix")
+        if parts.scheme in ("s3", "gs", "gcs") and (not parts.netloc or "@" in parts.netloc
+                                                    or parts.query):
+            raise ValueError("expected scheme://bucket/prefix with no credentials or query in "
+                             "it (credentials come from the environment)")
+        return value
 
 
 class Sentinel1Options(_Model):

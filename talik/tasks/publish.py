@@ -135,7 +135,7 @@ def read_release(release_dir: str | Path, release_id: str) -> dict:
 def _ensure_store_tag(root: Path, release_id: str) -> None:
     store = read_release(root, release_id).get("store")
     if store:
-        ensure_tag(root, release_id, store["snapshot"])
+        ensure_tag(root, release_id, store["snapshot"], store.get("url"))
 
 
 def _sweep_staging(root: Path) -> None:
@@ -204,7 +204,8 @@ def write_release(
         if "products/sentinel1.nc" in files:
             write_stac_catalog(staging, cfg, products, digest)
         store = commit_products(root, {name: staging / name for name in files},
-                                f"{cfg.name}: release digest {digest[:12]}")
+                                f"{cfg.name}: release digest {digest[:12]}",
+                                cfg.stores.release_store)
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "release_digest": digest,
@@ -239,7 +240,7 @@ def write_release(
                 continue
             # Each publisher writes its own temporary file: concurrent publishers sharing one
             # name could rename it from under each other.
-            ensure_tag(root, release_id, store["snapshot"])
+            ensure_tag(root, release_id, store["snapshot"], store.get("url"))
             pointer = root / f".LATEST.{uuid.uuid4().hex}.tmp"
             pointer.write_text(release_id + "\n")
             pointer.replace(root / "LATEST")

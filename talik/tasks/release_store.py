@@ -8,7 +8,10 @@
   file (GeoTIFF as Cloud-Optimised GeoTIFF, NetCDF, tables), each asset with its period,
   sensor, units, size and SHA-256 (``file:checksum``, multihash).
 
-Only a local path is supported for now (object storage would take an Icechunk S3/GCS storage).
+The store is addressed by ``[stores] release_store``: unset, the local folder above; an
+``s3://bucket/prefix`` or ``gs://bucket/prefix`` URL puts it in object storage (Icechunk's own
+S3/GCS clients; credentials, region and endpoint from the environment, never from the URL).
+The release manifest records where its store is, so :func:`open_release` finds it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import xarray as xr
@@ -64,9 +68,31 @@ def _store_lock(release_dir: str | Path) -> Iterator[None]:
 _THREADS = threading.RLock()  # flock is per open file: threads of a process queue here first
 
 
-def _repository(release_dir: str | Path, create: bool = False):
+def _storage(release_dir: str | Path, url: str | None):
+    """Icechunk storage of the store at ``url`` (None: ``<release_dir>/store.icechunk``)."""
     icechunk = _icechunk()
-    storage = icechunk.local_filesystem_storage(str(Path(release_dir) / STORE_NAME))
+    parts = urlsplit(url) if url else None
+    if parts is None or parts.scheme in ("", "file"):
+        path = Path(parts.path) if parts is not None else Path(release_dir) / STORE_NAME
+        return icechunk.local_filesystem_storage(str(path))
+    bucket, prefix = parts.netloc, parts.path.strip("/") or None
+    if parts.scheme == "s3":
+        # The AWS SDK's own variables; an endpoint (MinIO, a test server) means path-style.
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return icechunk.s3_storage(
+            bucket=bucket, prefix=prefix, from_env=True, endpoint_url=endpoint,
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+            allow_http=bool(endpoint and endpoint.startswith("http://")),
+            force_path_style=bool(endpoint))
+    if parts.scheme in ("gs", "gcs"):
+        return icechunk.gcs_storage(bucket=bucket, prefix=prefix, from_env=True)
+    raise ValueError(f"release store {url!r}: expected a local path, s3://bucket/prefix or "
+                     "gs://bucket/prefix")
+
+
+def _repository(release_dir: str | Path, create: bool = False, url: str | None = None):
+    icechunk = _icechunk()
+    storage = _storage(release_dir, url)
     if create:
         return icechunk.Repository.open_or_create(storage)
     return icechunk.Repository.open(storage)
@@ -85,15 +111,18 @@ def _for_store(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def commit_products(release_dir: str | Path, files: dict[str, Path], message: str) -> dict:
+def commit_products(release_dir: str | Path, files: dict[str, Path], message: str,
+                    url: str | None = None) -> dict:
     """Commit the release's NetCDF products to the store's ``main`` branch; return a record.
 
-    Publishers take turns (:func:`_store_lock`); each group is written whole, so a later
-    commit never needs merging with an earlier one.
+    Publishers of a host take turns (:func:`_store_lock`); each group is written whole, so a
+    later commit never needs merging with an earlier one. In object storage, a commit racing
+    one from another host fails (Icechunk checks the branch did not move) and the publish
+    fails with it: nothing is half-written, and the next run publishes.
     """
     groups = _groups(files)
     with _store_lock(release_dir):  # one writer at a time: a local store has no safe CAS
-        repo = _repository(release_dir, create=True)
+        repo = _repository(release_dir, create=True, url=url)
         session = repo.writable_session("main")
         for group, path in groups.items():
             with NETCDF_LOCK, xr.open_dataset(path) as ds:
@@ -101,23 +130,38 @@ def commit_products(release_dir: str | Path, files: dict[str, Path], message: st
                 _for_store(ds.load()).to_zarr(session.store, group=group, mode="w",
                                               consolidated=False, zarr_format=3)
         snapshot = session.commit(message)
-    return {"path": STORE_NAME, "snapshot": snapshot, "groups": sorted(groups)}
+    record = {"path": STORE_NAME} if url is None else {"url": url}
+    return {**record, "snapshot": snapshot, "groups": sorted(groups)}
 
 
-def ensure_tag(release_dir: str | Path, release_id: str, snapshot: str) -> None:
+def ensure_tag(release_dir: str | Path, release_id: str, snapshot: str,
+               url: str | None = None) -> None:
     """Tag ``snapshot`` as ``release_id`` unless the tag exists already."""
     with _store_lock(release_dir):
-        repo = _repository(release_dir, create=True)
+        repo = _repository(release_dir, create=True, url=url)
         if release_id not in repo.list_tags():
             repo.create_tag(release_id, snapshot)
 
 
-def open_release(release_dir: str | Path, release_id: str, group: str = "sentinel1"
-                 ) -> xr.Dataset:
-    """A product of release ``release_id`` read from the versioned store at its tag (lazy)."""
-    repo = _repository(release_dir)
+def _store_url_of(release_dir: str | Path, release_id: str) -> str | None:
+    """Where the release's manifest says its store is (None: the local store)."""
+    manifest = Path(release_dir) / release_id / "manifest.json"
+    if not manifest.exists():
+        return None
+    return (json.loads(manifest.read_text()).get("store") or {}).get("url")
+
+
+def open_release(release_dir: str | Path, release_id: str, group: str = "sentinel1",
+                 url: str | None = None) -> xr.Dataset:
+    """A product of release ``release_id`` read from the versioned store at its tag (lazy).
+
+    The store is the one the release's manifest names (``url`` to give another).
+    """
+    url = url or _store_url_of(release_dir, release_id)
+    repo = _repository(release_dir, url=url)
     if release_id not in repo.list_tags():
-        raise FileNotFoundError(f"no tag {release_id!r} in {Path(release_dir) / STORE_NAME} "
+        where = url or Path(release_dir) / STORE_NAME
+        raise FileNotFoundError(f"no tag {release_id!r} in {where} "
                                 f"(tags: {', '.join(sorted(repo.list_tags())) or 'none'})")
     session = repo.readonly_session(tag=release_id)
     return xr.open_zarr(session.store, group=group, consolidated=False)
