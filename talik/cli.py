@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -147,6 +148,12 @@ def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None, debu
         if debug:
             raise
         _fail(f"{exc}\n(nothing was published; rerun with --debug for the traceback)")
+    except OSError as exc:
+        if debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        _fail(f"no space left on the device writing {exc.filename or cfg.stores.work_dir}\n"
+              "(nothing was published; the steps that finished are kept: free some space and "
+              "rerun, it resumes)")
 
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of input and service "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import xarray as xr
 
 from talik.config import load_study
 from talik.tasks.publish import read_release
+from tests.conftest import write_study
 
 UNTIL = dt.date(2021, 6, 30)
 
@@ -20,7 +23,7 @@ def _steps(manifest: dict) -> dict[str, dict]:
 
 
 def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
-        prefect_server, tiny_study, tmp_path):
+        prefect_server, tiny_world, tmp_path):
     from talik.flows.monitor import monitor
     from talik.tasks.readers.hyp3 import find_hyp3_products
     from talik.tasks.release_diff import diff_releases
@@ -31,6 +34,10 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
         write_sentinel1_store,
     )
 
+    # A copy of the world: a product of it is rewritten at the end.
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_world, raw)
+    tiny_study = write_study(tmp_path / "study", raw)
     cfg = load_study(tiny_study)
     hyp3 = Path(cfg.source.raw_dir) / "hyp3"
     every = find_hyp3_products(hyp3)
@@ -95,6 +102,15 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
     # Rerun with nothing new: no new release.
     third = monitor(study=str(tiny_study))
     assert not third.created
+
+    # A product rewritten in place (same name, other content) is not taken from an earlier
+    # staging: the stack is staged again whole.
+    txt = every[0].location / f"{every[0].name}.txt"
+    txt.write_text(re.sub(r"Baseline: .*", "Baseline: 41.5", txt.read_text()))
+    fourth = monitor(study=str(tiny_study))
+    stage4 = _steps(read_release(cfg.stores.release_dir, fourth.release.id))["stage-sentinel1"]
+    assert stage4["summary"]["staged_now"] == len(every)
+    assert "extends" not in stage4["summary"]
 
 
 def pd_date(value) -> dt.date:

@@ -268,3 +268,25 @@ def test_a_cached_staging_step_reports_what_the_fresh_one_did(tiny_world, tmp_pa
     cached = stage_sentinel1.fn(manifest, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
     assert cached.path == fresh.path and cached.summary == fresh.summary
     assert {"first_date", "last_date", "dropped_products", "n_pairs"} <= set(cached.summary)
+
+
+def test_a_full_disk_is_said_in_one_line_and_the_run_resumes_later(tiny_study, monkeypatch):
+    import errno
+
+    from typer.testing import CliRunner
+
+    import talik.flows.monitor
+    from talik.cli import app
+
+    def full_disk(**_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(talik.flows.monitor, "monitor", full_disk)
+    monkeypatch.setenv("TALIK_REAPER_OF", str(os.getpid()))  # no watchdog for this process
+    result = CliRunner().invoke(app, ["run", str(tiny_study)])
+    assert result.exit_code == 2
+    from talik.config import load_study
+
+    work = load_study(tiny_study).stores.work_dir
+    assert result.output.splitlines()[0] == f"error: no space left on the device writing {work}"
+    assert "rerun, it resumes" in result.output and "Traceback" not in result.output

@@ -44,7 +44,7 @@ from talik.errors import InputError
 from talik.science.interferogram import phase_to_los_mm, to_los_mm
 from talik.science.spatial import area_weighted_mean, bilinear_weights, slope_deg
 from talik.tasks.log import step_logger
-from talik.tasks.provenance import code_digest
+from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.era5 import read_era5_land
 from talik.tasks.readers.gacos import find_gacos, read_gacos
 from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products, product_grid
@@ -717,11 +717,27 @@ def _grid_of(staged_s1: StepOutput) -> AnalysisGrid:
         return AnalysisGrid.from_attrs(ds.attrs)
 
 
-def _earlier_staging(work_dir: str, lineage: dict, names: set[str]) -> tuple[Path, dict] | None:
+def _product_digests(manifest: InputSet, hyp3_dir: Path) -> dict[str, str]:
+    """Each HyP3 product's content digest (its files' checksums in the run's manifest)."""
+    full = manifest.load_manifest()
+    root = Path(full.root)
+    files: dict[str, list[tuple[str, str]]] = {}
+    for record in full.files:
+        if record.role != "hyp3":
+            continue
+        inside = (root / record.path).relative_to(hyp3_dir)
+        name = inside.parts[0].removesuffix(".zip")
+        files.setdefault(name, []).append((inside.as_posix(), record.sha256))
+    return {name: digest_of(sorted(entries)) for name, entries in files.items()}
+
+
+def _earlier_staging(work_dir: str, lineage: dict, products: dict[str, str]
+                     ) -> tuple[Path, dict] | None:
     """The completed staging this one can extend, with its summary; None when there is none.
 
     It must have been made by the same code with the same wavelength onto the same grid, from
-    products that are all among ``names``; of several, the one with the most products.
+    products that are all among ``products`` (name → content digest) with the same content; of
+    several, the one with the most products.
     """
     best: tuple[Path, dict] | None = None
     for folder in sorted((Path(work_dir) / "steps" / "stage-sentinel1").glob("*")):
@@ -733,7 +749,9 @@ def _earlier_staging(work_dir: str, lineage: dict, names: set[str]) -> tuple[Pat
         except (OSError, ValueError, KeyError):
             continue  # a folder staged before lineages were recorded cannot be extended
         same = all(earlier.get(k) == lineage[k] for k in ("code", "wavelength_m", "grid"))
-        if not same or not set(earlier["products"]) <= names:
+        staged = earlier["products"]
+        if not same or not isinstance(staged, dict) or any(
+                products.get(name) != digest for name, digest in staged.items()):
             continue
         try:
             sentinel1_parts(folder / "sentinel1.zarr")
@@ -744,8 +762,8 @@ def _earlier_staging(work_dir: str, lineage: dict, names: set[str]) -> tuple[Pat
     return best
 
 
-def _extended_summary(earlier: dict, added: dict | None, parts: list[Path], names: list[str],
-                      staged_now: list[str], base: Path) -> dict:
+def _extended_summary(earlier: dict, added: dict | None, parts: list[Path],
+                      names: dict[str, str], staged_now: list[str], base: Path) -> dict:
     """The summary of a staging made of an earlier one and ``added`` (None: nothing new)."""
     summary = {k: v for k, v in earlier.items() if k not in ("lineage", "parts")}
     if added is not None:
@@ -784,10 +802,11 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
         if not sd.done:
             products = find_hyp3_products(hyp3_dir, manifest.until)
             grid = grid_from_products(products, aoi)
-            names = [p.name for p in products]
+            contents = _product_digests(manifest, hyp3_dir)
+            names = {p.name: contents.get(p.name, "") for p in products}
             lineage = {"code": code, "wavelength_m": wavelength_m,
                        "grid": json.dumps(grid.to_attrs(), sort_keys=True), "products": names}
-            earlier = _earlier_staging(work_dir, lineage, set(names))
+            earlier = _earlier_staging(work_dir, lineage, names)
             store = sd.work / "sentinel1.zarr"
             if earlier is None:
                 logger.info("staging %d HyP3 products onto a %d×%d grid", len(products),
