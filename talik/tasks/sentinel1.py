@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -655,6 +656,10 @@ def _attrs(report: ChainReport, options: Sentinel1Options) -> dict:
 NETCDF_TIME_CHUNK = 16  # dates per NetCDF chunk of a (time, y, x) variable
 
 
+LEAST_SIGNIFICANT_DIGIT = 3
+"""Decimal digits of millimetre values kept in the NetCDF product (rounded to 2⁻¹⁰ mm)."""
+
+
 def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title: str) -> None:
     """Write the products as CF-1.8 NetCDF with the grid's CRS."""
     ds = products.copy()
@@ -694,10 +699,14 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
                       for dim, n in zip(var.dims, var.shape, strict=True))
         encoding[name] = {"zlib": True, "complevel": 1, "shuffle": True,
                           "chunksizes": sizes} if var.ndim else {"zlib": False}
-        if var.ndim and var.attrs.get("units") in ("mm", "mm/yr"):
+        if var.ndim and var.attrs.get("units") in ("mm", "mm/yr") and var.dtype.kind == "f":
             # Keep 0.001 mm (far below InSAR's millimetre noise): the noise bits that make
-            # float32 incompressible are dropped; netCDF4 records it in an attribute.
-            encoding[name]["least_significant_digit"] = 3
+            # float32 incompressible are dropped. This is netCDF4's least_significant_digit
+            # rounding (to 1/1024), done here tile by tile in parallel rather than by the
+            # writer on one thread; the attribute says so as the writer's would.
+            scale = 2.0 ** math.ceil(math.log2(10**LEAST_SIGNIFICANT_DIGIT))
+            ds[name] = var.copy(data=np.round(var.data * scale) / scale).assign_attrs(
+                least_significant_digit=LEAST_SIGNIFICANT_DIGIT)
     ds.to_netcdf(path, encoding=encoding, engine="netcdf4")
 
 
