@@ -68,6 +68,16 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
     parts = sentinel1_parts(folder2 / "sentinel1.zarr")
     assert parts == [Path(stage1["path"]) / "sentinel1.zarr", folder2 / "sentinel1.zarr"]
 
+    # The steps that read no Sentinel-1 product were not run again: same keys, same folders.
+    steps1, steps2 = _steps(m1), _steps(m2)
+    unchanged = {"stage-rasters", "stage-pairs", "stage-climate", "recession"} & set(steps1)
+    assert {"stage-rasters", "stage-pairs", "recession"} <= unchanged
+    for name in unchanged:
+        assert steps2[name]["digest"] == steps1[name]["digest"], name
+    for name in ("stage-gacos", "sentinel1-timeseries", "drivers", "release-contents"):
+        if name in steps1:
+            assert steps2[name]["digest"] != steps1[name]["digest"], name
+
     # The joined stack holds exactly what staging every product from scratch gives.
     joined = open_sentinel1_store(folder2 / "sentinel1.zarr").load()
     grid = AnalysisGrid.from_attrs(joined.attrs)

@@ -255,7 +255,7 @@ def _summary(table: pd.DataFrame, ds: xr.Dataset) -> dict:
 
 
 @step("drivers", key=lambda cfg, manifest, s1, staged_rasters, work_dir: (
-    cfg.drivers, thaw_season_of(cfg), manifest.digest, s1.digest,
+    cfg.drivers, thaw_season_of(cfg), manifest.digest_of_roles("modis"), s1.digest,
     staged_rasters.digest if staged_rasters else None))
 def drivers_assessment(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
                        staged_rasters: StepOutput | None, work_dir: str) -> StepOutput:

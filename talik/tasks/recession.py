@@ -100,7 +100,9 @@ def climate_attribution(ks: pd.Series, predictors: pd.DataFrame, options: Attrib
     }
 
 
-@step("recession")
+@step("recession", key=lambda inputs, discharge, climate, options, attribution_options, work_dir: (
+    inputs.digest_of_roles("discharge", "temperature"), discharge,
+    climate.digest if climate else None, options, attribution_options))
 def recession_analysis(inputs: InputSet, discharge: DischargeFile, climate: StepOutput | None,
                        options: RecessionOptions, attribution_options: AttributionOptions,
                        work_dir: str) -> StepOutput:

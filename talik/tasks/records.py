@@ -7,12 +7,20 @@ input-hash cache content-aware (a changed file changes the digest, so the step r
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["FileRecord", "InputManifest", "InputSet", "RecessionSteps", "Sentinel1Steps", "StepOutput"]
+
+
+def _digest(value: object) -> str:
+    """SHA-256 of the canonical JSON of plain data."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()
 
 
 class FileRecord(BaseModel):
@@ -49,9 +57,13 @@ class InputManifest(BaseModel):
             tmp = path.with_suffix(".tmp")
             tmp.write_text(self.model_dump_json(indent=1))
             tmp.replace(path)
+        roles: dict[str, list[tuple[str, str]]] = {}
+        for f in self.files:
+            roles.setdefault(f.role, []).append((f.path, f.sha256))
         return InputSet(root=self.root, source_kind=self.source_kind, locations=self.locations,
                         digest=self.digest, manifest_path=str(path), n_files=len(self.files),
-                        until=self.until)
+                        until=self.until,
+                        role_digests={role: _digest(sorted(files)) for role, files in roles.items()})
 
     def role_files(self, role: str) -> list[Path]:
         """Absolute paths of the files with ``role``."""
@@ -79,6 +91,12 @@ class InputSet(BaseModel):
     manifest_path: str
     n_files: int
     until: dt.date | None = None
+    role_digests: dict[str, str] = Field(
+        default_factory=dict, description="Role (hyp3, dem, discharge, …) → digest of its files.")
+
+    def digest_of_roles(self, *roles: str) -> str:
+        """Digest of the files of ``roles`` only: what a step reading just those depends on."""
+        return _digest([(role, self.role_digests.get(role)) for role in roles])
 
     def location(self, role: str) -> Path | None:
         """Configured file or folder of ``role`` (None when not given)."""

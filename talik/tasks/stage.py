@@ -781,7 +781,13 @@ def _extended_summary(earlier: dict, added: dict | None, parts: list[Path],
     return summary
 
 
-@step("stage-sentinel1")
+def _grid_key(staged_s1: StepOutput) -> dict:
+    """The analysis grid of a staging, for the keys of steps that only need its grid."""
+    return staged_s1.summary.get("grid") or _grid_of(staged_s1).to_attrs()
+
+
+@step("stage-sentinel1", key=lambda manifest, aoi, wavelength_m, work_dir: (
+    manifest.digest_of_roles("hyp3"), aoi, wavelength_m))
 def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float,
                     work_dir: str) -> StepOutput:
     """HyP3 products → ``sentinel1.zarr`` on the analysis grid (LOS mm + coherence).
@@ -847,11 +853,14 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
                            **_conncomp_summary(json.loads(ds.attrs.get("conncomp_masked", "{}")))}
     public = {k: v for k, v in summary.items()
               if k not in ("lineage", "staged_now_products", "parts")}
+    if "lineage" in summary:  # the grid, for the steps that need only it (their keys)
+        public["grid"] = json.loads(summary["lineage"]["grid"])
     return run.output(sd.final, summary=public,
                       parameters={"wavelength_m": wavelength_m, "aoi": aoi.model_dump(mode="json")})
 
 
-@step("stage-rasters")
+@step("stage-rasters", key=lambda manifest, staged_s1, work_dir: (
+    manifest.digest_of_roles("dem", "ground_ice"), _grid_key(staged_s1)))
 def stage_rasters(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """DEM and ground-ice map → ``rasters.zarr`` on the analysis grid (+ slope from the DEM)."""
     run = this_step()
@@ -920,7 +929,8 @@ def pairs_on_grid(found: list, grid: AnalysisGrid) -> xr.Dataset:
     )
 
 
-@step("stage-pairs")
+@step("stage-pairs", key=lambda manifest, staged_s1, work_dir: (
+    manifest.digest_of_roles("pairs"), _grid_key(staged_s1)))
 def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """Sparse-sensor pairs (ERS-2 … ALOS-2) → ``pairs.zarr`` of LOS mm on the analysis grid."""
     run = this_step()
@@ -939,7 +949,8 @@ def stage_pairs(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
     return run.output(sd.final, summary={"n_pairs": count})
 
 
-@step("stage-gacos")
+@step("stage-gacos", key=lambda manifest, staged_s1, work_dir: (
+    manifest.digest_of_roles("gacos", "pairs"), staged_s1.digest))
 def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> StepOutput:
     """GACOS ``.ztd`` grids of the Sentinel-1 and pair dates → ``gacos.zarr`` on the grid."""
     run = this_step()
@@ -981,7 +992,8 @@ def basin_mean_climate(era5_path: Path, bbox: tuple[float, float, float, float] 
     return out
 
 
-@step("stage-climate")
+@step("stage-climate", key=lambda manifest, aoi, work_dir: (
+    manifest.digest_of_roles("era5"), aoi))
 def stage_climate(manifest: InputSet, aoi: AreaOfInterest, work_dir: str) -> StepOutput:
     """ERA5-Land → ``era5_basin_monthly.nc`` (basin means, talik names and units)."""
     run = this_step()
