@@ -95,8 +95,12 @@ class InputSet(BaseModel):
         default_factory=dict, description="Role (hyp3, dem, discharge, …) → digest of its files.")
 
     def digest_of_roles(self, *roles: str) -> str:
-        """Digest of the files of ``roles`` only: what a step reading just those depends on."""
-        return _digest([(role, self.role_digests.get(role)) for role in roles])
+        """Digest of the inputs of ``roles`` only: where they are and their files' checksums.
+
+        What a step that reads just those inputs depends on.
+        """
+        return _digest([(role, self.locations.get(role), self.role_digests.get(role))
+                        for role in roles])
 
     def location(self, role: str) -> Path | None:
         """Configured file or folder of ``role`` (None when not given)."""
