@@ -36,6 +36,7 @@ from rasterio.enums import Resampling
 
 from talik import __version__
 from talik.config import Sentinel1Options
+from talik.errors import InputError
 from talik.science.calibration import fit_cdf_matching
 from talik.science.filtering import atmospheric_filter
 from talik.science.geometry import los_to_los, vertical_to_los
@@ -278,6 +279,30 @@ def prepare_interferograms(inputs: ChainInputs, options: Sentinel1Options
         return _prepare(inputs, options)
 
 
+def reference_window_of_bbox(stack: xr.Dataset, bbox: tuple[float, float, float, float]
+                             ) -> tuple[slice, slice]:
+    """The rows and columns of the grid whose pixel centres lie in ``bbox``.
+
+    ``bbox`` is (west, south, east, north) in degrees (WGS 84); its corners are taken to the
+    grid's CRS and their envelope used. Refused, naming the option, when no pixel centre is
+    inside it.
+    """
+    from pyproj import Transformer
+
+    crs = AnalysisGrid.from_attrs(stack.attrs).crs
+    west, south, east, north = bbox
+    to_grid = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    xs, ys = to_grid.transform([west, east, west, east], [south, south, north, north])
+    x, y = stack["x"].values, stack["y"].values
+    cols = np.flatnonzero((x >= min(xs)) & (x <= max(xs)))
+    rows = np.flatnonzero((y >= min(ys)) & (y <= max(ys)))
+    if cols.size == 0 or rows.size == 0:
+        raise InputError("(study)", "sentinel1.reference_bbox",
+                         "an area (west, south, east, north in degrees) holding at least one "
+                         "pixel centre of the analysis grid", str(tuple(bbox)))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def _by_tile_rows(maps: tuple[xr.DataArray, ...], sub: xr.DataArray, step: int
                   ) -> tuple[list[np.ndarray], xr.DataArray]:
     """Compute ``(y, x)`` maps and a spatial subsample together, a row of tiles at a time.
@@ -345,17 +370,20 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     # 1. Common reference area: a window of stable, most-often-coherent pixels.
     stable = stable_mask_of(inputs.rasters, valid_fraction.shape, options.stable_max_ground_ice)
     report.stable_pixels = int(stable.sum())
-    if inputs.reference_window is not None:
+    if options.reference_bbox is not None:
+        window, how = reference_window_of_bbox(stack, options.reference_bbox), "given: reference_bbox"
+    elif inputs.reference_window is not None:
         kept = inputs.reference_window
         window = (slice(*kept["rows"]), slice(*kept["cols"]))
+        how = "kept from the stack this one extends"
     else:
         window = choose_reference_window(valid_fraction, mean_coh, stable,
                                          options.reference_window_px)
+        how = "chosen: stable, most often coherent pixels"
     report.reference_window = {
         "rows": [window[0].start, window[0].stop], "cols": [window[1].start, window[1].stop],
         "x": float(stack["x"][window[1]].mean()), "y": float(stack["y"][window[0]].mean()),
-        "how": "kept from the stack this one extends" if inputs.reference_window is not None
-        else "chosen: stable, most often coherent pixels",
+        "how": how,
     }
     # The window's pixels of every pair, read once: they give the offsets now and, after the
     # ramps are removed, again (no second pass over the tiles around the window). As for the
