@@ -290,3 +290,26 @@ def test_a_full_disk_is_said_in_one_line_and_the_run_resumes_later(tiny_study, m
     work = load_study(tiny_study).stores.work_dir
     assert result.output.splitlines()[0] == f"error: no space left on the device writing {work}"
     assert "rerun, it resumes" in result.output and "Traceback" not in result.output
+
+
+def test_run_until_must_be_a_date_and_reaches_the_flow(tiny_study, monkeypatch):
+    import datetime as dt
+
+    from typer.testing import CliRunner
+
+    import talik.flows.monitor
+    from talik.cli import app
+
+    result = CliRunner().invoke(app, ["run", str(tiny_study), "--until", "2021-13-01"])
+    assert result.exit_code == 2
+    assert "--until: expected a date YYYY-MM-DD, got '2021-13-01'" in result.output
+    seen = {}
+
+    def record(**kwargs):
+        seen.update(kwargs)
+        raise OSError(28, "No space left on device")  # stop there, with a known message
+
+    monkeypatch.setattr(talik.flows.monitor, "monitor", record)
+    monkeypatch.setenv("TALIK_REAPER_OF", str(os.getpid()))
+    CliRunner().invoke(app, ["run", str(tiny_study), "--until", "2021-06-30"])
+    assert seen["until"] == dt.date(2021, 6, 30)
