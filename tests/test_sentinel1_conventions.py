@@ -290,3 +290,28 @@ def test_geometry_round_trips_through_the_vertical():
     lband = los_to_los(los, 39.47, 40.55)
     assert np.allclose(lband, vertical_to_los(up, 40.55))
     assert float(lband.mean()) < float(los.mean())  # larger incidence, smaller LOS share
+
+
+def test_the_product_keeps_millimetres_as_netcdf4_least_significant_digit_would(tmp_path):
+    # write_cf_netcdf rounds mm values itself, tile by tile; netCDF4 rounding them on write
+    # (least_significant_digit=3) must give the very same numbers.
+    from talik.tasks.sentinel1 import write_cf_netcdf
+    from talik.tasks.stage import AnalysisGrid
+
+    rng = np.random.default_rng(3)
+    values = (rng.standard_normal((4, 6, 8)) * 300).astype(np.float32)
+    values[0, 0, :3] = np.nan
+    ds = xr.Dataset({"displacement": (("time", "y", "x"), values, {"units": "mm"})},
+                    coords={"time": pd.date_range("2020-01-01", periods=4, freq="12D"),
+                            "y": 4.2e6 - 80.0 * np.arange(6), "x": 5.5e5 + 80.0 * np.arange(8)})
+    grid = AnalysisGrid(crs="EPSG:32647", transform=(80.0, 0.0, 5.4996e5, 0.0, -80.0, 4.20004e6),
+                        width=8, height=6)
+    write_cf_netcdf(ds.chunk({"y": 3, "x": 4}), grid, tmp_path / "ours.nc", "t")
+    ds.to_netcdf(tmp_path / "netcdf4.nc",
+                 encoding={"displacement": {"zlib": True, "least_significant_digit": 3}})
+    with xr.open_dataset(tmp_path / "ours.nc") as ours, \
+            xr.open_dataset(tmp_path / "netcdf4.nc") as ref:
+        np.testing.assert_array_equal(ours["displacement"].values, ref["displacement"].values)
+        # the file says so as netCDF4 would (xarray reads that attribute into the encoding)
+        assert ours["displacement"].encoding["least_significant_digit"] == 3
+        assert not np.array_equal(ours["displacement"].values, values, equal_nan=True)
