@@ -7,20 +7,14 @@ input-hash cache content-aware (a changed file changes the digest, so the step r
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from talik.tasks.provenance import digest_of
+
 __all__ = ["FileRecord", "InputManifest", "InputSet", "RecessionSteps", "Sentinel1Steps", "StepOutput"]
-
-
-def _digest(value: object) -> str:
-    """SHA-256 of the canonical JSON of plain data."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"),
-                                     default=str).encode()).hexdigest()
 
 
 class FileRecord(BaseModel):
@@ -63,7 +57,7 @@ class InputManifest(BaseModel):
         return InputSet(root=self.root, source_kind=self.source_kind, locations=self.locations,
                         digest=self.digest, manifest_path=str(path), n_files=len(self.files),
                         until=self.until,
-                        role_digests={role: _digest(sorted(files)) for role, files in roles.items()})
+                        role_digests={role: digest_of(sorted(files)) for role, files in roles.items()})
 
     def role_files(self, role: str) -> list[Path]:
         """Absolute paths of the files with ``role``."""
@@ -99,7 +93,7 @@ class InputSet(BaseModel):
 
         What a step that reads just those inputs depends on.
         """
-        return _digest([(role, self.locations.get(role), self.role_digests.get(role))
+        return digest_of([(role, self.locations.get(role), self.role_digests.get(role))
                         for role in roles])
 
     def location(self, role: str) -> Path | None:
