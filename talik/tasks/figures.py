@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
 __all__ = [
+    "FiguresInBackground",
     "agreement_figure",
     "attribution_figure",
     "drivers_binned_figure",
@@ -29,7 +30,9 @@ __all__ = [
     "ks_windows_figure",
     "maps_figure",
     "network_figure",
+    "published_at_points",
     "recession_fit_figure",
+    "sentinel1_figures",
 ]
 
 MODEL_STYLE = {
@@ -127,14 +130,23 @@ def maps_figure(product: xr.Dataset, path: Path) -> Path:
     return _save(fig, path)
 
 
-def constraint_figure(points: xr.Dataset, path: Path, product: xr.Dataset | None = None,
+def published_at_points(product: xr.Dataset, points: xr.Dataset) -> xr.DataArray:
+    """The product's (filtered) displacement at each comparison point, ``(time, point)`` mm.
+
+    One indexed read of the product for every point.
+    """
+    return product["displacement"].isel(
+        y=xr.DataArray(points["row"].values.astype(int), dims="point"),
+        x=xr.DataArray(points["col"].values.astype(int), dims="point")).load()
+
+
+def constraint_figure(points: xr.Dataset, path: Path, published: xr.DataArray | None = None,
                       truth: xr.DataArray | None = None) -> Path:
-    """Series of the chosen points under each constraint model (Fig. 3c), truth if known."""
+    """Series of the chosen points under each constraint model (Fig. 3c), truth if known.
+
+    ``published``: the product's series at the points (:func:`published_at_points`).
+    """
     n = points.sizes["point"]
-    if product is not None:  # every point's published series in one read of the product
-        published = product["displacement"].isel(
-            y=xr.DataArray(points["row"].values.astype(int), dims="point"),
-            x=xr.DataArray(points["col"].values.astype(int), dims="point")).values
     fig, axes = plt.subplots(n, 1, figsize=(11, 3.4 * n), constrained_layout=True, squeeze=False)
     for i, ax in enumerate(axes[:, 0]):
         pt = points.isel(point=i)
@@ -142,9 +154,9 @@ def constraint_figure(points: xr.Dataset, path: Path, product: xr.Dataset | None
             label, color = MODEL_STYLE.get(str(model), (str(model), None))
             ax.plot(points["time"], pt["displacement"].sel(model=model), ".-", ms=2, lw=0.8,
                     label=label, color=color)
-        if product is not None:
-            ax.plot(product["time"], published[:, i], "-", lw=1.6, color="k", alpha=0.6,
-                    label="published (filtered)")
+        if published is not None:
+            ax.plot(published["time"], published.isel(point=i), "-", lw=1.6, color="k",
+                    alpha=0.6, label="published (filtered)")
         if truth is not None:
             ax.plot(truth["time"], truth.isel(y=int(pt["row"]), x=int(pt["col"])), "--",
                     color="tab:red", lw=1.2, label="truth (demo world)")
@@ -153,6 +165,64 @@ def constraint_figure(points: xr.Dataset, path: Path, product: xr.Dataset | None
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8, ncol=3)
     return _save(fig, path)
+
+
+def sentinel1_figures(folder: Path, layers: xr.Dataset, qc: dict, points: xr.Dataset | None,
+                      published: xr.DataArray | None = None, truth: xr.DataArray | None = None,
+                      prefix: str = "") -> list[Path]:
+    """The figures of a Sentinel-1 run in ``folder``; returns their paths.
+
+    ``layers`` holds the maps' ``velocity`` (mm/yr) and ``thaw_season_deformation_mean`` (mm);
+    ``qc`` the run's report (``network``, ``components``, ``velocity_reference``); ``points``
+    the Fig. 3c comparison series, with the product's own series at them in ``published``.
+    Every input is in memory, so the figures can be drawn in another process.
+    """
+    out = [maps_figure(layers, folder / f"{prefix}maps.png"),
+           network_figure(qc["network"], qc["components"], folder / f"{prefix}network.png")]
+    if (qc.get("velocity_reference") or {}).get("source_quantiles"):
+        out.append(cdf_figure(qc["velocity_reference"], folder / f"{prefix}cdf_matching.png"))
+    if points is not None:
+        out.append(constraint_figure(points, folder / f"{prefix}constraints.png", published,
+                                     truth))
+    return out
+
+
+class FiguresInBackground:
+    """:func:`sentinel1_figures` drawn by another Python process while this one goes on.
+
+    The inputs are handed over in a pickle file beside the figures (removed when done); the
+    process imports only this module, so it works from any caller (no ``__main__`` guard
+    needed, nothing forked).
+    """
+
+    def __init__(self, folder: Path, *args, **kwargs) -> None:
+        import pickle
+        import subprocess
+        import sys
+
+        self.folder = Path(folder)
+        self._inputs = self.folder / ".figure_inputs.pkl"
+        self._inputs.write_bytes(pickle.dumps((self.folder, args, kwargs)))
+        code = f"from talik.tasks.figures import _draw_saved; _draw_saved({str(self._inputs)!r})"
+        self._proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> list[Path]:
+        """Wait for the figures; their paths (raises if the process failed)."""
+        out, err = self._proc.communicate()
+        self._inputs.unlink(missing_ok=True)
+        if self._proc.returncode != 0:
+            raise RuntimeError(f"drawing the figures in {self.folder} failed:\n{err[-4000:]}")
+        return [Path(line) for line in out.splitlines() if line]
+
+
+def _draw_saved(inputs: str) -> None:
+    """The other process's side of :class:`FiguresInBackground`: draw, print the paths."""
+    import pickle
+
+    folder, args, kwargs = pickle.loads(Path(inputs).read_bytes())
+    for path in sentinel1_figures(folder, *args, **kwargs):
+        print(path)
 
 
 def recession_fit_figure(flow: pd.Series, points: pd.DataFrame, options, path: Path) -> Path:

@@ -14,12 +14,7 @@ import xarray as xr
 
 from talik.config import StudyConfig
 from talik.science.compare import agreement
-from talik.tasks.figures import (
-    cdf_figure,
-    constraint_figure,
-    maps_figure,
-    network_figure,
-)
+from talik.tasks.figures import published_at_points, sentinel1_figures
 from talik.tasks.log import step_logger
 from talik.tasks.records import InputSet, StepOutput
 from talik.tasks.steps import step, this_step
@@ -109,18 +104,16 @@ def _geotiff(da: xr.DataArray, crs: str, path: Path) -> None:
 
 def _figures(product: xr.Dataset, qc: dict, step: Path, folder: Path,
              truth: xr.Dataset | None) -> list[Path]:
-    out = [maps_figure(product, folder / "sentinel1_maps.png"),
-           network_figure(qc["network"], qc["components"], folder / "sentinel1_network.png")]
-    if qc.get("velocity_reference", {}).get("source_quantiles"):
-        out.append(cdf_figure(qc["velocity_reference"], folder / "sentinel1_cdf_matching.png"))
+    points = published = true_series = None
     if (step / "points.nc").exists():
-        with xr.open_dataset(step / "points.nc") as points:
-            true_series = None
-            if truth is not None and "displacement" in truth:
-                true_series = truth["displacement"].sel(time=points["time"])
-            out.append(constraint_figure(points.load(), folder / "sentinel1_constraints.png",
-                                         product, true_series))
-    return out
+        with xr.open_dataset(step / "points.nc") as opened:
+            points = opened.load()
+        published = published_at_points(product, points)
+        if truth is not None and "displacement" in truth:
+            true_series = truth["displacement"].sel(time=points["time"])
+    layers = product[["velocity", "thaw_season_deformation_mean"]]
+    return sentinel1_figures(folder, layers, qc, points, published, true_series,
+                             prefix="sentinel1_")
 
 
 def _quality_lines(qc: dict) -> list[str]:

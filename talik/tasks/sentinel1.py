@@ -920,7 +920,7 @@ def sentinel1_from_products(
 
     Intermediate stores go to ``work_dir``; figures to ``<out stem>_figures/`` beside ``out_nc``.
     """
-    from talik.tasks.figures import cdf_figure, constraint_figure, maps_figure, network_figure
+    from talik.tasks.figures import FiguresInBackground, published_at_points
     from talik.tasks.readers.hyp3 import find_hyp3_products
     from talik.tasks.stage import grid_from_products, write_gacos_store, write_sentinel1_store
 
@@ -953,19 +953,21 @@ def sentinel1_from_products(
                                lband_quantity=lband_quantity)
     products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir)
     out_nc.parent.mkdir(parents=True, exist_ok=True)
+    figures = out_nc.with_name(out_nc.stem + "_figures")
+    figures.mkdir(exist_ok=True)
+    # The figures' inputs are small: read them now, and draw them in another process while
+    # this one writes the NetCDF (whose compression runs on one core).
+    points = points.load()
+    layers = products_ds[["velocity", "thaw_season_deformation_mean"]].load()
+    published = published_at_points(products_ds, points)
+    qc = {"network": report.network, "components": report.components,
+          "velocity_reference": report.velocity_reference}
     logger = step_logger()
+    drawing = FiguresInBackground(figures, layers, qc, points, published)
     logger.info("writing %s", out_nc)
     tmp_nc = out_nc.with_name(f".{out_nc.name}.tmp")
     write_cf_netcdf(products_ds, grid, tmp_nc, title)
     tmp_nc.replace(out_nc)  # a killed run never leaves a half-written product
     (work_dir / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
-    figures = out_nc.with_name(out_nc.stem + "_figures")
-    figures.mkdir(exist_ok=True)
-    product = xr.open_dataset(out_nc)
-    maps_figure(product, figures / "maps.png")
-    network_figure(report.network, report.components, figures / "network.png")
-    if report.velocity_reference:
-        cdf_figure(report.velocity_reference, figures / "cdf_matching.png")
-    constraint_figure(points, figures / "constraints.png", product)
-    product.close()
+    drawing.wait()
     return report
