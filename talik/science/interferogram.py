@@ -15,12 +15,14 @@ they work the same on numpy- and dask-backed arrays.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from numba import njit
 from scipy.ndimage import uniform_filter
 
 __all__ = [
@@ -290,11 +292,56 @@ class PairCorrections:
     gacos_secondary: np.ndarray | None = None
 
 
-CORRECTION_BATCH = 64
-"""Pairs corrected together in :func:`correct_tile` (bounds its temporaries)."""
+@njit(cache=True, nogil=True, inline="always")
+def _corrected(v: float, i: int, ztd_sec: np.ndarray, ztd_ref: np.ndarray, slant: np.ndarray,
+               with_gacos: bool, offset: np.float32, coefs: np.ndarray, design: np.ndarray
+               ) -> float:
+    """GACOS, offset and ramp of one coherent pixel, as float32 steps in the chain's order."""
+    if with_gacos:
+        v = v + (ztd_sec[i] - ztd_ref[i]) * slant[i]
+    v = v - offset
+    if coefs.shape[0] > 0:
+        ramp = coefs[0] * design[0, i]
+        for j in range(1, coefs.shape[0]):
+            ramp = ramp + coefs[j] * design[j, i]
+        v = v - ramp
+    return v
 
 
-def correct_tile(corrections: PairCorrections, los_mm: np.ndarray, coherence: np.ndarray,
+@njit(cache=True, nogil=True)
+def _correct_pair_codes(los: np.ndarray, codes: np.ndarray, passing: np.ndarray,
+                        ztd_sec: np.ndarray, ztd_ref: np.ndarray, slant: np.ndarray,
+                        with_gacos: bool, offset: np.float32, coefs: np.ndarray,
+                        design: np.ndarray, out: np.ndarray) -> None:
+    """One pair of a tile in one pass, coherence as stored codes (``passing[code]``)."""
+    for i in range(los.shape[0]):
+        if passing[codes[i]]:
+            out[i] = _corrected(los[i], i, ztd_sec, ztd_ref, slant, with_gacos, offset, coefs,
+                                design)
+        else:
+            out[i] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def _correct_pair_values(los: np.ndarray, coherence: np.ndarray, threshold: np.float32,
+                         ztd_sec: np.ndarray, ztd_ref: np.ndarray, slant: np.ndarray,
+                         with_gacos: bool, offset: np.float32, coefs: np.ndarray,
+                         design: np.ndarray, out: np.ndarray) -> None:
+    """One pair of a tile in one pass, coherence as values (NaN fails)."""
+    for i in range(los.shape[0]):
+        if coherence[i] >= threshold:
+            out[i] = _corrected(los[i], i, ztd_sec, ztd_ref, slant, with_gacos, offset, coefs,
+                                design)
+        else:
+            out[i] = np.nan
+
+
+def _flat(a: np.ndarray, dtype=None) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype).reshape(-1)
+
+
+def correct_tile(corrections: PairCorrections, los_mm: np.ndarray | Sequence[np.ndarray],
+                 coherence: np.ndarray | Sequence[np.ndarray],
                  y: np.ndarray, x: np.ndarray, ztd_m: np.ndarray | None = None,
                  incidence_deg: np.ndarray | None = None,
                  coherence_table: np.ndarray | None = None) -> np.ndarray:
@@ -302,44 +349,50 @@ def correct_tile(corrections: PairCorrections, los_mm: np.ndarray, coherence: np
 
     The same steps, in the same precision, as :func:`mask_incoherent`, :func:`apply_gacos`,
     :func:`apply_reference` and :func:`remove_ramps` applied one after the other, done in one
-    pass over the tile: ``los_mm``/``coherence`` ``(staged pair, ny, nx)``, the tile's
-    coordinates ``y``/``x`` (m), GACOS zenith delays ``ztd_m (date, ny, nx)`` (m) and the
-    incidence (degrees) when the pairs are corrected for troposphere. ``coherence`` may be
-    stored integer codes, with ``coherence_table`` giving each code's value (NaN: missing).
-    Returns ``(kept pair, ny, nx)``.
+    pass over the tile: ``los_mm``/``coherence`` ``(staged pair, ny, nx)`` (or lists of
+    consecutive blocks of pairs, as stored), the tile's coordinates ``y``/``x`` (m), GACOS
+    zenith delays ``ztd_m (date, ny, nx)`` (m) and the incidence (degrees) when the pairs are
+    corrected for troposphere. ``coherence`` may be stored integer codes, with
+    ``coherence_table`` giving each code's value (NaN: missing). Returns ``(kept pair, ny, nx)``.
     """
     c = corrections
-    n, ny, nx = len(c.pairs), los_mm.shape[1], los_mm.shape[2]
+    los_blocks = [los_mm] if isinstance(los_mm, np.ndarray) else list(los_mm)
+    coh_blocks = [coherence] if isinstance(coherence, np.ndarray) else list(coherence)
+    n, ny, nx = len(c.pairs), los_blocks[0].shape[1], los_blocks[0].shape[2]
     out = np.empty((n, ny, nx), np.float32)
-    design = None
+    # The ramp's columns (k, pixel) and coefficients (pair, k); k = 0 without a ramp.
+    design, coefs = np.zeros((0, ny * nx), np.float32), np.zeros((n, 0), np.float32)
     if c.ramp_kind != "none" and c.ramp_coefs is not None:
         yy, xx = np.meshgrid(np.asarray(y) - c.centre[0], np.asarray(x) - c.centre[1],
                              indexing="ij")
-        design = ramp_design(yy.ravel(), xx.ravel(), c.ramp_kind).astype(np.float32).T
-        coefs = np.nan_to_num(np.asarray(c.ramp_coefs, np.float64)).astype(np.float32)
-    slant = None
-    if ztd_m is not None and c.gacos_reference is not None:
-        slant = (1000.0 / np.cos(np.radians(np.asarray(incidence_deg, np.float32))))
+        design = np.ascontiguousarray(ramp_design(yy.ravel(), xx.ravel(), c.ramp_kind)
+                                      .astype(np.float32).T)
+        coefs = np.ascontiguousarray(
+            np.nan_to_num(np.asarray(c.ramp_coefs, np.float64)).astype(np.float32))
+    dummy = np.zeros(1, np.float32)
+    with_gacos = ztd_m is not None and c.gacos_reference is not None
+    slant = (_flat(1000.0 / np.cos(np.radians(np.asarray(incidence_deg, np.float32))),
+                   np.float32) if with_gacos else dummy)
     offsets = np.asarray(c.offset_mm, np.float32)
-    coherent = None
+    starts = np.cumsum([0, *(len(b) for b in los_blocks)])
+    which = np.searchsorted(starts, c.pairs, side="right") - 1
     if coherence_table is not None:  # which codes pass, from the values they stand for
-        coherent = np.asarray(coherence_table) >= c.coherence_threshold
-    for a in range(0, n, CORRECTION_BATCH):
-        b = min(a + CORRECTION_BATCH, n)
-        rows = c.pairs[a:b]
-        part = out[a:b]
-        np.copyto(part, los_mm[rows], casting="same_kind")
-        if coherent is not None:
-            part[~coherent[coherence[rows]]] = np.nan
+        passing = np.asarray(coherence_table) >= c.coherence_threshold  # NaN (missing) fails
+    threshold = np.float32(c.coherence_threshold)
+    for j in range(n):  # each pair read where it is stored, in one pass
+        block, row = which[j], c.pairs[j] - starts[which[j]]
+        gacos = ((_flat(ztd_m[c.gacos_secondary[j]], np.float32),
+                  _flat(ztd_m[c.gacos_reference[j]], np.float32)) if with_gacos
+                 else (dummy, dummy))
+        los = _flat(los_blocks[block][row], np.float32)
+        coh = _flat(coh_blocks[block][row])
+        if coherence_table is not None:
+            _correct_pair_codes(los, coh, passing, *gacos, slant, with_gacos, offsets[j],
+                                coefs[j], design, out[j].reshape(-1))
         else:
-            part[~(coherence[rows] >= c.coherence_threshold)] = np.nan
-        if slant is not None:
-            delay = ztd_m[c.gacos_secondary[a:b]].astype(np.float32, copy=False)
-            delay = delay - ztd_m[c.gacos_reference[a:b]].astype(np.float32, copy=False)
-            part += delay * slant
-        part -= offsets[a:b, None, None]
-        if design is not None:
-            part -= (coefs[a:b] @ design).reshape(b - a, ny, nx)
+            _correct_pair_values(los, coh.astype(np.float32, copy=False), threshold, *gacos,
+                                 slant, with_gacos, offsets[j], coefs[j], design,
+                                 out[j].reshape(-1))
     return out
 
 

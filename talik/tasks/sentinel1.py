@@ -326,6 +326,51 @@ def _by_tile_rows(maps: tuple[xr.DataArray, ...], sub: xr.DataArray, step: int
                           join="override", combine_attrs="override")
 
 
+def _code_counts(codes: np.ndarray, first_passing: int, missing: int) -> np.ndarray:
+    """Per pixel of a ``(pair, y, x)`` block of coherence codes: passing, known, code sum."""
+    known = codes != missing
+    return np.stack([((codes >= first_passing) & known).sum(axis=0, dtype=np.int64),
+                     known.sum(axis=0, dtype=np.int64),
+                     np.where(known, codes, 0).sum(axis=0, dtype=np.int64)])
+
+
+def _coherence_statistics(stack: xr.Dataset, threshold: float
+                          ) -> tuple[xr.DataArray, xr.DataArray]:
+    """Per pixel: the fraction of pairs coherent at ``threshold``, and the mean coherence.
+
+    Both are exact whatever the order of the pairs or how they are stored. From stored codes
+    (``coherence_code``: value = code × scale, one code for missing), they are integer counts
+    and sums of codes, reduced chunk by chunk; from float values, they are taken over each
+    tile's pairs held together.
+    """
+    if "coherence_code" not in stack:
+        coh = stack["coherence"]
+        coh = coh.chunk({"pair": -1}) if coh.chunks is not None else coh
+        return (coh >= threshold).mean("pair"), coh.mean("pair")
+    codes = stack["coherence_code"].transpose("pair", "y", "x")
+    table = np.asarray(codes.attrs["table"], dtype=np.float32)  # value of each code (NaN: missing)
+    scale = float(codes.attrs["scale_factor"])  # value = code × scale
+    fill = int(codes.attrs.get("_FillValue", -1))
+    # Values grow with the codes: the codes that pass are those from the first that does.
+    passing = np.flatnonzero(table >= threshold)
+    count = partial(_code_counts, first_passing=int(passing[0]) if passing.size else 256,
+                    missing=fill)
+    if codes.chunks is None:
+        totals = count(np.asarray(codes.values))
+    else:
+        import dask.array as dsa
+
+        per_block = codes.data.map_blocks(lambda b: count(b)[:, None], new_axis=0,
+                                          chunks=((3,), (1,) * codes.data.numblocks[0],
+                                                  *codes.data.chunks[1:]), dtype=np.int64)
+        totals = dsa.sum(per_block, axis=1)
+    totals = xr.DataArray(totals, dims=("stat", "y", "x"),
+                          coords={"y": codes["y"], "x": codes["x"]})
+    n_known = totals[1]
+    mean = (totals[2] * scale / n_known.where(n_known > 0)).astype(np.float32)
+    return totals[0] / codes.sizes["pair"], mean
+
+
 def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterferograms:
     logger = step_logger()
     report = ChainReport()
@@ -360,10 +405,8 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     # One pass over the data for every statistic that needs all of it: coherence statistics
     # (reference window) and the spatial subsample. The means are taken over tiles holding
     # all their pairs (their rounding then does not depend on how the pairs are stored).
-    coh = stack["coherence"]
-    coh = coh.chunk({"pair": -1}) if coh.chunks is not None else coh
-    (valid_fraction, mean_coh), sub = _by_tile_rows(
-        ((coh >= thr).mean("pair"), coh.mean("pair")), sub_los, step)
+    (valid_fraction, mean_coh), sub = _by_tile_rows(_coherence_statistics(stack, thr), sub_los,
+                                                    step)
     valid_fraction = np.asarray(valid_fraction, dtype=float)
     mean_coh = np.nan_to_num(np.asarray(mean_coh, dtype=float))
 
@@ -463,6 +506,16 @@ def _gacos_positions(gacos: xr.Dataset | None, pairs: np.ndarray) -> dict:
             "gacos_secondary": gacos["gacos_secondary_index"].values[pairs]}
 
 
+def _correct_blocks(corrections: PairCorrections, table: np.ndarray | None, los: list,
+                    coherence: list, y: np.ndarray, x: np.ndarray, ztd: list | None = None,
+                    incidence: np.ndarray | None = None) -> np.ndarray:
+    """:func:`correct_tile` of one tile given as dask's lists of blocks along pairs and dates."""
+    if ztd is not None:
+        ztd = ztd[0] if len(ztd) == 1 else np.concatenate(ztd, axis=0)
+    return correct_tile(corrections, los, coherence, y, x, ztd, incidence,
+                        coherence_table=table)
+
+
 def _corrected_pairs(stack: xr.Dataset, gacos: xr.Dataset | None,
                      corrections: PairCorrections) -> xr.DataArray:
     """The kept pairs at full resolution, masked and corrected tile by tile (:func:`correct_tile`).
@@ -492,9 +545,9 @@ def _corrected_pairs(stack: xr.Dataset, gacos: xr.Dataset | None,
         if extra:
             args += [extra[0].chunk({"date": -1, **tiles}).data, "dyx",
                      extra[1].chunk(tiles).data, "yx"]
-        data = dsa.blockwise(partial(correct_tile, corrections, coherence_table=table), "pyx",
-                             *args,
-                             new_axes={"p": len(corrections.pairs)}, concatenate=True,
+        # Each tile gets its stored blocks of pairs as they are (not concatenated first).
+        data = dsa.blockwise(partial(_correct_blocks, corrections, table), "pyx", *args,
+                             new_axes={"p": len(corrections.pairs)}, concatenate=False,
                              dtype=np.float32)
     return kept.copy(data=data).assign_attrs(
         units="mm", long_name="LOS displacement, masked and corrected",
