@@ -292,48 +292,57 @@ class PairCorrections:
     gacos_secondary: np.ndarray | None = None
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _corrected(v: float, i: int, ztd_sec: np.ndarray, ztd_ref: np.ndarray, slant: np.ndarray,
-               with_gacos: bool, offset: np.float32, coefs: np.ndarray, design: np.ndarray
-               ) -> float:
-    """GACOS, offset and ramp of one coherent pixel, as float32 steps in the chain's order."""
-    if with_gacos:
-        v = v + (ztd_sec[i] - ztd_ref[i]) * slant[i]
-    v = v - offset
-    if coefs.shape[0] > 0:
-        ramp = coefs[0] * design[0, i]
-        for j in range(1, coefs.shape[0]):
-            ramp = ramp + coefs[j] * design[j, i]
-        v = v - ramp
-    return v
+@njit(cache=True, nogil=True)
+def _ramp_of(coefs: np.ndarray, design: np.ndarray, ramp: np.ndarray) -> None:
+    """``ramp = coefs @ design`` (float32, terms summed in order); zeros for ``k`` = 0."""
+    ramp[:] = 0.0
+    if coefs.shape[0] == 0:
+        return
+    for i in range(ramp.shape[0]):
+        ramp[i] = coefs[0] * design[0, i]
+    for j in range(1, coefs.shape[0]):
+        for i in range(ramp.shape[0]):
+            ramp[i] = ramp[i] + coefs[j] * design[j, i]
 
 
 @njit(cache=True, nogil=True)
 def _correct_pair_codes(los: np.ndarray, codes: np.ndarray, passing: np.ndarray,
                         ztd_sec: np.ndarray, ztd_ref: np.ndarray, slant: np.ndarray,
                         with_gacos: bool, offset: np.float32, coefs: np.ndarray,
-                        design: np.ndarray, out: np.ndarray) -> None:
-    """One pair of a tile in one pass, coherence as stored codes (``passing[code]``)."""
-    for i in range(los.shape[0]):
-        if passing[codes[i]]:
-            out[i] = _corrected(los[i], i, ztd_sec, ztd_ref, slant, with_gacos, offset, coefs,
-                                design)
-        else:
-            out[i] = np.nan
+                        design: np.ndarray, ramp: np.ndarray, out: np.ndarray) -> None:
+    """One pair of a tile in one pass, coherence as stored codes (``passing[code]``).
+
+    Coherence mask, GACOS, offset and ramp as float32 steps in the chain's order (no fused
+    multiply-add); ``ramp`` is scratch space of the pair's size.
+    """
+    _ramp_of(coefs, design, ramp)
+    nan = np.float32(np.nan)
+    if with_gacos:
+        for i in range(los.shape[0]):
+            v = (los[i] + (ztd_sec[i] - ztd_ref[i]) * slant[i] - offset) - ramp[i]
+            out[i] = v if passing[codes[i]] else nan
+    else:
+        for i in range(los.shape[0]):
+            v = (los[i] - offset) - ramp[i]
+            out[i] = v if passing[codes[i]] else nan
 
 
 @njit(cache=True, nogil=True)
 def _correct_pair_values(los: np.ndarray, coherence: np.ndarray, threshold: np.float32,
                          ztd_sec: np.ndarray, ztd_ref: np.ndarray, slant: np.ndarray,
                          with_gacos: bool, offset: np.float32, coefs: np.ndarray,
-                         design: np.ndarray, out: np.ndarray) -> None:
-    """One pair of a tile in one pass, coherence as values (NaN fails)."""
-    for i in range(los.shape[0]):
-        if coherence[i] >= threshold:
-            out[i] = _corrected(los[i], i, ztd_sec, ztd_ref, slant, with_gacos, offset, coefs,
-                                design)
-        else:
-            out[i] = np.nan
+                         design: np.ndarray, ramp: np.ndarray, out: np.ndarray) -> None:
+    """:func:`_correct_pair_codes` with coherence as values (NaN fails)."""
+    _ramp_of(coefs, design, ramp)
+    nan = np.float32(np.nan)
+    if with_gacos:
+        for i in range(los.shape[0]):
+            v = (los[i] + (ztd_sec[i] - ztd_ref[i]) * slant[i] - offset) - ramp[i]
+            out[i] = v if coherence[i] >= threshold else nan
+    else:
+        for i in range(los.shape[0]):
+            v = (los[i] - offset) - ramp[i]
+            out[i] = v if coherence[i] >= threshold else nan
 
 
 def _flat(a: np.ndarray, dtype=None) -> np.ndarray:
@@ -379,6 +388,7 @@ def correct_tile(corrections: PairCorrections, los_mm: np.ndarray | Sequence[np.
     if coherence_table is not None:  # which codes pass, from the values they stand for
         passing = np.asarray(coherence_table) >= c.coherence_threshold  # NaN (missing) fails
     threshold = np.float32(c.coherence_threshold)
+    scratch = np.empty(ny * nx, np.float32)
     for j in range(n):  # each pair read where it is stored, in one pass
         block, row = which[j], c.pairs[j] - starts[which[j]]
         gacos = ((_flat(ztd_m[c.gacos_secondary[j]], np.float32),
@@ -388,10 +398,10 @@ def correct_tile(corrections: PairCorrections, los_mm: np.ndarray | Sequence[np.
         coh = _flat(coh_blocks[block][row])
         if coherence_table is not None:
             _correct_pair_codes(los, coh, passing, *gacos, slant, with_gacos, offsets[j],
-                                coefs[j], design, out[j].reshape(-1))
+                                coefs[j], design, scratch, out[j].reshape(-1))
         else:
             _correct_pair_values(los, coh.astype(np.float32, copy=False), threshold, *gacos,
-                                 slant, with_gacos, offsets[j], coefs[j], design,
+                                 slant, with_gacos, offsets[j], coefs[j], design, scratch,
                                  out[j].reshape(-1))
     return out
 
