@@ -74,6 +74,7 @@ from talik.science.velocity_reference import (
 )
 from talik.tasks.cluster import dask_cluster
 from talik.tasks.log import step_logger
+from talik.tasks.netcdf_chunks import write_cubes
 from talik.tasks.readers.raster import read_raster
 from talik.tasks.records import StepOutput
 from talik.tasks.stage import AnalysisGrid, on_grid, open_sentinel1_store, require_network_size
@@ -788,7 +789,15 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
             scale = 2.0 ** math.ceil(math.log2(10**LEAST_SIGNIFICANT_DIGIT))
             ds[name] = var.copy(data=np.round(var.data * scale) / scale).assign_attrs(
                 least_significant_digit=LEAST_SIGNIFICANT_DIGIT)
-    ds.to_netcdf(path, encoding=encoding, engine="netcdf4")
+    # The (time, y, x) cubes are most of the bytes: their chunks are compressed on every core
+    # (talik.tasks.netcdf_chunks); the library writes the rest, then defines the cubes.
+    cubes = [name for name in ds.data_vars
+             if ds[name].ndim == 3 and "time" in ds[name].dims and ds[name].dtype.kind in "fu"]
+    variables, _ = xr.conventions.encode_dataset_coordinates(ds)
+    encoded, _ = xr.conventions.cf_encoder({name: variables[name] for name in cubes}, {})
+    ds.drop_vars(cubes).to_netcdf(path, encoding={k: v for k, v in encoding.items()
+                                                  if k not in cubes}, engine="netcdf4")
+    write_cubes(path, encoded, {name: encoding[name]["chunksizes"] for name in cubes})
 
 
 def _coherence_as_float32(store: Path, decoded: xr.DataArray
