@@ -41,6 +41,20 @@ def _task_states(flow_run_id) -> dict[str, str]:
         return states
 
 
+def _task_times(flow_run_id) -> dict[str, tuple]:
+    """Task name → (start, end) of the task runs of ``flow_run_id``'s subflows."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id={"any_": [c.id for c in children]}))
+        return {tr.name.rsplit("-", 1)[0]: (tr.start_time, tr.end_time) for tr in runs
+                if tr.state.state_details.child_flow_run_id is None}
+
+
 NOT_CACHED = {"ingest-world", "ingest-local", "publish-release", "run-artifact"}
 """Tasks that run every time (inventory, publish, the UI artifact): never from a cache."""
 
@@ -63,6 +77,11 @@ def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
     assert state.is_completed(), state
     outcome = state.result()
     assert outcome.created
+    # The GACOS delays are staged while the rasters or the pairs are: the runs overlap.
+    times = _task_times(state.state_details.flow_run_id)
+    gacos = times["stage-gacos"]
+    assert any(gacos[0] < times[other][1] and times[other][0] < gacos[1]
+               for other in ("stage-rasters", "stage-pairs")), times
     release = Path(outcome.release.path)
     manifest = read_release(cfg.stores.release_dir, outcome.release.id)
 

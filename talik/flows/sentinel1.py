@@ -18,17 +18,20 @@ def sentinel1_flow(cfg: StudyConfig, manifest: InputSet, refresh: bool = False
                    ) -> Sentinel1Steps:
     """Stage the inputs on one grid and invert the Sentinel-1 time series; return the steps.
 
-    The rasters, GACOS delays and sparse-sensor pairs are staged one after the other once the
-    interferograms have fixed the grid (side by side in threads, GDAL and the warnings
-    machinery were seen to interfere: a reprojection sometimes warned of a missing
-    geotransform).
+    Once the interferograms have fixed the grid, the GACOS delays are staged in a task of
+    their own while the rasters and then the sparse-sensor pairs are staged beside it. The
+    rasters and the pairs stay one after the other: both warp with rioxarray/GDAL, and two
+    such warps side by side in threads were seen to interfere (a reprojection sometimes
+    warned of a missing geotransform); the GACOS resampling does not use GDAL.
     """
     work = str(cfg.stores.work_dir)
     opts = cfg.sentinel1
     staged = step_options(stage_sentinel1, work, refresh)(
         manifest, cfg.aoi, cfg.s1_sensor.wavelength_m, work)
-    rasters, gacos, pairs = (step_options(task, work, refresh)(manifest, staged, work)
-                             for task in (stage_rasters, stage_gacos, stage_pairs))
+    staging_gacos = step_options(stage_gacos, work, refresh).submit(manifest, staged, work)
+    rasters, pairs = (step_options(task, work, refresh)(manifest, staged, work)
+                      for task in (stage_rasters, stage_pairs))
+    gacos = staging_gacos.result()
     lband = cfg.sensors.get(opts.velocity_reference_sensor)
     series = step_options(sentinel1_timeseries, work, refresh)(
         staged, rasters, gacos, pairs, opts, lband.platform if lband else "ALOS-2", work,

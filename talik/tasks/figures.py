@@ -190,37 +190,60 @@ def sentinel1_figures(folder: Path, layers: xr.Dataset, qc: dict, points: xr.Dat
 class FiguresInBackground:
     """:func:`sentinel1_figures` drawn by another Python process while this one goes on.
 
-    The inputs are handed over in a pickle file beside the figures (removed when done); the
-    process imports only this module, so it works from any caller (no ``__main__`` guard
-    needed, nothing forked).
+    The process starts (and imports matplotlib) when this object is made, then waits; call
+    :meth:`draw` with the inputs once they exist, and :meth:`wait` for the paths. It imports
+    only this module (no ``__main__`` guard needed, nothing forked). Inputs go over in a
+    pickle file beside the figures, removed when done. Used as a context manager, the process
+    is stopped if the caller fails before the figures are drawn.
     """
 
-    def __init__(self, folder: Path, *args, **kwargs) -> None:
-        import pickle
+    def __init__(self) -> None:
         import subprocess
         import sys
 
-        self.folder = Path(folder)
-        self._inputs = self.folder / ".figure_inputs.pkl"
-        self._inputs.write_bytes(pickle.dumps((self.folder, args, kwargs)))
-        code = f"from talik.tasks.figures import _draw_saved; _draw_saved({str(self._inputs)!r})"
-        self._proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
+        self._inputs: Path | None = None
+        code = "from talik.tasks.figures import _draw_requested; _draw_requested()"
+        self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def draw(self, folder: Path, *args, **kwargs) -> None:
+        """Hand over :func:`sentinel1_figures`'s arguments; the drawing starts."""
+        import pickle
+
+        self._inputs = Path(folder) / ".figure_inputs.pkl"
+        self._inputs.write_bytes(pickle.dumps((Path(folder), args, kwargs)))
+        self._proc.stdin.write(f"{self._inputs}\n")
+        self._proc.stdin.flush()  # (closed by wait's communicate)
 
     def wait(self) -> list[Path]:
         """Wait for the figures; their paths (raises if the process failed)."""
         out, err = self._proc.communicate()
-        self._inputs.unlink(missing_ok=True)
+        if self._inputs is not None:
+            self._inputs.unlink(missing_ok=True)
         if self._proc.returncode != 0:
-            raise RuntimeError(f"drawing the figures in {self.folder} failed:\n{err[-4000:]}")
+            raise RuntimeError(f"drawing the figures failed:\n{err[-4000:]}")
         return [Path(line) for line in out.splitlines() if line]
 
+    def __enter__(self) -> FiguresInBackground:
+        return self
 
-def _draw_saved(inputs: str) -> None:
-    """The other process's side of :class:`FiguresInBackground`: draw, print the paths."""
+    def __exit__(self, kind, *_) -> None:
+        if self._proc.poll() is None and (kind is not None or self._inputs is None):
+            self._proc.kill()  # nothing (more) to draw
+            self._proc.communicate()
+        if self._inputs is not None:
+            self._inputs.unlink(missing_ok=True)
+
+
+def _draw_requested() -> None:
+    """The other process's side of :class:`FiguresInBackground`: wait, draw, print the paths."""
     import pickle
+    import sys
 
-    folder, args, kwargs = pickle.loads(Path(inputs).read_bytes())
+    request = sys.stdin.readline().strip()
+    if not request:  # the caller stopped before there was anything to draw
+        return
+    folder, args, kwargs = pickle.loads(Path(request).read_bytes())
     for path in sentinel1_figures(folder, *args, **kwargs):
         print(path)
 

@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import math
 import shutil
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -984,52 +985,69 @@ def sentinel1_from_products(
     """
     from talik.tasks.figures import FiguresInBackground, published_at_points
     from talik.tasks.readers.hyp3 import find_hyp3_products
-    from talik.tasks.stage import grid_from_products, write_gacos_store, write_sentinel1_store
+    from talik.tasks.stage import (
+        add_gacos_pair_indices,
+        grid_from_products,
+        write_gacos_store,
+        write_sentinel1_store,
+    )
 
-    products = find_hyp3_products(products_dir)
-    grid = grid_from_products(products, aoi)
-    created = not work_dir.exists()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        write_sentinel1_store(products, grid, wavelength_m, work_dir / "sentinel1.zarr")
-    except Exception:
-        if created:  # a refused stack leaves nothing behind
-            shutil.rmtree(work_dir, ignore_errors=True)
-        raise
-    rasters = None
-    if ground_ice is not None:
-        ys, xs = grid.coords()
-        ice = on_grid(read_raster(ground_ice, "1"), grid, Resampling.bilinear)
-        write_zarr(xr.Dataset({"ground_ice": (("y", "x"), ice)}, coords={"y": ys, "x": xs}),
-                   work_dir / "rasters.zarr", mode="w")
-        rasters = work_dir / "rasters.zarr"
-    gacos = None
-    if gacos_dir is not None and options.gacos:
-        dates = sorted({p.reference_date for p in products} | {p.secondary_date for p in products})
-        write_gacos_store(gacos_dir, dates, grid, work_dir / "gacos.zarr",
-                          work_dir / "sentinel1.zarr")
-        gacos = work_dir / "gacos.zarr"
-    inputs = open_chain_inputs(work_dir / "sentinel1.zarr", options, rasters, gacos,
-                               lband_geotiff=lband_geotiff,
-                               lband_incidence_deg=lband_incidence_deg,
-                               lband_quantity=lband_quantity)
-    products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir)
-    out_nc.parent.mkdir(parents=True, exist_ok=True)
-    figures = out_nc.with_name(out_nc.stem + "_figures")
-    figures.mkdir(exist_ok=True)
-    # The figures' inputs are small: read them now, and draw them in another process while
-    # this one writes the NetCDF (whose compression runs on one core).
-    points = points.load()
-    layers = products_ds[["velocity", "thaw_season_deformation_mean"]].load()
-    published = published_at_points(products_ds, points)
-    qc = {"network": report.network, "components": report.components,
-          "velocity_reference": report.velocity_reference}
-    logger = step_logger()
-    drawing = FiguresInBackground(figures, layers, qc, points, published)
-    logger.info("writing %s", out_nc)
-    tmp_nc = out_nc.with_name(f".{out_nc.name}.tmp")
-    write_cf_netcdf(products_ds, grid, tmp_nc, title)
-    tmp_nc.replace(out_nc)  # a killed run never leaves a half-written product
-    (work_dir / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
-    drawing.wait()
+    # The figures' process starts now: its imports are done by the time there is a product.
+    with FiguresInBackground() as drawing:
+        products = find_hyp3_products(products_dir)
+        grid = grid_from_products(products, aoi)
+        created = not work_dir.exists()
+        work_dir.mkdir(parents=True, exist_ok=True)
+        gacos = None
+        with ThreadPoolExecutor(max_workers=1) as side:
+            # The GACOS delays need only the dates: staged beside the interferograms.
+            staging_gacos = None
+            if gacos_dir is not None and options.gacos:
+                dates = sorted({p.reference_date for p in products}
+                               | {p.secondary_date for p in products})
+                gacos = work_dir / "gacos.zarr"
+                staging_gacos = side.submit(write_gacos_store, gacos_dir, dates, grid, gacos)
+            try:
+                write_sentinel1_store(products, grid, wavelength_m, work_dir / "sentinel1.zarr")
+                if staging_gacos is not None:
+                    staging_gacos.result()
+            except Exception:
+                if staging_gacos is not None:
+                    wait([staging_gacos])
+                    shutil.rmtree(gacos, ignore_errors=True)
+                if created:  # a refused stack leaves nothing behind
+                    shutil.rmtree(work_dir, ignore_errors=True)
+                raise
+        if gacos is not None:
+            add_gacos_pair_indices(gacos, work_dir / "sentinel1.zarr")
+        rasters = None
+        if ground_ice is not None:
+            ys, xs = grid.coords()
+            ice = on_grid(read_raster(ground_ice, "1"), grid, Resampling.bilinear)
+            write_zarr(xr.Dataset({"ground_ice": (("y", "x"), ice)}, coords={"y": ys, "x": xs}),
+                       work_dir / "rasters.zarr", mode="w")
+            rasters = work_dir / "rasters.zarr"
+        inputs = open_chain_inputs(work_dir / "sentinel1.zarr", options, rasters, gacos,
+                                   lband_geotiff=lband_geotiff,
+                                   lband_incidence_deg=lband_incidence_deg,
+                                   lband_quantity=lband_quantity)
+        products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir)
+        out_nc.parent.mkdir(parents=True, exist_ok=True)
+        figures = out_nc.with_name(out_nc.stem + "_figures")
+        figures.mkdir(exist_ok=True)
+        # The figures' inputs are small: read them now; the other process draws while this
+        # one writes the NetCDF.
+        points = points.load()
+        layers = products_ds[["velocity", "thaw_season_deformation_mean"]].load()
+        published = published_at_points(products_ds, points)
+        qc = {"network": report.network, "components": report.components,
+              "velocity_reference": report.velocity_reference}
+        logger = step_logger()
+        drawing.draw(figures, layers, qc, points, published)
+        logger.info("writing %s", out_nc)
+        tmp_nc = out_nc.with_name(f".{out_nc.name}.tmp")
+        write_cf_netcdf(products_ds, grid, tmp_nc, title)
+        tmp_nc.replace(out_nc)  # a killed run never leaves a half-written product
+        (work_dir / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
+        drawing.wait()
     return report

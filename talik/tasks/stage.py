@@ -56,6 +56,7 @@ from talik.tasks.zarr_io import write_zarr
 
 __all__ = [
     "COHERENCE_TOLERANCE",
+    "add_gacos_pair_indices",
     "MIN_DATES",
     "MIN_GRID_FRACTION",
     "MIN_INTERFEROGRAMS",
@@ -635,18 +636,9 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     summary: dict = {"n_dates": len(found),
                      "missing": sorted({str(d) for d in wanted if d not in files})}
     if s1_store is not None:
-        with open_sentinel1_store(s1_store) as s1:
-            ref = pd.DatetimeIndex(s1["reference_date"].values)
-            sec = pd.DatetimeIndex(s1["secondary_date"].values)
-        ref_i = np.array([position.get(d, -1) for d in ref], dtype=np.int32)
-        sec_i = np.array([position.get(d, -1) for d in sec], dtype=np.int32)
-        has = (ref_i >= 0) & (sec_i >= 0)
-        variables["gacos_reference_index"] = (("pair",), ref_i, {
-            "long_name": "position of the pair's reference date along date (-1: no map)"})
-        variables["gacos_secondary_index"] = (("pair",), sec_i, {
-            "long_name": "position of the pair's secondary date along date (-1: no map)"})
-        variables["has_gacos"] = (("pair",), has)
-        summary["pairs_without_gacos"] = int((~has).sum())
+        indices = _pair_indices(position, s1_store)
+        variables.update(indices)
+        summary["pairs_without_gacos"] = int((~indices["has_gacos"][1]).sum())
     write_zarr(xr.Dataset(variables, coords={"date": pd.to_datetime(found), "y": ys, "x": xs},
                           attrs=grid.to_attrs()), out, mode="w", compute=False)
     resample = _GacosResampler(grid)
@@ -660,6 +652,37 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(stage_date, range(len(found))))
     return summary
+
+
+def _pair_indices(position: dict, s1_store: Path) -> dict:
+    """Where each staged pair finds its two delay maps along ``date`` (−1: none), as variables."""
+    with open_sentinel1_store(s1_store) as s1:
+        ref = pd.DatetimeIndex(s1["reference_date"].values)
+        sec = pd.DatetimeIndex(s1["secondary_date"].values)
+    ref_i = np.array([position.get(d, -1) for d in ref], dtype=np.int32)
+    sec_i = np.array([position.get(d, -1) for d in sec], dtype=np.int32)
+    return {
+        "gacos_reference_index": (("pair",), ref_i, {
+            "long_name": "position of the pair's reference date along date (-1: no map)"}),
+        "gacos_secondary_index": (("pair",), sec_i, {
+            "long_name": "position of the pair's secondary date along date (-1: no map)"}),
+        "has_gacos": (("pair",), (ref_i >= 0) & (sec_i >= 0)),
+    }
+
+
+def add_gacos_pair_indices(gacos_store: Path, s1_store: Path) -> int:
+    """Add to a GACOS store staged without ``s1_store`` the pairs' date positions.
+
+    The delays can then be staged while the interferograms are (they need only the dates):
+    the result is the store :func:`write_gacos_store` makes with ``s1_store``. Returns the
+    number of pairs without a delay map for one of their dates.
+    """
+    with xr.open_zarr(gacos_store) as staged:
+        position = {pd.Timestamp(d): i for i, d in enumerate(staged["date"].values)}
+        attrs = dict(staged.attrs)
+    indices = _pair_indices(position, s1_store)
+    write_zarr(xr.Dataset(indices, attrs=attrs), gacos_store, mode="a")  # (attrs kept)
+    return int((~indices["has_gacos"][1]).sum())
 
 
 PARTS_FILE = "parts.json"

@@ -1,0 +1,70 @@
+"""The NetCDF product's cubes, written chunk by chunk on every core, read back as written."""
+
+from __future__ import annotations
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+from talik.tasks.netcdf_chunks import write_cubes
+
+
+def _cube(dtype, shape=(37, 45, 51)) -> xr.Dataset:
+    rng = np.random.default_rng(3)
+    values = (rng.normal(0, 30, shape) if dtype == np.float32
+              else rng.integers(0, 2, shape)).astype(dtype)
+    if dtype == np.float32:
+        values[rng.random(shape) < 0.2] = np.nan
+        values[:, :5, :7] = np.nan  # a whole corner missing
+    return xr.Dataset({"cube": (("time", "y", "x"), values, {"units": "mm", "long_name": "c"})},
+                      coords={"time": np.arange(shape[0]), "y": np.arange(shape[1]) * 80.0,
+                              "x": np.arange(shape[2]) * 80.0})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+@pytest.mark.parametrize("dask_chunks", [None, {"time": -1, "y": 16, "x": 32},
+                                         {"time": 10, "y": 20, "x": 51}])
+def test_cubes_written_by_chunks_read_back_identical(tmp_path, dtype, dask_chunks):
+    """Edge chunks on every side, NaNs, dask blocks that do and do not tile the NetCDF chunks
+    (then regrouped): every value, the fill value and the filters are what netCDF4 itself
+    writes, and the netCDF library (not only xarray) reads them."""
+    ds = _cube(dtype)
+    if dask_chunks:
+        ds = ds.chunk(dask_chunks)
+    chunks = (8, 16, 32)
+    reference = tmp_path / "library.nc"
+    ds.to_netcdf(reference, engine="netcdf4", encoding={"cube": {
+        "zlib": True, "complevel": 1, "shuffle": True, "chunksizes": chunks}})
+    ours = tmp_path / "chunks.nc"
+    ds.drop_vars("cube").to_netcdf(ours, engine="netcdf4")
+    variables, _ = xr.conventions.encode_dataset_coordinates(ds)
+    encoded, _ = xr.conventions.cf_encoder({"cube": variables["cube"]}, {})
+    write_cubes(ours, encoded, {"cube": chunks})
+
+    with netCDF4.Dataset(reference) as a, netCDF4.Dataset(ours) as b:
+        va, vb = a["cube"], b["cube"]
+        assert vb.chunking() == list(chunks)
+        assert vb.filters()["zlib"] and vb.filters()["shuffle"]
+        assert vb.dimensions == va.dimensions and vb.dtype == va.dtype
+        assert {k: str(va.getncattr(k)) for k in va.ncattrs()} == \
+            {k: str(vb.getncattr(k)) for k in vb.ncattrs()}
+        va.set_auto_maskandscale(False)
+        vb.set_auto_maskandscale(False)
+        np.testing.assert_array_equal(vb[:], va[:])
+    with xr.open_dataset(reference) as a, xr.open_dataset(ours) as b:
+        xr.testing.assert_identical(a, b)
+
+
+def test_a_failed_figure_process_is_reported_and_an_unused_one_is_stopped(tmp_path):
+    from talik.tasks.figures import FiguresInBackground
+
+    with FiguresInBackground() as drawing:
+        drawing.draw(tmp_path, xr.Dataset(), {"network": {}}, None)  # no velocity layer
+        with pytest.raises(RuntimeError, match="drawing the figures failed"):
+            drawing.wait()
+    assert not (tmp_path / ".figure_inputs.pkl").exists()
+
+    with pytest.raises(KeyError), FiguresInBackground() as unused:
+        raise KeyError("the chain failed before there was anything to draw")
+    assert unused._proc.returncode is not None  # stopped, not left waiting
