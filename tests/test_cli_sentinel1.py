@@ -97,29 +97,3 @@ def test_untagged_lband_rate_reference_date_and_quiet(tmp_path, tiny_world):
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "c.nc"), "--reference-date", "June"])
     assert res.exit_code == 2 and "YYYY-MM-DD" in res.output
 
-
-def test_gacos_staged_beside_the_interferograms_is_the_store_staged_after_them(tmp_path,
-                                                                               tiny_world):
-    """`talik sentinel1` stages the delays while the interferograms are read, then adds where
-    each pair finds its dates: the store is identical to one staged from the finished stack."""
-    from talik.config import SENTINEL1_WAVELENGTH_M, AreaOfInterest
-    from talik.tasks.readers.hyp3 import find_hyp3_products
-    from talik.tasks.stage import (
-        add_gacos_pair_indices,
-        grid_from_products,
-        write_gacos_store,
-        write_sentinel1_store,
-    )
-
-    products = find_hyp3_products(tiny_world / "hyp3")
-    grid = grid_from_products(products, AreaOfInterest(name="tiny"))
-    s1 = tmp_path / "sentinel1.zarr"
-    write_sentinel1_store(products, grid, SENTINEL1_WAVELENGTH_M, s1)
-    dates = sorted({p.reference_date for p in products} | {p.secondary_date for p in products})
-    after = write_gacos_store(tiny_world / "gacos", dates, grid, tmp_path / "after.zarr", s1)
-    write_gacos_store(tiny_world / "gacos", dates, grid, tmp_path / "beside.zarr")
-    without = add_gacos_pair_indices(tmp_path / "beside.zarr", s1)
-    assert without == after["pairs_without_gacos"]
-    with xr.open_zarr(tmp_path / "after.zarr") as a, xr.open_zarr(tmp_path / "beside.zarr") as b:
-        xr.testing.assert_identical(a.load(), b.load())
-        assert b["has_gacos"].any()

@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import math
 import shutil
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -985,12 +984,7 @@ def sentinel1_from_products(
     """
     from talik.tasks.figures import FiguresInBackground, published_at_points
     from talik.tasks.readers.hyp3 import find_hyp3_products
-    from talik.tasks.stage import (
-        add_gacos_pair_indices,
-        grid_from_products,
-        write_gacos_store,
-        write_sentinel1_store,
-    )
+    from talik.tasks.stage import grid_from_products, write_gacos_store, write_sentinel1_store
 
     # The figures' process starts now: its imports are done by the time there is a product.
     with FiguresInBackground() as drawing:
@@ -998,28 +992,12 @@ def sentinel1_from_products(
         grid = grid_from_products(products, aoi)
         created = not work_dir.exists()
         work_dir.mkdir(parents=True, exist_ok=True)
-        gacos = None
-        with ThreadPoolExecutor(max_workers=1) as side:
-            # The GACOS delays need only the dates: staged beside the interferograms.
-            staging_gacos = None
-            if gacos_dir is not None and options.gacos:
-                dates = sorted({p.reference_date for p in products}
-                               | {p.secondary_date for p in products})
-                gacos = work_dir / "gacos.zarr"
-                staging_gacos = side.submit(write_gacos_store, gacos_dir, dates, grid, gacos)
-            try:
-                write_sentinel1_store(products, grid, wavelength_m, work_dir / "sentinel1.zarr")
-                if staging_gacos is not None:
-                    staging_gacos.result()
-            except Exception:
-                if staging_gacos is not None:
-                    wait([staging_gacos])
-                    shutil.rmtree(gacos, ignore_errors=True)
-                if created:  # a refused stack leaves nothing behind
-                    shutil.rmtree(work_dir, ignore_errors=True)
-                raise
-        if gacos is not None:
-            add_gacos_pair_indices(gacos, work_dir / "sentinel1.zarr")
+        try:
+            write_sentinel1_store(products, grid, wavelength_m, work_dir / "sentinel1.zarr")
+        except Exception:
+            if created:  # a refused stack leaves nothing behind
+                shutil.rmtree(work_dir, ignore_errors=True)
+            raise
         rasters = None
         if ground_ice is not None:
             ys, xs = grid.coords()
@@ -1027,6 +1005,13 @@ def sentinel1_from_products(
             write_zarr(xr.Dataset({"ground_ice": (("y", "x"), ice)}, coords={"y": ys, "x": xs}),
                        work_dir / "rasters.zarr", mode="w")
             rasters = work_dir / "rasters.zarr"
+        gacos = None
+        if gacos_dir is not None and options.gacos:
+            dates = sorted({p.reference_date for p in products}
+                           | {p.secondary_date for p in products})
+            write_gacos_store(gacos_dir, dates, grid, work_dir / "gacos.zarr",
+                              work_dir / "sentinel1.zarr")
+            gacos = work_dir / "gacos.zarr"
         inputs = open_chain_inputs(work_dir / "sentinel1.zarr", options, rasters, gacos,
                                    lband_geotiff=lband_geotiff,
                                    lband_incidence_deg=lband_incidence_deg,

@@ -56,7 +56,6 @@ from talik.tasks.zarr_io import write_zarr
 
 __all__ = [
     "COHERENCE_TOLERANCE",
-    "add_gacos_pair_indices",
     "MIN_DATES",
     "MIN_GRID_FRACTION",
     "MIN_INTERFEROGRAMS",
@@ -668,21 +667,6 @@ def _pair_indices(position: dict, s1_store: Path) -> dict:
             "long_name": "position of the pair's secondary date along date (-1: no map)"}),
         "has_gacos": (("pair",), (ref_i >= 0) & (sec_i >= 0)),
     }
-
-
-def add_gacos_pair_indices(gacos_store: Path, s1_store: Path) -> int:
-    """Add to a GACOS store staged without ``s1_store`` the pairs' date positions.
-
-    The delays can then be staged while the interferograms are (they need only the dates):
-    the result is the store :func:`write_gacos_store` makes with ``s1_store``. Returns the
-    number of pairs without a delay map for one of their dates.
-    """
-    with xr.open_zarr(gacos_store) as staged:
-        position = {pd.Timestamp(d): i for i, d in enumerate(staged["date"].values)}
-        attrs = dict(staged.attrs)
-    indices = _pair_indices(position, s1_store)
-    write_zarr(xr.Dataset(indices, attrs=attrs), gacos_store, mode="a")  # (attrs kept)
-    return int((~indices["has_gacos"][1]).sum())
 
 
 PARTS_FILE = "parts.json"
