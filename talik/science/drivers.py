@@ -36,6 +36,7 @@ the deformation as it is: a negative R means "more of the factor, more subsidenc
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,21 +209,22 @@ def _nearest_index(centres: np.ndarray, points: np.ndarray) -> tuple[np.ndarray,
     return np.clip(idx, 0, centres.size - 1), inside
 
 
-def resample_to_cells(da: xr.DataArray, src_crs: str, cells: CellGrid,
-                      spacing_m: float | None = None) -> xr.DataArray:
-    """Area-weighted mean over each cell of ``da (y, x)`` given on a grid in another CRS.
+@functools.lru_cache(maxsize=8)
+def _sub_grid_sampling(xs: bytes, ys: bytes, src_crs: str, x_edges: bytes, y_edges: bytes,
+                       cell_m: float, crs: str, spacing_m: float | None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Where :func:`resample_to_cells`'s sub-grid samples a source grid (arrays as bytes).
 
-    The cells are covered by a regular sub-grid in their own CRS, of spacing ``spacing_m``
-    (default: a quarter of the source pixel's smaller side, at most a quarter of a cell,
-    rounded so that whole sub-pixels tile a cell). Each sub-pixel centre takes the value of
-    the source pixel it falls in (nearest cell, NaN outside the source grid); the sub-grid is
-    then averaged onto the cells with :func:`aggregate_to_cells`. So each source pixel counts
-    with its overlap area with the cell, to within one sub-grid spacing along its edges.
-    ``da``'s ``x``/``y`` coordinates are source pixel centres (degrees for EPSG:4326).
+    Returns the source row and column of each sub-pixel, whether it falls inside the source
+    grid, the sub-grid's x and y edges and its spacing (m). It depends on the two grids only,
+    so every layer (year, factor) on the same source grid reuses it: projecting the sub-grid
+    is most of the resampling's cost.
     """
-    xs, ys = da["x"].values, da["y"].values
+    src_x, src_y = np.frombuffer(xs), np.frombuffer(ys)
+    cells = CellGrid(np.frombuffer(x_edges), np.frombuffer(y_edges), cell_m, crs)
     if spacing_m is None:
-        spacing_m = min(_source_cell_m(xs, ys, src_crs, cells.crs), cells.cell_m) / SUBGRID_PER_SOURCE_CELL
+        spacing_m = (min(_source_cell_m(src_x, src_y, src_crs, cells.crs), cells.cell_m)
+                     / SUBGRID_PER_SOURCE_CELL)
     per_cell = max(1, int(np.ceil(cells.cell_m / spacing_m)))
     step = cells.cell_m / per_cell
     west, east = cells.x_edges[0], cells.x_edges[-1]
@@ -233,10 +235,37 @@ def resample_to_cells(da: xr.DataArray, src_crs: str, cells: CellGrid,
     gx, gy = np.meshgrid(cx, cy)
     to_src = Transformer.from_crs(cells.crs, src_crs, always_xy=True)
     sx, sy = to_src.transform(gx, gy)
-    col, in_x = _nearest_index(xs, np.asarray(sx))
-    row, in_y = _nearest_index(ys, np.asarray(sy))
+    col, in_x = _nearest_index(src_x, np.asarray(sx))
+    row, in_y = _nearest_index(src_y, np.asarray(sy))
+    for array in (row, col, fx, fy):
+        array.setflags(write=False)  # shared by every caller
+    inside = in_x & in_y
+    inside.setflags(write=False)
+    return row, col, inside, fx, fy, step
+
+
+def resample_to_cells(da: xr.DataArray, src_crs: str, cells: CellGrid,
+                      spacing_m: float | None = None) -> xr.DataArray:
+    """Area-weighted mean over each cell of ``da (y, x)`` given on a grid in another CRS.
+
+    The cells are covered by a regular sub-grid in their own CRS, of spacing ``spacing_m``
+    (default: a quarter of the source pixel's smaller side, at most a quarter of a cell,
+    rounded so that whole sub-pixels tile a cell). Each sub-pixel centre takes the value of
+    the source pixel it falls in (nearest cell, NaN outside the source grid); the sub-grid is
+    then averaged onto the cells with :func:`aggregate_to_cells`. So each source pixel counts
+    with its overlap area with the cell, to within one sub-grid spacing along its edges.
+    ``da``'s ``x``/``y`` coordinates are source pixel centres (degrees for EPSG:4326). The
+    sub-grid's sampling of a source grid is computed once and reused for every layer on it.
+    """
+    xs = np.ascontiguousarray(da["x"].values, dtype=np.float64)
+    ys = np.ascontiguousarray(da["y"].values, dtype=np.float64)
+    row, col, inside, fx, fy, step = _sub_grid_sampling(
+        xs.tobytes(), ys.tobytes(), str(src_crs),
+        np.ascontiguousarray(cells.x_edges, dtype=np.float64).tobytes(),
+        np.ascontiguousarray(cells.y_edges, dtype=np.float64).tobytes(),
+        float(cells.cell_m), str(cells.crs), spacing_m)
     values = da.transpose("y", "x").values.astype(np.float64)
-    sampled = np.where(in_x & in_y, values[row, col], np.nan)
+    sampled = np.where(inside, values[row, col], np.nan)
     total, area = _edge_sums(sampled, fx, fy, cells)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(area > 0, total / np.where(area > 0, area, 1.0), np.nan)
