@@ -141,6 +141,15 @@ def test_lonlat_layers_are_area_weighted_onto_the_cells():
     assert abs(float((agg.values * area).sum() - (ref.values * area).sum()) / area.sum()) < 0.01
     const = drv.resample_to_cells(src * 0 + 0.17, "EPSG:4326", cells)
     np.testing.assert_allclose(const.values, 0.17, rtol=1e-6)
+    # The sub-grid is projected once per pair of grids: another layer on the same source grid
+    # (another year) reuses it, a shifted source grid does not, and both are still right.
+    misses = drv._sub_grid_sampling.cache_info().misses
+    np.testing.assert_array_equal(drv.resample_to_cells(src * 2, "EPSG:4326", cells).values,
+                                  2 * agg.values)
+    assert drv._sub_grid_sampling.cache_info().misses == misses
+    shifted = drv.resample_to_cells(src.assign_coords(x=src["x"] + 10 * step), "EPSG:4326", cells)
+    assert drv._sub_grid_sampling.cache_info().misses == misses + 1
+    assert not np.allclose(shifted.values, agg.values, equal_nan=True)
 
 
 def test_correlation_and_binned_means():
