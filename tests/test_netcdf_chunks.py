@@ -68,3 +68,23 @@ def test_a_failed_figure_process_is_reported_and_an_unused_one_is_stopped(tmp_pa
     with pytest.raises(KeyError), FiguresInBackground() as unused:
         raise KeyError("the chain failed before there was anything to draw")
     assert unused._proc.returncode is not None  # stopped, not left waiting
+
+
+def test_a_netcdf_loaded_chunk_by_chunk_is_what_xarray_loads(tmp_path):
+    """load_netcdf reads the cubes raw on every core and the rest through xarray: the dataset
+    is identical to xarray's, a scaled cube included (read through the library)."""
+    from talik.tasks.netcdf_chunks import cubes_read_raw, load_netcdf
+
+    ds = _cube(np.float32).chunk({"time": 8, "y": 16, "x": 32})
+    ds["flags"] = (_cube(np.uint8)["cube"]).assign_attrs(units="1")
+    ds["scaled"] = ds["cube"].assign_attrs(units="mm")
+    ds["map"] = ds["cube"].isel(time=0, drop=True)
+    path = tmp_path / "p.nc"
+    enc = {"zlib": True, "complevel": 1, "shuffle": True}
+    ds.to_netcdf(path, engine="netcdf4", encoding={
+        "cube": {**enc, "chunksizes": (8, 16, 32)}, "flags": {**enc, "chunksizes": (8, 16, 32)},
+        "scaled": {**enc, "dtype": "int16", "scale_factor": 0.01, "_FillValue": -32768}})
+    with xr.open_dataset(path) as opened:
+        assert cubes_read_raw(opened) == ["cube", "flags"]
+        expected = opened.load()
+    xr.testing.assert_identical(load_netcdf(path), expected)

@@ -31,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from talik.config import StudyConfig
+from talik.tasks.netcdf_chunks import load_netcdf
 from talik.tasks.validate import NETCDF_LOCK
 
 __all__ = ["STORE_NAME", "commit_products", "ensure_tag", "open_release", "write_stac_catalog"]
@@ -125,10 +126,11 @@ def commit_products(release_dir: str | Path, files: dict[str, Path], message: st
         repo = _repository(release_dir, create=True, url=url)
         session = repo.writable_session("main")
         for group, path in groups.items():
-            with NETCDF_LOCK, xr.open_dataset(path) as ds:
-                # xarray's own Zarr writer (in memory: the products are small next to the stack)
-                _for_store(ds.load()).to_zarr(session.store, group=group, mode="w",
-                                              consolidated=False, zarr_format=3)
+            with NETCDF_LOCK:  # (the cubes are inflated on every core: load_netcdf)
+                ds = load_netcdf(path)
+            # xarray's own Zarr writer (in memory: the products are small next to the stack)
+            _for_store(ds).to_zarr(session.store, group=group, mode="w", consolidated=False,
+                                   zarr_format=3)
         snapshot = session.commit(message)
     record = {"path": STORE_NAME} if url is None else {"url": url}
     return {**record, "snapshot": snapshot, "groups": sorted(groups)}
