@@ -88,3 +88,21 @@ def test_a_netcdf_loaded_chunk_by_chunk_is_what_xarray_loads(tmp_path):
         assert cubes_read_raw(opened) == ["cube", "flags"]
         expected = opened.load()
     xr.testing.assert_identical(load_netcdf(path), expected)
+
+
+def test_chunks_never_written_read_as_the_fill_value(tmp_path):
+    from talik.tasks.netcdf_chunks import read_variable
+
+    path = tmp_path / "part.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        for dim, n in (("time", 20), ("y", 30), ("x", 40)):
+            nc.createDimension(dim, n)
+        v = nc.createVariable("cube", "f4", ("time", "y", "x"), zlib=True, shuffle=True,
+                              chunksizes=(8, 16, 16), fill_value=np.float32(np.nan))
+        v[0:8, 0:16, :] = 1.5  # some chunks of the first row of chunks only
+    values = read_variable(path, "cube")
+    with netCDF4.Dataset(path) as nc:
+        nc["cube"].set_auto_maskandscale(False)
+        expected = np.asarray(nc["cube"][:])
+    np.testing.assert_array_equal(values, expected)
+    assert np.isnan(values[8:]).all() and (values[:8, :16] == 1.5).all()

@@ -193,7 +193,13 @@ def cube_blocks(path: Path, name: str, rows: int | None = None):
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             for k, start in enumerate(range(0, shape[0], step)):
                 stop = min(start + step, shape[0])
-                block = np.full((stop - start, *shape[1:]), fill, dtype=dtype)
+                parts = by_row.get(k, [])
+                expected = -(-(stop - start) // chunks[0]) * int(np.prod(
+                    [-(-n // c) for n, c in zip(shape[1:], chunks[1:], strict=True)]))
+                if len(parts) == expected:  # every chunk stored: each value is written below
+                    block = np.empty((stop - start, *shape[1:]), dtype=dtype)
+                else:  # chunks never written hold the fill value
+                    block = np.full((stop - start, *shape[1:]), fill, dtype=dtype)
 
                 def place(info, start=start, block=block) -> None:
                     offset, where, size = info
@@ -204,7 +210,7 @@ def cube_blocks(path: Path, name: str, rows: int | None = None):
                                    for a, c, n in zip(lo, chunks, block.shape, strict=True))
                     block[target] = values[tuple(slice(0, t.stop - t.start) for t in target)]
 
-                list(pool.map(place, by_row.get(k, [])))
+                list(pool.map(place, parts))
                 yield start, block
     finally:
         os.close(fd)

@@ -16,6 +16,7 @@ from talik.config import StudyConfig
 from talik.science.compare import agreement
 from talik.tasks.figures import published_at_points, sentinel1_figures
 from talik.tasks.log import step_logger
+from talik.tasks.netcdf_chunks import load_netcdf
 from talik.tasks.records import InputSet, StepOutput
 from talik.tasks.steps import step, this_step
 
@@ -320,7 +321,7 @@ def release_contents(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
     run = this_step()
     with run.folder(work_dir) as sd:
         if not sd.done:
-            product = xr.open_dataset(Path(s1.path) / "sentinel1.nc").load()
+            product = load_netcdf(Path(s1.path) / "sentinel1.nc")  # (cubes on every core)
             qc = json.loads((Path(s1.path) / "qc.json").read_text())
             crs = product["spatial_ref"].attrs.get("crs_wkt")
             for name in ("velocity", "thaw_season_deformation_mean", "velocity_vertical"):
