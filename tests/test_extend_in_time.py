@@ -78,6 +78,25 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
         if name in steps1:
             assert steps2[name]["digest"] != steps1[name]["digest"], name
 
+    # GACOS: the maps of the first run's dates are taken from its staging, and the store is
+    # exactly what staging every date from scratch gives.
+    from talik.tasks.stage import write_gacos_store
+
+    gacos1, gacos2 = steps1["stage-gacos"]["summary"], steps2["stage-gacos"]["summary"]
+    with xr.open_zarr(Path(steps1["stage-gacos"]["path"]) / "gacos.zarr") as g1:
+        # only the maps among the first run's inputs: none after UNTIL, though the L-band
+        # pairs have later dates and the folder holds their maps
+        assert pd_date(g1["date"].values[-1]) <= UNTIL
+    assert gacos2["reused_dates"] == gacos1["n_dates"] > 0
+    assert gacos2["n_dates"] > gacos1["n_dates"]
+    staged_gacos = Path(steps2["stage-gacos"]["path"]) / "gacos.zarr"
+    with xr.open_zarr(staged_gacos) as g2:
+        scratch = tmp_path / "gacos_scratch.zarr"
+        write_gacos_store(Path(cfg.source.raw_dir) / "gacos", list(g2["date"].values),
+                          AnalysisGrid.from_attrs(g2.attrs), scratch, folder2 / "sentinel1.zarr")
+        with xr.open_zarr(scratch) as fresh:
+            xr.testing.assert_identical(g2.load(), fresh.load())
+
     # The joined stack holds exactly what staging every product from scratch gives.
     joined = open_sentinel1_store(folder2 / "sentinel1.zarr").load()
     grid = AnalysisGrid.from_attrs(joined.attrs)

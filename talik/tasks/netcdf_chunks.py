@@ -88,7 +88,7 @@ def write_cubes(path: Path, cubes: dict[str, xr.Variable], chunks: dict[str, tup
     not), whose dimensions the file already has. Each is created with deflate ``level``,
     shuffle and ``chunks[name]``; its values are computed a dask block at a time (blocks
     made of whole chunks; dask's chunks are changed where they are not) and its chunks
-    compressed on every core, a few blocks in flight at a time (memory: a few blocks).
+    compressed on every core, one block per core in flight (memory: a few blocks).
     """
     import h5py
 
@@ -120,7 +120,7 @@ def write_cubes(path: Path, cubes: dict[str, xr.Variable], chunks: dict[str, tup
 
             dataset = h5[name]
             order = list(np.ndindex(*blocks.shape))
-            ahead = 2 * workers
+            ahead = workers  # blocks in flight: memory of a few blocks, both cores busy
             pending = [pool.submit(filtered, index) for index in order[:ahead]]
             for k in range(len(order)):
                 for offset, chunk in pending[k].result():

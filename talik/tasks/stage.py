@@ -608,8 +608,31 @@ class _GacosResampler:
         return self._coords[key](ztd.values).reshape(self.grid.height, self.grid.width)
 
 
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (a copy across file systems)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _reuse_maps(earlier: Path, out: Path, n_dates: int) -> None:
+    """The chunks of the first ``n_dates`` dates of an earlier ``ztd_m``, linked into ``out``.
+
+    Both stores have one date per chunk row on the same grid and chunking, so a chunk file
+    names the same date and tile in both; step folders are never written again once complete,
+    so sharing their files is safe (a link outlives the folder it came from).
+    """
+    for chunk in (earlier / "ztd_m").iterdir():
+        head = chunk.name.split(".", 1)[0]
+        if head.isdigit() and int(head) < n_dates:
+            _link_or_copy(chunk, out / "ztd_m" / chunk.name)
+
+
 def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Path,
-                      s1_store: Path | None = None, chunk: int = 256) -> dict:
+                      s1_store: Path | None = None, chunk: int = 256,
+                      reuse: tuple[Path, int] | None = None,
+                      only: set | None = None) -> dict:
     """GACOS zenith delays on the grid, and where each Sentinel-1 pair finds its two dates.
 
     ``ztd_m (date, y, x)``: zenith total delay (m), bilinearly resampled, each date once.
@@ -618,11 +641,16 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     ``has_gacos (pair)``. The chain forms each pair's correction ``(ZTD_sec − ZTD_ref)/cos θ``
     tile by tile from these (``talik.tasks.sentinel1``), so there are as many delay maps to
     store and read as dates, not pairs.
+
+    ``reuse = (earlier gacos.zarr, n)``: an earlier store on the same grid whose first ``n``
+    dates are this one's first ``n`` (from the same files); their maps are taken from it
+    (:func:`_reuse_maps`) and only the other dates are resampled. ``only``: the dates whose
+    files may be used (those of the run's inputs); the folder's other maps count as missing.
     """
     import dask.array as dsa
     import zarr
 
-    files = find_gacos(gacos_dir)
+    files = {d: f for d, f in find_gacos(gacos_dir).items() if only is None or d in only}
     wanted = [pd.Timestamp(d).date() for d in dates]
     found = sorted({d for d in wanted if d in files})
     position = {pd.Timestamp(d): i for i, d in enumerate(found)}
@@ -648,8 +676,13 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     def stage_date(i: int) -> None:
         ztd_array[i] = resample(files[found[i]])
 
+    first = 0
+    if reuse is not None:
+        first = min(reuse[1], len(found))
+        _reuse_maps(reuse[0], out, first)
+        summary["reused_dates"] = first
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(stage_date, range(len(found))))
+        list(pool.map(stage_date, range(first, len(found))))
     return summary
 
 
@@ -974,12 +1007,62 @@ def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
                 for _, meta in find_pairs(pairs_dir):
                     dates |= {pd.Timestamp(meta.reference_date), pd.Timestamp(meta.secondary_date)}
             dates = sorted(dates)
+            # The maps of the dates an earlier staging already holds (the study extended in
+            # time) are taken from it; only the new dates are resampled.
+            # Only the maps among the run's inputs (a later `until` leaves later ones out).
+            contents = _gacos_digests(manifest, gacos_dir)
+            inputs = {d for d in find_gacos(gacos_dir) if f"{d:%Y%m%d}" in contents}
+            found = sorted({pd.Timestamp(d).date() for d in dates} & inputs)
+            days = [f"{d:%Y%m%d}" for d in found]
+            lineage = {"code": code_digest(__name__),
+                       "grid": json.dumps(grid.to_attrs(), sort_keys=True),
+                       "dates": [[day, contents.get(day, "")] for day in days]}
+            reuse = _earlier_gacos(work_dir, lineage)
             summary = write_gacos_store(gacos_dir, dates, grid, sd.work / "gacos.zarr",
-                                        Path(staged_s1.path) / "sentinel1.zarr")
-            (sd.work / "summary.json").write_text(json.dumps(summary))
+                                        Path(staged_s1.path) / "sentinel1.zarr", reuse=reuse,
+                                        only=inputs)
+            (sd.work / "summary.json").write_text(json.dumps({**summary, "lineage": lineage}))
         elif sd.done and (sd.final / "summary.json").exists():
             summary = json.loads((sd.final / "summary.json").read_text())
+    summary = {k: v for k, v in summary.items() if k != "lineage"}
     return run.output(sd.final, summary=summary)
+
+
+def _gacos_digests(manifest: InputSet, gacos_dir: Path) -> dict[str, str]:
+    """Each GACOS date's content digest (its ``.ztd`` and ``.rsc`` checksums in the manifest)."""
+    full = manifest.load_manifest()
+    root = Path(full.root)
+    files: dict[str, list[tuple[str, str]]] = {}
+    for record in full.files:
+        if record.role == "gacos":
+            name = (root / record.path).name
+            files.setdefault(name.split(".", 1)[0], []).append((name, record.sha256))
+    return {day: digest_of(sorted(entries)) for day, entries in files.items()}
+
+
+def _earlier_gacos(work_dir: str, lineage: dict) -> tuple[Path, int] | None:
+    """An earlier completed GACOS staging whose dates begin this one's: (store, their number).
+
+    Same code and grid, and its dates are this staging's first dates, from the same files;
+    of several, the one with the most dates.
+    """
+    best: tuple[Path, int] | None = None
+    wanted = lineage["dates"]  # [(YYYYMMDD, digest)] in date order
+    for folder in sorted((Path(work_dir) / "steps" / "stage-gacos").glob("*")):
+        try:
+            if not (folder / COMPLETE).exists():
+                continue
+            earlier = json.loads((folder / "summary.json").read_text())["lineage"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if earlier.get("code") != lineage["code"] or earlier.get("grid") != lineage["grid"]:
+            continue
+        dates = [tuple(d) for d in earlier.get("dates", [])]
+        known = all(digest for _, digest in dates)  # every map's content is on record
+        if dates and known and dates == [tuple(d) for d in wanted[:len(dates)]] and (
+                best is None or len(dates) > best[1]):
+            best = (folder / "gacos.zarr", len(dates))
+    return best
 
 
 def basin_mean_climate(era5_path: Path, bbox: tuple[float, float, float, float] | None
