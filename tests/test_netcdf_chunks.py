@@ -65,6 +65,15 @@ def test_a_failed_figure_process_is_reported_and_an_unused_one_is_stopped(tmp_pa
             drawing.wait()
     assert not (tmp_path / ".figure_inputs.pkl").exists()
 
+    # A process that died before the inputs were handed over: the caller goes on (its
+    # product is written), and wait() says what happened.
+    with FiguresInBackground() as dead:
+        dead._proc.kill()
+        dead._proc.wait()
+        dead.draw(tmp_path, xr.Dataset(), {"network": {}}, None)  # does not raise
+        with pytest.raises(RuntimeError, match="drawing the figures failed"):
+            dead.wait()
+
     with pytest.raises(KeyError), FiguresInBackground() as unused:
         raise KeyError("the chain failed before there was anything to draw")
     assert unused._proc.returncode is not None  # stopped, not left waiting
@@ -106,3 +115,26 @@ def test_chunks_never_written_read_as_the_fill_value(tmp_path):
         expected = np.asarray(nc["cube"][:])
     np.testing.assert_array_equal(values, expected)
     assert np.isnan(values[8:]).all() and (values[:8, :16] == 1.5).all()
+
+
+def test_a_corrupt_cube_chunk_is_named_by_the_release_file(tmp_path):
+    """A damaged deflate stream in a cube is found by the release check, which names the
+    release file (and the variable in the message)."""
+    import h5py
+
+    from talik.tasks.validate import _readable
+
+    ds = _cube(np.float32)
+    path = tmp_path / "product.nc"
+    ds.drop_vars("cube").to_netcdf(path, engine="netcdf4")
+    variables, _ = xr.conventions.encode_dataset_coordinates(ds)
+    encoded, _ = xr.conventions.cf_encoder({"cube": variables["cube"]}, {})
+    write_cubes(path, encoded, {"cube": (8, 16, 32)})
+    assert _readable("products/sentinel1.nc", path) is None
+    with h5py.File(path, "r") as h5:
+        info = h5["cube"].id.get_chunk_info(3)
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset + info.size // 2)
+        f.write(b"\x00" * 64)
+    reason = _readable("products/sentinel1.nc", path)
+    assert reason is not None and reason.startswith("products/sentinel1.nc cannot be read")

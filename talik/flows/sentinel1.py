@@ -22,7 +22,8 @@ def sentinel1_flow(cfg: StudyConfig, manifest: InputSet, refresh: bool = False
     their own while the rasters and then the sparse-sensor pairs are staged beside it. The
     rasters and the pairs stay one after the other: both warp with rioxarray/GDAL, and two
     such warps side by side in threads were seen to interfere (a reprojection sometimes
-    warned of a missing geotransform); the GACOS resampling does not use GDAL.
+    warned of a missing geotransform); the GACOS maps are raw binary grids resampled by
+    talik's own bilinear weights, with no GDAL warp (rasterio only names their CRS).
     """
     work = str(cfg.stores.work_dir)
     opts = cfg.sentinel1

@@ -207,17 +207,27 @@ class FiguresInBackground:
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def draw(self, folder: Path, *args, **kwargs) -> None:
-        """Hand over :func:`sentinel1_figures`'s arguments; the drawing starts."""
+        """Hand over :func:`sentinel1_figures`'s arguments; the drawing starts.
+
+        Never raises for the process: if it died, :meth:`wait` reports it.
+        """
         import pickle
 
         self._inputs = Path(folder) / ".figure_inputs.pkl"
         self._inputs.write_bytes(pickle.dumps((Path(folder), args, kwargs)))
-        self._proc.stdin.write(f"{self._inputs}\n")
-        self._proc.stdin.flush()  # (closed by wait's communicate)
+        try:
+            self._proc.stdin.write(f"{self._inputs}\n")
+            self._proc.stdin.flush()  # (closed by wait's communicate)
+        except OSError:  # the process is gone: said by wait(), after the caller's product
+            pass
 
     def wait(self) -> list[Path]:
         """Wait for the figures; their paths (raises if the process failed)."""
-        out, err = self._proc.communicate()
+        try:
+            out, err = self._proc.communicate()
+        except (OSError, ValueError):  # stdin already broken: read what is left
+            out, err = self._proc.stdout.read(), self._proc.stderr.read()
+            self._proc.wait()
         if self._inputs is not None:
             self._inputs.unlink(missing_ok=True)
         if self._proc.returncode != 0:

@@ -88,7 +88,8 @@ def write_cubes(path: Path, cubes: dict[str, xr.Variable], chunks: dict[str, tup
     not), whose dimensions the file already has. Each is created with deflate ``level``,
     shuffle and ``chunks[name]``; its values are computed a dask block at a time (blocks
     made of whole chunks; dask's chunks are changed where they are not) and its chunks
-    compressed on every core, one block per core in flight (memory: a few blocks).
+    compressed on every core, one block per core in flight (memory: one block, all its dates,
+    and its temporaries per core).
     """
     import h5py
 
@@ -158,7 +159,11 @@ def _chunk_index(path: Path, name: str):
         plist = ds.id.get_create_plist()
         if [plist.get_filter(i)[0] for i in range(plist.get_nfilters())] != [_SHUFFLE, _DEFLATE]:
             return None
-        infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
+        infos: list = []
+        if hasattr(ds.id, "chunk_iter"):  # one walk of the chunk index (HDF5 ≥ 1.14)
+            ds.id.chunk_iter(infos.append)
+        else:  # each lookup walks the index again: quadratic in the number of chunks
+            infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
         if any(info.filter_mask for info in infos):
             return None
         facts = (ds.shape, ds.chunks, ds.dtype, ds.fillvalue)
@@ -219,6 +224,10 @@ def cube_blocks(path: Path, name: str, rows: int | None = None):
 def read_variable(path: Path, name: str) -> np.ndarray:
     """The raw values of variable ``name`` (see :func:`cube_blocks`), whole."""
     blocks = [values for _, values in cube_blocks(path, name, rows=1 << 30)]
+    if not blocks:  # an empty first dimension
+        with netCDF4.Dataset(path) as nc:
+            var = nc[name]
+            return np.empty(var.shape, dtype=var.dtype)
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
@@ -233,11 +242,11 @@ def cubes_read_raw(ds: xr.Dataset) -> list[str]:
         enc = var.encoding
         if var.ndim < 3 or "scale_factor" in enc or "add_offset" in enc:
             continue
-        fill = enc.get("_FillValue", enc.get("missing_value"))
+        fills = [enc[k] for k in ("_FillValue", "missing_value") if k in enc]
         stored = np.dtype(enc.get("dtype", var.dtype))
-        if stored.kind == "f" and (fill is None or np.isnan(fill)) and stored == var.dtype:
+        if stored.kind == "f" and all(np.isnan(f) for f in fills) and stored == var.dtype:
             names.append(name)
-        elif stored.kind in "iu" and fill is None and stored == var.dtype:
+        elif stored.kind in "iu" and not fills and stored == var.dtype:
             names.append(name)
     return names
 

@@ -616,6 +616,19 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _same_encoding(earlier: Path, new: Path) -> bool:
+    """Whether two Zarr (v2) arrays store their chunks alike (all but the shape).
+
+    Chunk files linked from one into the other are then read as they were written.
+    """
+    try:
+        a, b = (json.loads((p / ".zarray").read_text()) for p in (earlier, new))
+    except (OSError, ValueError):
+        return False
+    return {k: v for k, v in a.items() if k != "shape"} == {k: v for k, v in b.items()
+                                                             if k != "shape"}
+
+
 def _reuse_maps(earlier: Path, out: Path, n_dates: int) -> None:
     """The chunks of the first ``n_dates`` dates of an earlier ``ztd_m``, linked into ``out``.
 
@@ -677,7 +690,7 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
         ztd_array[i] = resample(files[found[i]])
 
     first = 0
-    if reuse is not None:
+    if reuse is not None and _same_encoding(reuse[0] / "ztd_m", out / "ztd_m"):
         first = min(reuse[1], len(found))
         _reuse_maps(reuse[0], out, first)
         summary["reused_dates"] = first

@@ -74,12 +74,12 @@ def _unreadable_reason(name: str, path: Path) -> str | None:
 
             with xr.open_dataset(path) as ds:
                 raw = cubes_read_raw(ds)  # the cubes: every chunk inflated, on every core
-                for name, var in ds.variables.items():  # the rest decoded, a block at a time
-                    if name not in raw:
+                for variable, var in ds.variables.items():  # the rest decoded, block by block
+                    if variable not in raw:
                         for block in _blocks(var):
                             np.asarray(block.values)
-            for name in raw:
-                for _ in cube_blocks(path, name, TIME_BLOCK):
+            for variable in raw:
+                for _ in cube_blocks(path, variable, TIME_BLOCK):
                     pass
         elif path.suffix == ".tif":
             import rasterio
