@@ -310,7 +310,7 @@ def _correct_pair_codes(los: np.ndarray, codes: np.ndarray, passing: np.ndarray,
                         ztd_sec: np.ndarray, ztd_ref: np.ndarray, slant: np.ndarray,
                         with_gacos: bool, offset: np.float32, coefs: np.ndarray,
                         design: np.ndarray, ramp: np.ndarray, out: np.ndarray) -> None:
-    """One pair of a tile in one pass, coherence as stored codes (``passing[code]``).
+    """One pair of a tile in one pass, coherence as codes (``passing[code]`` says if it passes).
 
     Coherence mask, GACOS, offset and ramp as float32 steps in the chain's order (no fused
     multiply-add); ``ramp`` is scratch space of the pair's size.
@@ -325,24 +325,6 @@ def _correct_pair_codes(los: np.ndarray, codes: np.ndarray, passing: np.ndarray,
         for i in range(los.shape[0]):
             v = (los[i] - offset) - ramp[i]
             out[i] = v if passing[codes[i]] else nan
-
-
-@njit(cache=True, nogil=True)
-def _correct_pair_values(los: np.ndarray, coherence: np.ndarray, threshold: np.float32,
-                         ztd_sec: np.ndarray, ztd_ref: np.ndarray, slant: np.ndarray,
-                         with_gacos: bool, offset: np.float32, coefs: np.ndarray,
-                         design: np.ndarray, ramp: np.ndarray, out: np.ndarray) -> None:
-    """:func:`_correct_pair_codes` with coherence as values (NaN fails)."""
-    _ramp_of(coefs, design, ramp)
-    nan = np.float32(np.nan)
-    if with_gacos:
-        for i in range(los.shape[0]):
-            v = (los[i] + (ztd_sec[i] - ztd_ref[i]) * slant[i] - offset) - ramp[i]
-            out[i] = v if coherence[i] >= threshold else nan
-    else:
-        for i in range(los.shape[0]):
-            v = (los[i] - offset) - ramp[i]
-            out[i] = v if coherence[i] >= threshold else nan
 
 
 def _flat(a: np.ndarray, dtype=None) -> np.ndarray:
@@ -387,6 +369,8 @@ def correct_tile(corrections: PairCorrections, los_mm: np.ndarray | Sequence[np.
     which = np.searchsorted(starts, c.pairs, side="right") - 1
     if coherence_table is not None:  # which codes pass, from the values they stand for
         passing = np.asarray(coherence_table) >= c.coherence_threshold  # NaN (missing) fails
+    else:  # coherence values: each pair's pixels coded 1 where they pass (NaN fails), else 0
+        passing = np.array([False, True])
     threshold = np.float32(c.coherence_threshold)
     scratch = np.empty(ny * nx, np.float32)
     for j in range(n):  # each pair read where it is stored, in one pass
@@ -396,13 +380,10 @@ def correct_tile(corrections: PairCorrections, los_mm: np.ndarray | Sequence[np.
                  else (dummy, dummy))
         los = _flat(los_blocks[block][row], np.float32)
         coh = _flat(coh_blocks[block][row])
-        if coherence_table is not None:
-            _correct_pair_codes(los, coh, passing, *gacos, slant, with_gacos, offsets[j],
-                                coefs[j], design, scratch, out[j].reshape(-1))
-        else:
-            _correct_pair_values(los, coh.astype(np.float32, copy=False), threshold, *gacos,
-                                 slant, with_gacos, offsets[j], coefs[j], design, scratch,
-                                 out[j].reshape(-1))
+        if coherence_table is None:
+            coh = (coh.astype(np.float32, copy=False) >= threshold).view(np.uint8)
+        _correct_pair_codes(los, coh, passing, *gacos, slant, with_gacos, offsets[j], coefs[j],
+                            design, scratch, out[j].reshape(-1))
     return out
 
 

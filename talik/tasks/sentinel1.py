@@ -404,8 +404,8 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     names = names[keep_idx]
 
     # One pass over the data for every statistic that needs all of it: coherence statistics
-    # (reference window) and the spatial subsample. The means are taken over tiles holding
-    # all their pairs (their rounding then does not depend on how the pairs are stored).
+    # (reference window; exact whatever the order of the pairs: _coherence_statistics) and
+    # the spatial subsample.
     (valid_fraction, mean_coh), sub = _by_tile_rows(_coherence_statistics(stack, thr), sub_los,
                                                     step)
     valid_fraction = np.asarray(valid_fraction, dtype=float)

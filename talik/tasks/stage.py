@@ -770,16 +770,20 @@ def _grid_of(staged_s1: StepOutput) -> AnalysisGrid:
         return AnalysisGrid.from_attrs(ds.attrs)
 
 
-def _product_digests(manifest: InputSet, hyp3_dir: Path) -> dict[str, str]:
-    """Each HyP3 product's content digest (its files' checksums in the run's manifest)."""
+def _content_digests(manifest: InputSet, role: str, folder: Path) -> dict[str, str]:
+    """Content digest of each item of a role's folder, from its files' checksums in the manifest.
+
+    An item is what the first path part inside ``folder`` names, up to its first dot: a HyP3
+    product (folder or ``.zip``), a GACOS date (``YYYYMMDD.ztd`` and its ``.rsc``).
+    """
     full = manifest.load_manifest()
     root = Path(full.root)
     files: dict[str, list[tuple[str, str]]] = {}
     for record in full.files:
-        if record.role != "hyp3":
+        if record.role != role:
             continue
-        inside = (root / record.path).relative_to(hyp3_dir)
-        name = inside.parts[0].removesuffix(".zip")
+        inside = (root / record.path).relative_to(folder)
+        name = inside.parts[0].split(".", 1)[0]
         files.setdefault(name, []).append((inside.as_posix(), record.sha256))
     return {name: digest_of(sorted(entries)) for name, entries in files.items()}
 
@@ -861,7 +865,7 @@ def stage_sentinel1(manifest: InputSet, aoi: AreaOfInterest, wavelength_m: float
         if not sd.done:
             products = find_hyp3_products(hyp3_dir, manifest.until)
             grid = grid_from_products(products, aoi)
-            contents = _product_digests(manifest, hyp3_dir)
+            contents = _content_digests(manifest, "hyp3", hyp3_dir)
             names = {p.name: contents.get(p.name, "") for p in products}
             lineage = {"code": code, "wavelength_m": wavelength_m,
                        "grid": json.dumps(grid.to_attrs(), sort_keys=True), "products": names}
@@ -1023,7 +1027,7 @@ def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
             # The maps of the dates an earlier staging already holds (the study extended in
             # time) are taken from it; only the new dates are resampled.
             # Only the maps among the run's inputs (a later `until` leaves later ones out).
-            contents = _gacos_digests(manifest, gacos_dir)
+            contents = _content_digests(manifest, "gacos", gacos_dir)
             inputs = {d for d in find_gacos(gacos_dir) if f"{d:%Y%m%d}" in contents}
             found = sorted({pd.Timestamp(d).date() for d in dates} & inputs)
             days = [f"{d:%Y%m%d}" for d in found]
@@ -1039,18 +1043,6 @@ def stage_gacos(manifest: InputSet, staged_s1: StepOutput, work_dir: str) -> Ste
             summary = json.loads((sd.final / "summary.json").read_text())
     summary = {k: v for k, v in summary.items() if k != "lineage"}
     return run.output(sd.final, summary=summary)
-
-
-def _gacos_digests(manifest: InputSet, gacos_dir: Path) -> dict[str, str]:
-    """Each GACOS date's content digest (its ``.ztd`` and ``.rsc`` checksums in the manifest)."""
-    full = manifest.load_manifest()
-    root = Path(full.root)
-    files: dict[str, list[tuple[str, str]]] = {}
-    for record in full.files:
-        if record.role == "gacos":
-            name = (root / record.path).name
-            files.setdefault(name.split(".", 1)[0], []).append((name, record.sha256))
-    return {day: digest_of(sorted(entries)) for day, entries in files.items()}
 
 
 def _earlier_gacos(work_dir: str, lineage: dict) -> tuple[Path, int] | None:
