@@ -142,16 +142,23 @@ def fit_ramps(los: xr.DataArray, stable: xr.DataArray, kind: RampKind) -> xr.Dat
     yy, xx = np.meshgrid(los["y"].values - yc, los["x"].values - xc, indexing="ij")
     design = ramp_design(yy.ravel(), xx.ravel(), kind)  # (P, k)
     data = los.transpose("pair", "y", "x").values.reshape(los.sizes["pair"], -1)
-    use = np.isfinite(data) & stable.values.ravel()[None, :]
+    on_stable = np.asarray(stable.values, bool).ravel()[None, :]
     k = design.shape[1]
     coefs = np.full((data.shape[0], k), np.nan)
-    # Normal equations per pair, all pairs at once: A_p = Xᵀ W_p X, b_p = Xᵀ W_p d_p.
-    w = use.astype(np.float64)
-    # As matrix products (BLAS), not einsum: A_p[k, l] = Σ_n w_pn X_nk X_nl.
+    # Normal equations per pair, as matrix products (BLAS, not einsum): A_p = Xᵀ W_p X,
+    # A_p[k, l] = Σ_n w_pn X_nk X_nl, and b_p = Xᵀ W_p d_p. A few pairs at a time: the
+    # float64 temporaries of all pairs at once (hundreds of MB) cost more than the products.
     outer = (design[:, :, None] * design[:, None, :]).reshape(design.shape[0], k * k)
-    normal = (w @ outer).reshape(-1, k, k)
-    rhs = np.where(use, data, 0.0) @ design
-    enough = use.sum(axis=1) >= 10 * k
+    normal = np.empty((data.shape[0], k, k))
+    rhs = np.empty((data.shape[0], k))
+    n_used = np.empty(data.shape[0], np.int64)
+    for a in range(0, data.shape[0], 32):
+        part = data[a : a + 32]
+        use = np.isfinite(part) & on_stable
+        normal[a : a + 32] = (use.astype(np.float64) @ outer).reshape(-1, k, k)
+        rhs[a : a + 32] = np.where(use, part, 0.0) @ design
+        n_used[a : a + 32] = use.sum(axis=1)
+    enough = n_used >= 10 * k
     if enough.any():
         coefs[enough] = np.linalg.solve(normal[enough], rhs[enough][..., None])[..., 0]
     out = xr.DataArray(coefs, dims=("pair", "coef"), coords={"pair": los["pair"]})

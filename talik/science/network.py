@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from numba import njit
 
 from talik.science.temporal import decimal_years
 
@@ -141,6 +143,34 @@ class LoopClosureResult:
     n_bad_loops_per_pair: np.ndarray
 
 
+@njit(cache=True, nogil=True)
+def _loop_rms(data: np.ndarray, loops: np.ndarray, to_rad: float, min_pixels: int
+              ) -> np.ndarray:
+    """RMS (rad) about its median of each loop's closure over the pixels valid in its 3 pairs.
+
+    ``data`` is ``(pair, pixel)`` in mm, ``loops`` ``(n, 3)`` pair indices (ij, jk, ik); a
+    loop with fewer than ``min_pixels`` common pixels gets NaN.
+    """
+    out = np.full(loops.shape[0], np.nan)
+    closure = np.empty(data.shape[1])
+    for k in range(loops.shape[0]):
+        ij, jk, ik = loops[k, 0], loops[k, 1], loops[k, 2]
+        n = 0
+        for p in range(data.shape[1]):
+            value = np.float64(data[ij, p]) + np.float64(data[jk, p]) - np.float64(data[ik, p])
+            if np.isfinite(value):
+                closure[n] = value * to_rad
+                n += 1
+        if n == 0 or n < min_pixels:
+            continue
+        median = np.median(closure[:n])
+        total = 0.0
+        for q in range(n):
+            total += (closure[q] - median) ** 2
+        out[k] = np.sqrt(total / n)
+    return out
+
+
 def loop_closure(
     los_mm: xr.DataArray,
     network: Network,
@@ -165,17 +195,13 @@ def loop_closure(
     loops = network.triplets()
     n_pairs = network.n_pairs
     to_rad = 4.0 * np.pi / (wavelength_m * 1000.0)
-    data = los_mm.transpose("pair", "y", "x").values.reshape(n_pairs, -1)
-    rms = np.full(len(loops), np.nan)
-    for start in range(0, len(loops), 256):
-        chunk = loops[start : start + 256]
-        closure = (data[chunk[:, 0]] + data[chunk[:, 1]] - data[chunk[:, 2]]) * to_rad
-        count = np.isfinite(closure).sum(axis=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # loops with no common pixel
-            centred = closure - np.nanmedian(closure, axis=1, keepdims=True)
-            value = np.sqrt(np.nanmean(centred**2, axis=1))
-        rms[start : start + 256] = np.where(count >= min_pixels, value, np.nan)
+    data = np.ascontiguousarray(los_mm.transpose("pair", "y", "x").values.reshape(n_pairs, -1))
+    # The loops in one slice per core (the kernel releases the GIL).
+    cuts = np.linspace(0, len(loops), (os.cpu_count() or 1) + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=len(cuts) - 1) as pool:
+        parts = list(pool.map(lambda a, b: _loop_rms(data, loops[a:b], to_rad, min_pixels),
+                              cuts[:-1], cuts[1:]))
+    rms = np.concatenate(parts) if parts else np.full(0, np.nan)
     bad_loop = rms > threshold_rad
     n_loops = np.zeros(n_pairs, np.int64)
     n_bad = np.zeros(n_pairs, np.int64)

@@ -42,12 +42,10 @@ from talik.science.filtering import atmospheric_filter
 from talik.science.geometry import los_to_los, vertical_to_los
 from talik.science.interferogram import (
     PairCorrections,
-    apply_gacos,
     apply_reference,
     choose_reference_window,
     correct_tile,
     fit_ramps,
-    mask_incoherent,
     reference_offsets,
     remove_ramps,
     stable_ground,
@@ -209,38 +207,6 @@ def lband_rate_from_geotiff(path: str | Path, grid: AnalysisGrid, s1_incidence: 
     return los_to_los(values, float(inc), s1_incidence).assign_attrs(units="mm/yr")
 
 
-def _apply_gacos(los: xr.DataArray, gacos: xr.Dataset, incidence: xr.DataArray,
-                 names: np.ndarray, report: ChainReport) -> tuple[xr.DataArray, np.ndarray]:
-    """GACOS-corrected pairs (those with a delay map for both dates) and their indices.
-
-    Corrected one chunk of pairs at a time (the stack's own chunks along ``pair``): a tile's
-    correction then never needs every pair's two delay maps at once (four ``(pair, y, x)``
-    temporaries of the whole tile), only those of one chunk. The delays are cast to the
-    stack's precision first, as :func:`apply_gacos` casts each pair's maps (same values).
-    """
-    ztd = gacos["ztd_m"].astype(los.dtype)
-    ref = gacos["gacos_reference_index"].values
-    sec = gacos["gacos_secondary_index"].values
-    has = gacos["has_gacos"].values.astype(bool)
-    sizes = los.chunksizes["pair"] if los.chunks is not None else (los.sizes["pair"],)
-    edges = np.cumsum((0, *sizes))
-    parts, kept = [], []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        if not has[a:b].any() and (parts or has[b:].any()):
-            continue  # no pair of this chunk is corrected (kept only if none at all is)
-        part, idx = apply_gacos(los.isel(pair=slice(a, b)), ztd, ref[a:b], sec[a:b], has[a:b],
-                                incidence)
-        parts.append(part)
-        kept.append(idx + a)
-    idx = np.concatenate(kept)
-    corrected = (parts[0] if len(parts) == 1 else
-                 xr.concat(parts, "pair", coords="minimal", compat="override",
-                           join="override", combine_attrs="override"))
-    report.no_gacos_pairs = [str(n) for n in np.delete(names, idx)]
-    report.gacos_applied = True
-    return corrected, idx
-
-
 @dataclass
 class PreparedInterferograms:
     """Interferograms ready for inversion, with what is needed to invert them.
@@ -386,18 +352,28 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     step = max(1, int(np.ceil(max(stack.sizes["y"], stack.sizes["x"]) / SUBSAMPLE_TARGET)))
     sub_sel = {"y": slice(None, None, step), "x": slice(None, None, step)}
 
-    def masked_and_corrected(part: xr.Dataset, gacos: xr.Dataset | None
-                             ) -> tuple[xr.DataArray, np.ndarray]:
-        out = mask_incoherent(part["los_mm"], part["coherence"], thr)
-        if options.gacos and gacos is not None:
-            return _apply_gacos(out, gacos, part["incidence_deg"], names, report)
-        return out, np.arange(part.sizes["pair"])
+    # Pairs without a GACOS delay for one of their dates are left out (as LiCSBAS does).
+    gacos_used = gacos_in if options.gacos else None
+    keep_idx = np.arange(stack.sizes["pair"])
+    if gacos_used is not None:
+        keep_idx = np.flatnonzero(gacos_used["has_gacos"].values.astype(bool))
+        report.no_gacos_pairs = [str(n) for n in np.delete(names, keep_idx)]
+        report.gacos_applied = True
+    masked_only = PairCorrections(coherence_threshold=thr, pairs=keep_idx,
+                                  offset_mm=np.zeros(keep_idx.size, np.float32),
+                                  **_gacos_positions(gacos_used, keep_idx))
+
+    def masked_and_corrected(at: dict) -> xr.DataArray:
+        """The pairs kept at the pixels ``at``: coherence mask and GACOS (not yet referenced)."""
+        return _corrected_pairs(stack.isel(**at),
+                                gacos_used.isel(**at) if gacos_used is not None else None,
+                                masked_only)
 
     # Everything is fitted on small samples of the inputs — the spatial subsample (loop
-    # closure, ramps, model choice) and the reference window — masked and corrected alone;
-    # the full-resolution pairs are then corrected in one pass per tile (_corrected_pairs).
-    sub_los, keep_idx = masked_and_corrected(
-        stack.isel(**sub_sel), gacos_in.isel(**sub_sel) if gacos_in is not None else None)
+    # closure, ramps, model choice) and the reference window — masked and corrected alone
+    # (the same kernel as the full-resolution pairs, :func:`_corrected_pairs`, which then
+    # corrects them in one pass per tile).
+    sub_los = masked_and_corrected(sub_sel)
     if report.no_gacos_pairs:
         logger.warning("%d pairs have no GACOS delay for one of their dates and are left out",
                        len(report.no_gacos_pairs))
@@ -433,9 +409,7 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     # ramps are removed, again (no second pass over the tiles around the window). As for the
     # subsample, only the window's pixels are masked and corrected (not its tiles).
     at_window = {"y": window[0], "x": window[1]}
-    window_los = masked_and_corrected(
-        stack.isel(**at_window), gacos_in.isel(**at_window) if gacos_in is not None else None
-    )[0].compute()
+    window_los = masked_and_corrected(at_window).compute()
     offsets = reference_offsets(window_los, xr.DataArray(True))
     sub = apply_reference(sub, offsets)
 
@@ -481,8 +455,8 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
         offset_mm=(offsets.values[kept] + second_offsets.values).astype(np.float32),
         ramp_kind=coefs.attrs.get("kind", "none"), ramp_coefs=coefs.values,
         centre=(coefs.attrs.get("y_centre", 0.0), coefs.attrs.get("x_centre", 0.0)),
-        **_gacos_positions(gacos_in if options.gacos else None, keep_idx[kept]))
-    los = _corrected_pairs(stack, gacos_in if options.gacos else None, corrections)
+        **_gacos_positions(gacos_used, keep_idx[kept]))
+    los = _corrected_pairs(stack, gacos_used, corrections)
     sub = remove_ramps(sub, coefs)
     sub = apply_reference(sub, sub.isel(y=slice(window[0].start // step, window[0].stop // step + 1),
                                         x=slice(window[1].start // step, window[1].stop // step + 1)

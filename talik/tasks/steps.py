@@ -29,16 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import CachePolicy
-from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from talik.errors import MissingStepOutputError
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.records import InputSet, StepOutput
 
-__all__ = ["COMPLETE", "StepDir", "StepKey", "StepRun", "owned_name", "owner_alive", "require",
+__all__ = ["COMPLETE", "StepDir", "StepRun", "owned_name", "owner_alive", "require",
            "step", "step_folder", "step_path", "this_step"]
 
 COMPLETE = "_COMPLETE"
@@ -58,18 +55,6 @@ def _default_parts(arguments: dict[str, Any], exclude: tuple[str, ...]) -> tuple
                             "give the step a key function")
         parts.append((name, value))
     return tuple(parts)
-
-
-@dataclass
-class StepKey(CachePolicy):
-    """Prefect cache policy of a step: its key (:func:`step`), the name of its output folder."""
-
-    key_of: Callable[[dict[str, Any]], str] | None = None
-
-    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
-                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        """The step's key for these inputs."""
-        return self.key_of(inputs) if self.key_of is not None else None
 
 
 @dataclass(frozen=True)
@@ -110,7 +95,9 @@ def step(name: str, key: Callable[..., tuple] | None = None,
     ``exclude`` (locations, not contents). The step's key is the digest of its name, those
     parts and the code of its module (:func:`~talik.tasks.provenance.code_digest`); it is the
     Prefect cache key and names the output folder. Inside, :func:`this_step` gives the name
-    and key. The result is a Prefect task (persisted results).
+    and key. The result is a Prefect task (persisted results), made when first used:
+    Prefect is imported then, not by importing the step's module (``talik sentinel1`` and the
+    other commands that run steps' functions outside Prefect never import it).
     """
     def decorate(fn: Callable) -> Any:
         signature = inspect.signature(fn)
@@ -132,9 +119,38 @@ def step(name: str, key: Callable[..., tuple] | None = None,
             finally:
                 _CURRENT.reset(token)
 
-        return task(name=name, cache_policy=StepKey(key_of=key_of), persist_result=True)(run)
+        def make_task() -> Any:
+            from prefect import task
+
+            from talik.tasks.step_key import StepKey
+
+            return task(name=name, cache_policy=StepKey(key_of=key_of), persist_result=True)(run)
+
+        return _Step(make_task, run)
 
     return decorate
+
+
+class _Step:
+    """A step's Prefect task, made on first use (call, ``.submit``, ``.fn``, …)."""
+
+    def __init__(self, make_task: Callable[[], Any], run: Callable) -> None:
+        self._make_task = make_task
+        self._task: Any = None
+        functools.update_wrapper(self, run)
+
+    def _prefect_task(self) -> Any:
+        if self._task is None:
+            self._task = self._make_task()
+        return self._task
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._prefect_task()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_task", "_make_task"):
+            raise AttributeError(name)
+        return getattr(self._prefect_task(), name)
 
 
 @dataclass(frozen=True)

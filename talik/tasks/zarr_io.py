@@ -34,8 +34,14 @@ def release_freed_memory() -> None:
 
 
 def write_zarr(ds: xr.Dataset, path: str | Path, **kwargs) -> None:
-    """Write ``ds`` to a Zarr store (format 2, consolidated metadata); kwargs go to ``to_zarr``."""
+    """Write ``ds`` to a Zarr store (format 2, consolidated metadata); kwargs go to ``to_zarr``.
+
+    Every chunk is stored, even one holding only the fill value: Zarr's check for those scans
+    every chunk written (a few tenths of a second per pass over a stack), and the chunks
+    written here are almost never empty.
+    """
     kwargs.setdefault("consolidated", True)
+    kwargs.setdefault("write_empty_chunks", True)
     ds.to_zarr(path, zarr_format=2, **kwargs)
 
 
