@@ -164,3 +164,23 @@ def test_dask_distributed_equals_in_process(science_world):
         remote = invert_nsbas(los, spec).compute()
     xr.testing.assert_equal(local["displacement"], remote["displacement"])
     xr.testing.assert_equal(local["n_valid_ifg"], remote["n_valid_ifg"])
+
+
+def test_intermediate_results_in_memory_or_through_zarr_are_the_same(science_world, runs,
+                                                                      tmp_path):
+    """Intermediate results held in memory (small cubes) or written to Zarr in the work folder
+    (cubes above ``in_memory_max_mb``) give the products of computing in numpy, bit for bit."""
+    cfg, staged = science_world
+    options = cfg.sentinel1.model_copy(update={"constraint": "linear_periodic",
+                                               "velocity_reference": "alos2"})
+    expected = runs["linear_periodic + v_ref"][0]
+    for limit, name in ((1e6, "memory"), (0.0, "zarr")):
+        opts = options.model_copy(update={"in_memory_max_mb": limit})
+        out = tmp_path / name
+        out.mkdir()
+        products, _, _ = run_sentinel1_chain(_inputs(cfg, staged, opts), opts, out)
+        assert (out / "inversion.zarr").exists() == (name == "zarr")
+        for var in ("displacement", "velocity", "mask", "temporal_coherence", "bridged"):
+            got = products[var].compute()
+            xr.testing.assert_equal(got, expected[var])  # values bit for bit, and coordinates
+            assert got.attrs == expected[var].attrs, var

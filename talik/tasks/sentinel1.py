@@ -529,6 +529,21 @@ def _corrected_pairs(stack: xr.Dataset, gacos: xr.Dataset | None,
         sign_convention="positive toward the satellite", reference="common reference area")
 
 
+def _held(ds: xr.Dataset, out_dir: Path | None, name: str, in_memory: bool) -> xr.Dataset:
+    """An intermediate result computed once for the steps after it.
+
+    Without ``out_dir``, as numpy arrays; ``in_memory``, as dask arrays held in memory in
+    their tiles (threads or a cluster's workers); otherwise written to ``out_dir/name`` (Zarr)
+    a few tiles at a time and read back lazily.
+    """
+    if out_dir is None:
+        return ds.compute()
+    if in_memory:
+        return ds.chunk({"time": -1}).persist()
+    write_zarr_by_tiles(ds.chunk({"time": -1}), out_dir / name)
+    return xr.open_zarr(out_dir / name)
+
+
 def run_sentinel1_chain(
     inputs: ChainInputs,
     options: Sentinel1Options,
@@ -536,8 +551,9 @@ def run_sentinel1_chain(
 ) -> tuple[xr.Dataset, ChainReport, xr.Dataset]:
     """Run the chain; return the products (lazy where large), a report, and the Fig. 3c points.
 
-    ``out_dir`` receives the time-series cube (``timeseries.zarr``); without it everything is
-    computed in memory (small stacks, notebooks, tests).
+    ``out_dir`` receives the intermediate results (``inversion.zarr``, ``timeseries.zarr``)
+    when the displacement cube is larger than ``options.in_memory_max_mb``; without it
+    everything is computed in memory (small stacks, notebooks, tests).
     """
     logger = step_logger()
     prepared = prepare_interferograms(inputs, options)
@@ -595,11 +611,11 @@ def run_sentinel1_chain(
     result = invert_nsbas(los, spec, min_valid=min_valid,
                           reference_from=reference if referenced else None,
                           reference_date=ref_date, wavelength_m=float(stack.attrs["wavelength_m"]))
-    if out_dir is not None:
-        write_zarr_by_tiles(result.chunk({"time": -1}), out_dir / "inversion.zarr")
-        result = xr.open_zarr(out_dir / "inversion.zarr")
-    else:
-        result = result.compute()
+    cube_mb = used.n_dates * stack.sizes["y"] * stack.sizes["x"] * 4 / 1e6
+    in_memory = out_dir is None or cube_mb <= options.in_memory_max_mb
+    logger.info("displacement cube %.0f MB: intermediate results %s", cube_mb,
+                "in memory" if in_memory else f"through Zarr stores in {out_dir}")
+    result = _held(result, out_dir, "inversion.zarr", in_memory)
     # 6. Atmospheric filter.
     if options.filter_enabled:
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
@@ -608,12 +624,9 @@ def run_sentinel1_chain(
                                               options.filter_spatial_m, pixel)
         ref_t = np.datetime64(ref_date, "ns")
         filtered = (filtered - filtered.sel(time=ref_t)).astype(np.float32)  # from the reference
-        if out_dir is not None:  # only the filtered series is new: the rest stays where it is
-            write_zarr_by_tiles(filtered.to_dataset(name="displacement").chunk({"time": -1}),
-                                out_dir / "timeseries.zarr")
-            filtered = xr.open_zarr(out_dir / "timeseries.zarr")["displacement"]
-        else:
-            filtered = filtered.compute()
+        # Only the filtered series is new: the rest stays where it is.
+        filtered = _held(filtered.to_dataset(name="displacement"), out_dir, "timeseries.zarr",
+                         in_memory)["displacement"]
         result = result.assign(displacement_unfiltered=result["displacement"],
                                displacement=filtered)
         result.attrs["filter_temporal_sigma_days"] = sigma_t
