@@ -35,6 +35,7 @@ __all__ = [
     "fit_ramps",
     "gacos_los_correction_mm",
     "mask_incoherent",
+    "mm_per_radian",
     "phase_to_los_mm",
     "postprocess_pairs",
     "ramp_design",
@@ -46,6 +47,19 @@ __all__ = [
 
 SignConvention = Literal["positive_away_from_sensor", "positive_toward_sensor"]
 RampKind = Literal["none", "plane", "quadratic"]
+
+
+def mm_per_radian(wavelength_m: float,
+                  convention: SignConvention = "positive_away_from_sensor") -> float:
+    """LOS displacement (mm, positive toward the satellite) per radian of unwrapped phase.
+
+    ``−λ/(4π)`` (λ in mm) for HyP3/GAMMA's ``positive_away_from_sensor`` phase, ``+λ/(4π)``
+    for phase positive toward the satellite (:func:`phase_to_los_mm`).
+    """
+    if convention not in ("positive_away_from_sensor", "positive_toward_sensor"):
+        raise ValueError(f"unknown phase sign convention {convention!r}")
+    sign = -1.0 if convention == "positive_away_from_sensor" else 1.0
+    return sign * wavelength_m * 1000.0 / (4.0 * np.pi)
 
 
 def phase_to_los_mm(
@@ -60,10 +74,7 @@ def phase_to_los_mm(
     ``d = −λ/(4π)·φ``. A product whose phase is positive toward the satellite gets the
     opposite sign.
     """
-    if convention not in ("positive_away_from_sensor", "positive_toward_sensor"):
-        raise ValueError(f"unknown phase sign convention {convention!r}")
-    sign = -1.0 if convention == "positive_away_from_sensor" else 1.0
-    out = phase_rad * (sign * wavelength_m * 1000.0 / (4.0 * np.pi))
+    out = phase_rad * mm_per_radian(wavelength_m, convention)
     return out.assign_attrs(
         units="mm",
         long_name="line-of-sight displacement",
