@@ -529,17 +529,22 @@ def _corrected_pairs(stack: xr.Dataset, gacos: xr.Dataset | None,
         sign_convention="positive toward the satellite", reference="common reference area")
 
 
-def _held(ds: xr.Dataset, out_dir: Path | None, name: str, in_memory: bool) -> xr.Dataset:
+def _held(ds: xr.Dataset, out_dir: Path | None, name: str, in_memory: bool,
+          keep: bool = False) -> xr.Dataset:
     """An intermediate result computed once for the steps after it.
 
     Without ``out_dir``, as numpy arrays; ``in_memory``, as dask arrays held in memory in
-    their tiles (threads or a cluster's workers); otherwise written to ``out_dir/name`` (Zarr)
-    a few tiles at a time and read back lazily.
+    their tiles (threads or a cluster's workers), and also written to ``out_dir/name`` if
+    ``keep``; otherwise written to ``out_dir/name`` (Zarr) a few tiles at a time and read
+    back lazily.
     """
     if out_dir is None:
         return ds.compute()
     if in_memory:
-        return ds.chunk({"time": -1}).persist()
+        held = ds.chunk({"time": -1}).persist()
+        if keep:  # written from memory for whoever wants it later; nothing reads it back
+            write_zarr_by_tiles(held, out_dir / name)
+        return held
     write_zarr_by_tiles(ds.chunk({"time": -1}), out_dir / name)
     return xr.open_zarr(out_dir / name)
 
@@ -615,7 +620,8 @@ def run_sentinel1_chain(
     in_memory = out_dir is None or cube_mb <= options.in_memory_max_mb
     logger.info("displacement cube %.0f MB: intermediate results %s", cube_mb,
                 "in memory" if in_memory else f"through Zarr stores in {out_dir}")
-    result = _held(result, out_dir, "inversion.zarr", in_memory)
+    # The unmasked, unfiltered series and quality layers stay in ``inversion.zarr``.
+    result = _held(result, out_dir, "inversion.zarr", in_memory, keep=True)
     # 6. Atmospheric filter.
     if options.filter_enabled:
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
