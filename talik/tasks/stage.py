@@ -47,7 +47,7 @@ from talik.science.spatial import area_weighted_mean, bilinear_weights, slope_de
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.era5 import read_era5_land
-from talik.tasks.readers.gacos import find_gacos, read_gacos
+from talik.tasks.readers.gacos import find_gacos, gacos_transform, read_gacos_values
 from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products, product_grid
 from talik.tasks.readers.pairs import find_pairs, read_pair
 from talik.tasks.readers.raster import raster_errors, read_raster
@@ -628,11 +628,11 @@ class _GacosResampler:
         self._coords: dict = {}
 
     def __call__(self, path: Path) -> np.ndarray:
-        ztd = read_gacos(path)
-        key = (tuple(ztd.rio.transform())[:6], ztd.shape)
+        ztd, corner_and_steps = read_gacos_values(path)
+        key = (tuple(gacos_transform(*corner_and_steps))[:6], ztd.shape)
         if key not in self._coords:
             self._coords[key] = bilinear_weights(self.lon, self.lat, *key)
-        return self._coords[key](ztd.values).reshape(self.grid.height, self.grid.width)
+        return self._coords[key](ztd).reshape(self.grid.height, self.grid.width)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -18,7 +18,7 @@ from rasterio.transform import from_origin
 
 from talik.errors import InputError
 
-__all__ = ["find_gacos", "read_gacos", "read_rsc"]
+__all__ = ["find_gacos", "gacos_transform", "read_gacos", "read_gacos_values", "read_rsc"]
 
 RSC_REQUIRED = ("WIDTH", "FILE_LENGTH", "X_FIRST", "Y_FIRST", "X_STEP", "Y_STEP")
 
@@ -53,6 +53,27 @@ def find_gacos(folder: str | Path) -> dict[dt.date, Path]:
 
 def read_gacos(path: str | Path) -> xr.DataArray:
     """Zenith total delay (m) on its lat/lon grid, with CRS EPSG:4326 and 0 as NaN."""
+    data, (x_first, y_first, x_step, y_step) = read_gacos_values(path)
+    length, width = data.shape
+    lon = x_first + x_step * (np.arange(width) + 0.5)
+    lat = y_first + y_step * (np.arange(length) + 0.5)
+    da = xr.DataArray(data, dims=("y", "x"), coords={"y": lat, "x": lon},
+                      attrs={"units": "m", "long_name": "zenith total delay"})
+    da = da.rio.write_crs("EPSG:4326")
+    return da.rio.write_transform(gacos_transform(x_first, y_first, x_step, y_step))
+
+
+def gacos_transform(x_first: float, y_first: float, x_step: float, y_step: float):
+    """The affine transform (EPSG:4326, pixel corners) of a GACOS grid from its ``.rsc`` keys."""
+    return from_origin(x_first, y_first, x_step, -y_step)
+
+
+def read_gacos_values(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """A GACOS grid's delays and ``X_FIRST, Y_FIRST, X_STEP, Y_STEP`` (degrees).
+
+    The delays are metres, float32 ``(FILE_LENGTH, WIDTH)``, 0 as NaN: :func:`read_gacos`
+    without the coordinates, for readers of many dates of one geometry.
+    """
     path = Path(path)
     header = read_rsc(Path(str(path) + ".rsc"))
     try:
@@ -74,9 +95,4 @@ def read_gacos(path: str | Path) -> xr.DataArray:
         raise InputError(path, "(size)", f"{expected} bytes = 4 × WIDTH × FILE_LENGTH", size)
     data = np.fromfile(path, dtype="<f4").reshape(length, width).astype(np.float32)
     data[data == 0] = np.nan
-    lon = x_first + x_step * (np.arange(width) + 0.5)
-    lat = y_first + y_step * (np.arange(length) + 0.5)
-    da = xr.DataArray(data, dims=("y", "x"), coords={"y": lat, "x": lon},
-                      attrs={"units": "m", "long_name": "zenith total delay"})
-    da = da.rio.write_crs("EPSG:4326")
-    return da.rio.write_transform(from_origin(x_first, y_first, x_step, -y_step))
+    return data, (x_first, y_first, x_step, y_step)
