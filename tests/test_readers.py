@@ -286,3 +286,22 @@ def test_discharge_bad_rows_are_named(tmp_path):
         read_discharge(negative)
     with pytest.raises(InputError, match="column 'flow'"):
         read_discharge(negative, flow_column="flow")
+
+
+def test_staged_coherence_codes_are_what_xarray_writes():
+    """Staging encodes coherence itself; the codes must be those of xarray's CF encoding."""
+    from xarray.conventions import encode_cf_variable
+
+    from talik.tasks.stage import coherence_codes
+
+    rng = np.random.default_rng(3)
+    values = rng.random((4, 50, 60)).astype(np.float32)
+    values[0, 0, :8] = [0.0, 1.0, 0.002, 0.006, 0.998, np.nan, 0.5, 0.7]  # ties, ends, NaN
+    values[rng.random(values.shape) < 0.1] = np.nan
+    encoding = {"dtype": "uint8", "scale_factor": 1 / 250, "_FillValue": 255}
+    expected = encode_cf_variable(xr.Variable(("pair", "y", "x"), values,
+                                              encoding=dict(encoding))).values
+    got = coherence_codes(values, encoding)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
+    assert got[0, 0, 5] == 255 and got[0, 0, 1] == 250

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 import xarray as xr
+import zarr
 from pyproj import Transformer
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.transform import Affine
@@ -333,6 +334,18 @@ def _gdal_env_for_thread() -> None:
     _THREAD_GDAL.env.__enter__()
 
 
+def coherence_codes(coherence: np.ndarray, encoding: dict) -> np.ndarray:
+    """Coherence values (0–1, NaN missing) → the stored uint8 codes of a CF ``encoding``.
+
+    ``round(value / scale_factor)``, ``_FillValue`` where missing: what xarray writes for
+    that encoding (tests/test_readers.py checks the two agree).
+    """
+    with np.errstate(invalid="ignore"):
+        codes = np.around(coherence / encoding["scale_factor"])
+    codes[np.isnan(coherence)] = encoding["_FillValue"]
+    return codes.astype(encoding["dtype"])
+
+
 def _value_range(values: np.ndarray) -> tuple[float, float]:
     """``(min, max)`` ignoring NaN, both NaN when nothing is finite (no copy, no warning)."""
     return float(np.fmin.reduce(values, axis=None)), float(np.fmax.reduce(values, axis=None))
@@ -399,8 +412,6 @@ def _drop_pairs(out: Path, kept: Sequence[int], dropped: Sequence[dict[str, str]
     values are gathered at ``kept``, every pair-dimension array is resized, the dropped
     products are recorded in the attributes and the metadata consolidated again.
     """
-    import zarr
-
     k = len(kept)
     group = zarr.open_group(str(out), mode="r+", zarr_format=2)
     for name, arr in group.arrays():
@@ -491,7 +502,7 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
     to_mm = mm_per_radian(wavelength_m)
 
     def read_batch(start: int, stop: int, pool: ThreadPoolExecutor
-                   ) -> tuple[xr.Dataset, list[str | None]]:
+                   ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
         los = np.empty((stop - start, grid.height, grid.width), np.float32)
         coh = np.empty_like(los)
 
@@ -509,14 +520,23 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
             return _check_coherence(coh[i], p.layers["corr"])
 
         reasons = list(pool.map(read, range(stop - start), products[start:stop]))
-        return xr.Dataset({"los_mm": (("pair", "y", "x"), los),
-                           "coherence": (("pair", "y", "x"), coh)}), reasons
+        return los, coh, reasons
+
+    def write_batch(los: np.ndarray, coh: np.ndarray, first: int) -> None:
+        """Pairs ``first …`` of the store, written into its arrays (the template's encoding)."""
+        los_array[first : first + len(los)] = los
+        coh_array[first : first + len(coh)] = coherence_codes(coh, encoding["coherence"])
 
     kept: list[int] = []  # products written, in order: pair k of the store is products[kept[k]]
     dropped: list[dict[str, str]] = []
     untrusted: dict[str, int] = {}  # product with a conncomp layer → pixels masked for component 0
     try:
         write_zarr(template, out, mode="w", compute=False, encoding=encoding)
+        # The batches go straight into the arrays (as xarray would encode them, without its
+        # per-batch encoding and region bookkeeping).
+        los_array, coh_array = (zarr.open_array(str(out / name), mode="r+", zarr_format=2,
+                                                config={"write_empty_chunks": True})
+                                for name in ("los_mm", "coherence"))
         # GDAL decompresses and warps outside the GIL: one reader thread per core; each batch
         # is compressed and written (its own Zarr chunks) while the next one is read. Empty
         # interferograms are left out, the rest written one after the other (compacted).
@@ -526,7 +546,7 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
             pending = None
             for start in range(0, n, batch):
                 stop = min(start + batch, n)
-                part, reasons = read_batch(start, stop, readers)
+                los, coh, reasons = read_batch(start, stop, readers)
                 good = [i for i, r in enumerate(reasons) if r is None]
                 for i, reason in enumerate(reasons):
                     if reason is not None:
@@ -535,14 +555,12 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
                 if not good:
                     continue
                 if len(good) < stop - start:
-                    part = part.isel(pair=good)
+                    los, coh = los[good], coh[good]
                 first = len(kept)
                 kept.extend(start + i for i in good)
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(write_zarr, part, out,
-                                        region={"pair": slice(first, len(kept))},
-                                        consolidated=False)
+                pending = writer.submit(write_batch, los, coh, first)
             if pending is not None:
                 pending.result()
         used = [products[i] for i in kept]
@@ -585,8 +603,6 @@ def _mask_unconnected(los: np.ndarray, product: Hyp3Product, grid: AnalysisGrid,
 
 def _set_attrs(out: Path, **attrs: str) -> None:
     """Add attributes to a staged store and consolidate its metadata again."""
-    import zarr
-
     group = zarr.open_group(str(out), mode="r+", zarr_format=2)
     group.attrs.update(attrs)
     zarr.consolidate_metadata(str(out), zarr_format=2)
@@ -688,7 +704,6 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     files may be used (those of the run's inputs); the folder's other maps count as missing.
     """
     import dask.array as dsa
-    import zarr
 
     files = {d: f for d, f in find_gacos(gacos_dir).items() if only is None or d in only}
     wanted = [pd.Timestamp(d).date() for d in dates]
