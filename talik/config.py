@@ -432,11 +432,13 @@ class Sentinel1Options(_Model):
         default=256, ge=16, le=4096, description="Spatial chunk side for dask processing, pixels."
     )
     in_memory_max_mb: float = Field(
-        default=512.0, ge=0,
-        description="Largest displacement cube (dates × pixels × 4 bytes, MB) held in memory "
-        "between the inversion, the atmospheric filter and the products; a larger one goes "
-        "through Zarr stores in the work folder, a few tiles at a time, so that memory stays "
-        "bounded whatever the image. 0: always through Zarr. Results are the same either way.",
+        default=256.0, ge=0,
+        description="Largest displacement cube (dates × pixels × 4 bytes, MB) whose "
+        "intermediate results are held in memory between the inversion, the atmospheric filter "
+        "and the products (about 2.3× the cube: unfiltered and filtered series, bridged flags); "
+        "a larger one goes through Zarr stores in the work folder, a few tiles at a time, so "
+        "that memory stays bounded whatever the image (so does any cube on a Dask cluster). "
+        "0: always through Zarr. Results are the same either way.",
     )
     first_date: dt.date | None = Field(
         default=None, description="Use only pairs whose dates are both on or after this date."

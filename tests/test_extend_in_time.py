@@ -145,3 +145,27 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
 def pd_date(value) -> dt.date:
     """A numpy datetime64 as a date."""
     return dt.date.fromisoformat(str(value)[:10])
+
+
+def test_kept_reference_ignores_layout_options_and_fills_defaults(tmp_path):
+    """A time series saved before an option existed, or with another tile size or memory
+    limit, still hands its reference date and area to the stack that extends it."""
+    from talik.config import Sentinel1Options
+    from talik.tasks.records import StepOutput
+    from talik.tasks.sentinel1 import INPUTS_FILE, kept_reference
+
+    folder = tmp_path / "steps" / "sentinel1-timeseries" / "abc"
+    folder.mkdir(parents=True)
+    saved = Sentinel1Options(chunk_px=64).model_dump(mode="json")
+    del saved["in_memory_max_mb"]  # written by a version without the option
+    (folder / INPUTS_FILE).write_text(json.dumps({"staged_s1": "0123456789abcdef" * 4,
+                                                  "options": saved}))
+    (folder / "qc.json").write_text(json.dumps({
+        "reference_date": {"date": "2019-06-01"},
+        "reference_window": {"rows": [3, 8], "cols": [5, 10]}}))
+    staged = StepOutput(step="stage-sentinel1", path=str(tmp_path), digest="f" * 64,
+                        summary={"extends": "0123456789abcdef"})
+    kept = kept_reference(str(tmp_path), staged, Sentinel1Options(in_memory_max_mb=0))
+    assert kept == {"date": dt.date(2019, 6, 1), "window": {"rows": [3, 8], "cols": [5, 10]}}
+    # A change of the science is a change made on purpose: nothing is kept.
+    assert kept_reference(str(tmp_path), staged, Sentinel1Options(coherence_threshold=0.5)) is None

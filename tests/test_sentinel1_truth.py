@@ -188,3 +188,26 @@ def test_intermediate_results_in_memory_or_through_zarr_are_the_same(science_wor
             assert got.attrs == expected[var].attrs, var
     xr.testing.assert_equal(kept["memory"], kept["zarr"])
     assert np.isfinite(kept["memory"]["displacement"]).any()
+
+
+def test_chain_on_a_dask_cluster_goes_through_the_work_folder(science_world, runs, tmp_path):
+    """With a cluster configured, results are not held by its workers (they would not outlive
+    the client): the chain goes through Zarr and its products read after the client closed."""
+    import dask
+
+    distributed = pytest.importorskip("distributed")
+
+    from talik.tasks.cluster import dask_cluster
+
+    cfg, staged = science_world
+    options = cfg.sentinel1.model_copy(update={"constraint": "linear_periodic",
+                                               "velocity_reference": "alos2"})
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            dask.config.set({"scheduler-address": cluster.scheduler_address}):
+        with dask_cluster() as address:
+            assert address == cluster.scheduler_address
+            products, _, _ = run_sentinel1_chain(_inputs(cfg, staged, options), options, tmp_path)
+        assert (tmp_path / "timeseries.zarr").exists()
+        got = products["displacement"].compute(scheduler="threads")
+    xr.testing.assert_equal(got, runs["linear_periodic + v_ref"][0]["displacement"])

@@ -70,7 +70,7 @@ from talik.science.velocity_reference import (
     lband_for_matching,
     lband_rate,
 )
-from talik.tasks.cluster import dask_cluster
+from talik.tasks.cluster import configured_scheduler, dask_cluster
 from talik.tasks.log import step_logger
 from talik.tasks.netcdf_chunks import write_cubes
 from talik.tasks.readers.raster import read_raster
@@ -534,8 +534,8 @@ def _held(ds: xr.Dataset, out_dir: Path | None, name: str, in_memory: bool,
     """An intermediate result computed once for the steps after it.
 
     Without ``out_dir``, as numpy arrays; ``in_memory``, as dask arrays held in memory in
-    their tiles (threads or a cluster's workers), and also written to ``out_dir/name`` if
-    ``keep``; otherwise written to ``out_dir/name`` (Zarr) a few tiles at a time and read
+    their tiles (local threads only), and also written to ``out_dir/name`` if ``keep``;
+    otherwise written to ``out_dir/name`` (Zarr) a few tiles at a time and read
     back lazily.
     """
     if out_dir is None:
@@ -556,9 +556,11 @@ def run_sentinel1_chain(
 ) -> tuple[xr.Dataset, ChainReport, xr.Dataset]:
     """Run the chain; return the products (lazy where large), a report, and the Fig. 3c points.
 
-    ``out_dir`` receives the intermediate results (``inversion.zarr``, ``timeseries.zarr``)
-    when the displacement cube is larger than ``options.in_memory_max_mb``; without it
-    everything is computed in memory (small stacks, notebooks, tests).
+    ``out_dir`` receives ``inversion.zarr`` (the unmasked series and quality layers); the
+    intermediate results are read back from it and from ``timeseries.zarr`` when the
+    displacement cube is larger than ``options.in_memory_max_mb`` or a Dask cluster computes,
+    and held in memory otherwise. Without ``out_dir`` everything is computed in numpy
+    (small stacks, notebooks, tests).
     """
     logger = step_logger()
     prepared = prepare_interferograms(inputs, options)
@@ -616,8 +618,11 @@ def run_sentinel1_chain(
     result = invert_nsbas(los, spec, min_valid=min_valid,
                           reference_from=reference if referenced else None,
                           reference_date=ref_date, wavelength_m=float(stack.attrs["wavelength_m"]))
+    # On a Dask cluster, results held by its workers would outlive neither the client nor
+    # the local-threads writers: there they always go through the work folder's stores.
     cube_mb = used.n_dates * stack.sizes["y"] * stack.sizes["x"] * 4 / 1e6
-    in_memory = out_dir is None or cube_mb <= options.in_memory_max_mb
+    in_memory = out_dir is None or (cube_mb <= options.in_memory_max_mb
+                                    and configured_scheduler() is None)
     logger.info("displacement cube %.0f MB: intermediate results %s", cube_mb,
                 "in memory" if in_memory else f"through Zarr stores in {out_dir}")
     # The unmasked, unfiltered series and quality layers stay in ``inversion.zarr``.
@@ -879,20 +884,30 @@ def kept_reference(work_dir: str, staged_s1: StepOutput, options: Sentinel1Optio
     base = staged_s1.summary.get("extends")
     if not base or options.reference_date is not None:
         return None
-    wanted = options.model_dump(mode="json")
+    wanted = _science_options(options.model_dump(mode="json"))
     for folder in sorted((Path(work_dir) / "steps" / "sentinel1-timeseries").glob("*")):
         try:
             made = json.loads((folder / INPUTS_FILE).read_text())
-            if made["staged_s1"][:16] != base or made["options"] != wanted:
+            # Saved options are read as options (defaults filled in for fields added since).
+            saved = Sentinel1Options.model_validate(made["options"]).model_dump(mode="json")
+            if made["staged_s1"][:16] != base or _science_options(saved) != wanted:
                 continue
             qc = json.loads((folder / "qc.json").read_text())
             date = dt.date.fromisoformat(qc["reference_date"]["date"][:10])
             window = {"rows": qc["reference_window"]["rows"],
                       "cols": qc["reference_window"]["cols"]}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):  # (pydantic's errors are ValueErrors)
             continue
         return {"date": date, "window": window}
     return None
+
+
+LAYOUT_OPTIONS = ("chunk_px", "in_memory_max_mb")
+"""Options that change how the chain computes, not what: not compared by :func:`kept_reference`."""
+
+
+def _science_options(dumped: dict) -> dict:
+    return {k: v for k, v in dumped.items() if k not in LAYOUT_OPTIONS}
 
 
 def _timeseries_key(staged_s1: StepOutput, staged_rasters: StepOutput | None,
