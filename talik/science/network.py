@@ -201,7 +201,7 @@ def loop_closure(
     with ThreadPoolExecutor(max_workers=len(cuts) - 1) as pool:
         parts = list(pool.map(lambda a, b: _loop_rms(data, loops[a:b], to_rad, min_pixels),
                               cuts[:-1], cuts[1:]))
-    rms = np.concatenate(parts) if parts else np.full(0, np.nan)
+    rms = np.concatenate(parts)
     bad_loop = rms > threshold_rad
     n_loops = np.zeros(n_pairs, np.int64)
     n_bad = np.zeros(n_pairs, np.int64)
