@@ -305,3 +305,44 @@ def test_staged_coherence_codes_are_what_xarray_writes():
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected)
     assert got[0, 0, 5] == 255 and got[0, 0, 1] == 250
+
+
+def test_layer_grids_from_tiff_tags_equal_gdals(tmp_path):
+    """HeaderGrids gives, file by file, exactly the grid GDAL opens (CRS, transform, shape)."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    from talik.tasks.readers.hyp3 import HeaderGrids, _layer_grid
+
+    data = np.zeros((30, 40), np.float32)
+    cases = {
+        "first.tif": (from_origin(500000.0, 4200000.0, 80.0, 80.0), "EPSG:32647", data),
+        "shifted.tif": (from_origin(501040.0, 4199760.0, 80.0, 80.0), "EPSG:32647", data),
+        "smaller.tif": (from_origin(500000.0, 4200000.0, 80.0, 80.0), "EPSG:32647", data[:20]),
+        "other_zone.tif": (from_origin(500000.0, 4200000.0, 80.0, 80.0), "EPSG:32648", data),
+        "other_pixel.tif": (from_origin(500000.0, 4200000.0, 40.0, 40.0), "EPSG:32647", data),
+        "rotated.tif": (Affine(80.0, 5.0, 500000.0, 5.0, -80.0, 4200000.0), "EPSG:32647", data),
+        "no_crs.tif": (from_origin(500000.0, 4200000.0, 80.0, 80.0), None, data),
+    }
+    for name, (transform, crs, values) in cases.items():
+        with rasterio.open(tmp_path / name, "w", driver="GTiff", height=values.shape[0],
+                           width=values.shape[1], count=1, dtype="float32", crs=crs,
+                           transform=transform) as dst:
+            dst.write(values, 1)
+    # GDAL metadata beside a file (PAM) overrides its tags: such a file is opened by GDAL.
+    shutil.copy(tmp_path / "shifted.tif", tmp_path / "with_aux.tif")
+    wkt = rasterio.crs.CRS.from_epsg(32646).to_wkt()
+    (tmp_path / "with_aux.tif.aux.xml").write_text(
+        f'<PAMDataset><SRS dataAxisToSRSAxisMapping="1,2">{wkt}</SRS></PAMDataset>')
+    grids = HeaderGrids()
+    for name in ["first.tif", *(n for n in cases if n not in ("first.tif", "no_crs.tif")),
+                 "with_aux.tif"]:
+        path = str(tmp_path / name)
+        fast, gdal = grids(path), _layer_grid(path)
+        assert fast.crs == gdal.crs, name
+        assert tuple(fast.transform) == tuple(gdal.transform), name
+        assert (fast.height, fast.width) == (gdal.height, gdal.width), name
+    assert grids(str(tmp_path / "other_zone.tif")).crs.to_epsg() == 32648
+    assert grids(str(tmp_path / "with_aux.tif")).crs.to_epsg() == 32646
+    with pytest.raises(InputError, match="no CRS"):
+        grids(str(tmp_path / "no_crs.tif"))

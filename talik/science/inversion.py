@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 import xarray as xr
 from numba import njit
+from numba.extending import overload
 
 from talik.science.network import Network, reference_epoch_index
 from talik.science.temporal import slope_weights, temporal_basis
@@ -221,6 +222,33 @@ def _factor_lanes(
                     corner[c1, c2, q] = s / corner[c2, c2, q]
 
 
+def _lane3(a: np.ndarray, i: int, j: int, q: int) -> float:
+    """Entry ``(i, j)`` of lane ``q`` of a factor array (compiled code only).
+
+    ``a[i, j, q]`` with one factor per lane, ``a[i, j]`` with one factor shared by every lane.
+    """
+    raise NotImplementedError("compiled code only")
+
+
+def _lane2(a: np.ndarray, i: int, q: int) -> float:
+    """Entry ``i`` of lane ``q``: ``a[i, q]`` (per lane) or ``a[i]`` (shared)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_lane3)
+def _lane3_compiled(a, i, j, q):  # noqa: ANN001, ANN202 (numba types)
+    if a.ndim == 3:
+        return lambda a, i, j, q: a[i, j, q]
+    return lambda a, i, j, q: a[i, j]
+
+
+@overload(_lane2)
+def _lane2_compiled(a, i, q):  # noqa: ANN001, ANN202 (numba types)
+    if a.ndim == 2:
+        return lambda a, i, q: a[i, q]
+    return lambda a, i, q: a[i]
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _solve_factored(
     dz: np.ndarray,
@@ -240,8 +268,9 @@ def _solve_factored(
 ) -> None:
     """Right-hand sides of ``L`` pixels (``dz``: data, invalid values zeroed) → unknowns in ``z``.
 
-    The factor (``band``, ``inv``, ``arrow``, ``corner``) is that of :func:`_factor_lanes`:
-    one per lane, or the same for every lane when the lanes share their valid interferograms.
+    The factor (``band``, ``inv``, ``arrow``, ``corner``) is that of :func:`_factor_lanes`,
+    one per lane, or its lane-less copy (one axis fewer) when every lane has every
+    interferogram valid: the shared factor then stays in L1 cache instead of 16 copies of it.
     """
     n = band.shape[0]
     k = arrow.shape[0]
@@ -268,35 +297,35 @@ def _solve_factored(
         top = min(bw, j)
         for ll in range(1, top + 1):
             for q in range(lanes):
-                z[j, q] -= band[j, ll, q] * z[j - ll, q]
+                z[j, q] -= _lane3(band, j, ll, q) * z[j - ll, q]
         for q in range(lanes):
-            z[j, q] *= inv[j, q]
+            z[j, q] *= _lane2(inv, j, q)
     for c in range(k):
         for j in range(n):
             for q in range(lanes):
-                z[n + c, q] -= arrow[c, j, q] * z[j, q]
+                z[n + c, q] -= _lane3(arrow, c, j, q) * z[j, q]
         for c3 in range(c):
             for q in range(lanes):
-                z[n + c, q] -= corner[c, c3, q] * z[n + c3, q]
+                z[n + c, q] -= _lane3(corner, c, c3, q) * z[n + c3, q]
         for q in range(lanes):
-            z[n + c, q] /= corner[c, c, q]
+            z[n + c, q] /= _lane3(corner, c, c, q)
     # Back substitution.
     for c in range(k - 1, -1, -1):
         for c3 in range(c + 1, k):
             for q in range(lanes):
-                z[n + c, q] -= corner[c3, c, q] * z[n + c3, q]
+                z[n + c, q] -= _lane3(corner, c3, c, q) * z[n + c3, q]
         for q in range(lanes):
-            z[n + c, q] /= corner[c, c, q]
+            z[n + c, q] /= _lane3(corner, c, c, q)
     for j in range(n - 1, -1, -1):
         top = min(bw, n - 1 - j)
         for ll in range(1, top + 1):
             for q in range(lanes):
-                z[j, q] -= band[j + ll, ll, q] * z[j + ll, q]
+                z[j, q] -= _lane3(band, j + ll, ll, q) * z[j + ll, q]
         for c in range(k):
             for q in range(lanes):
-                z[j, q] -= arrow[c, j, q] * z[n + c, q]
+                z[j, q] -= _lane3(arrow, c, j, q) * z[n + c, q]
         for q in range(lanes):
-            z[j, q] *= inv[j, q]
+            z[j, q] *= _lane2(inv, j, q)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -376,6 +405,10 @@ def _solve_pixels(
     full_ok = np.empty(lanes)
     _factor_lanes(w, ref, sec, bw, g2, none_model, arrow_init, corner_init, full_band, full_inv,
                   full_arrow, full_corner, full_ok)
+    sh_band = np.ascontiguousarray(full_band[:, :, 0])
+    sh_inv = np.ascontiguousarray(full_inv[:, 0])
+    sh_arrow = np.ascontiguousarray(full_arrow[:, :, 0])
+    sh_corner = np.ascontiguousarray(full_corner[:, :, 0])
     # Pixels are read a block at a time into a contiguous buffer: a lane group's 16 values of
     # one pair are then neighbours of the next group's, not 1 of M rows a whole image apart.
     block = _BLOCK
@@ -447,14 +480,16 @@ def _solve_pixels(
             if use_vref:
                 for q in range(lanes):
                     vr[q] = vref[pix[q]]
-            n_missing = 0.0 if full_group else 1.0
-            if n_missing == 0.0:
-                fband, finv, farrow, fcorner, fok = full_band, full_inv, full_arrow, full_corner, full_ok
+            if full_group:
+                fband, fcorner, fok = full_band, full_corner, full_ok
+                _solve_factored(dz, ref, sec, bw, pb, t1, g2, vr, use_vref, sh_band, sh_inv,
+                                sh_arrow, sh_corner, z)
             else:
                 _factor_lanes(w, ref, sec, bw, g2, none_model, arrow_init, corner_init, band, inv,
                               arrow, corner, ok)
-                fband, finv, farrow, fcorner, fok = band, inv, arrow, corner, ok
-            _solve_factored(dz, ref, sec, bw, pb, t1, g2, vr, use_vref, fband, finv, farrow, fcorner, z)
+                fband, fcorner, fok = band, corner, ok
+                _solve_factored(dz, ref, sec, bw, pb, t1, g2, vr, use_vref, band, inv, arrow,
+                                corner, z)
             sq[:] = 0.0
             cnt[:] = 0.0
             re[:] = 0.0

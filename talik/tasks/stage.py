@@ -49,7 +49,7 @@ from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.readers.era5 import read_era5_land
 from talik.tasks.readers.gacos import find_gacos, gacos_transform, read_gacos_values
-from talik.tasks.readers.hyp3 import Hyp3Product, find_hyp3_products, product_grid
+from talik.tasks.readers.hyp3 import HeaderGrids, Hyp3Product, find_hyp3_products, product_grid
 from talik.tasks.readers.pairs import find_pairs, read_pair
 from talik.tasks.readers.raster import raster_errors, read_raster
 from talik.tasks.records import InputSet, StepOutput
@@ -190,8 +190,9 @@ def grid_from_products(products: list[Hyp3Product], aoi: AreaOfInterest) -> Anal
     """
     logger = step_logger()
     folder = products[0].location.parent
-    with rasterio.Env():  # one GDAL environment for all the header reads (threads do not help)
-        grids = [product_grid(p) for p in products]
+    grid_of = HeaderGrids()  # most layers' grids from their TIFF tags (see HeaderGrids)
+    with rasterio.Env():  # one GDAL environment for the header reads GDAL does (threads do not help)
+        grids = [product_grid(p, grid_of) for p in products]
     first = grids[0]
     crs, res = first.crs, (abs(first.transform.a), abs(first.transform.e))
     origin = (first.transform.c, first.transform.f)
@@ -628,6 +629,10 @@ def _baseline(product: Hyp3Product) -> float:
         return float("nan")
 
 
+GACOS_DATES_PER_CHUNK = 16
+"""Dates per chunk of the staged GACOS delays (a 256² tile of 16 dates is 4 MB)."""
+
+
 class _GacosResampler:
     """Bilinear resampling of GACOS lat/lon grids onto the analysis grid.
 
@@ -672,16 +677,17 @@ def _same_encoding(earlier: Path, new: Path) -> bool:
                                                              if k != "shape"}
 
 
-def _reuse_maps(earlier: Path, out: Path, n_dates: int) -> None:
-    """The chunks of the first ``n_dates`` dates of an earlier ``ztd_m``, linked into ``out``.
+def _reuse_maps(earlier: Path, out: Path, n_rows: int) -> None:
+    """The first ``n_rows`` chunk rows (of dates) of an earlier ``ztd_m``, linked into ``out``.
 
-    Both stores have one date per chunk row on the same grid and chunking, so a chunk file
-    names the same date and tile in both; step folders are never written again once complete,
-    so sharing their files is safe (a link outlives the folder it came from).
+    Both stores have the same grid and chunking and begin with the same dates, so a chunk
+    file of a whole row names the same dates and tile in both; step folders are never written
+    again once complete, so sharing their files is safe (a link outlives the folder it came
+    from).
     """
     for chunk in (earlier / "ztd_m").iterdir():
         head = chunk.name.split(".", 1)[0]
-        if head.isdigit() and int(head) < n_dates:
+        if head.isdigit() and int(head) < n_rows:
             _link_or_copy(chunk, out / "ztd_m" / chunk.name)
 
 
@@ -691,7 +697,9 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
                       only: set | None = None) -> dict:
     """GACOS zenith delays on the grid, and where each Sentinel-1 pair finds its two dates.
 
-    ``ztd_m (date, y, x)``: zenith total delay (m), bilinearly resampled, each date once.
+    ``ztd_m (date, y, x)``: zenith total delay (m), bilinearly resampled, each date once,
+    in chunks of :data:`GACOS_DATES_PER_CHUNK` dates (a tile of every date is then read in a
+    few chunks, not one per date: per-chunk overhead dominated reading and writing).
     With ``s1_store``: ``gacos_reference_index`` and ``gacos_secondary_index (pair)``, the
     positions of a pair's two dates along ``date`` (−1 where GACOS has no map), and
     ``has_gacos (pair)``. The chain forms each pair's correction ``(ZTD_sec − ZTD_ref)/cos θ``
@@ -699,8 +707,9 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     store and read as dates, not pairs.
 
     ``reuse = (earlier gacos.zarr, n)``: an earlier store on the same grid whose first ``n``
-    dates are this one's first ``n`` (from the same files); their maps are taken from it
-    (:func:`_reuse_maps`) and only the other dates are resampled. ``only``: the dates whose
+    dates are this one's first ``n`` (from the same files); the maps of its whole chunk rows
+    among them are taken from it (:func:`_reuse_maps`) and only the other dates are
+    resampled. ``only``: the dates whose
     files may be used (those of the run's inputs); the folder's other maps count as missing.
     """
     import dask.array as dsa
@@ -713,7 +722,7 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     cy, cx = min(chunk, grid.height), min(chunk, grid.width)
     variables: dict = {"ztd_m": (("date", "y", "x"),
                                  dsa.zeros((len(found), grid.height, grid.width), dtype=np.float32,
-                                           chunks=(1, cy, cx)),
+                                           chunks=(GACOS_DATES_PER_CHUNK, cy, cx)),
                                  {"units": "m", "long_name": "GACOS zenith total delay"})}
     summary: dict = {"n_dates": len(found),
                      "missing": sorted({str(d) for d in wanted if d not in files})}
@@ -724,20 +733,25 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     write_zarr(xr.Dataset(variables, coords={"date": pd.to_datetime(found), "y": ys, "x": xs},
                           attrs=grid.to_attrs()), out, mode="w", compute=False)
     resample = _GacosResampler(grid)
-    # One date is one row of its own chunks: threads write disjoint chunks straight into the
-    # array (an xarray region write per date cost more than the resampling).
+    # A row of chunks holds GACOS_DATES_PER_CHUNK dates: threads write disjoint rows straight
+    # into the array (an xarray region write per date cost more than the resampling).
     ztd_array = zarr.open_array(str(out / "ztd_m"), mode="r+", zarr_format=2)
+    per_row = GACOS_DATES_PER_CHUNK
 
-    def stage_date(i: int) -> None:
-        ztd_array[i] = resample(files[found[i]])
+    def stage_row(row: int) -> None:
+        i0, i1 = row * per_row, min((row + 1) * per_row, len(found))
+        maps = np.empty((i1 - i0, grid.height, grid.width), np.float32)
+        for i in range(i0, i1):
+            maps[i - i0] = resample(files[found[i]])
+        ztd_array[i0:i1] = maps
 
-    first = 0
+    first_row = 0
     if reuse is not None and _same_encoding(reuse[0] / "ztd_m", out / "ztd_m"):
-        first = min(reuse[1], len(found))
-        _reuse_maps(reuse[0], out, first)
-        summary["reused_dates"] = first
+        first_row = min(reuse[1], len(found)) // per_row
+        _reuse_maps(reuse[0], out, first_row)
+        summary["reused_dates"] = first_row * per_row
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(stage_date, range(first, len(found))))
+        list(pool.map(stage_row, range(first_row, -(-len(found) // per_row))))
     return summary
 
 
