@@ -57,20 +57,22 @@ def test_cubes_written_by_chunks_read_back_identical(tmp_path, dtype, dask_chunk
 
 
 def test_a_failed_figure_process_is_reported_and_an_unused_one_is_stopped(tmp_path):
-    from talik.tasks.figures import FiguresInBackground
+    from talik.tasks.figure_process import FiguresInBackground
 
     with FiguresInBackground() as drawing:
-        drawing.draw(tmp_path, xr.Dataset(), {"network": {}}, None)  # no velocity layer
+        with pytest.raises(ValueError, match="no figure set 'maps'"):
+            drawing.draw(tmp_path, "maps", xr.Dataset(), None)
+        drawing.draw(tmp_path, "results", xr.Dataset(), None)  # no velocity layer
         with pytest.raises(RuntimeError, match="drawing the figures failed"):
             drawing.wait()
-    assert not (tmp_path / ".figure_inputs.pkl").exists()
+    assert not list(tmp_path.glob(".figure_inputs*"))
 
     # A process that died before the inputs were handed over: the caller goes on (its
     # product is written), and wait() says what happened.
     with FiguresInBackground() as dead:
         dead._proc.kill()
         dead._proc.wait()
-        dead.draw(tmp_path, xr.Dataset(), {"network": {}}, None)  # does not raise
+        dead.draw(tmp_path, "results", xr.Dataset(), None)  # does not raise
         with pytest.raises(RuntimeError, match="drawing the figures failed"):
             dead.wait()
 

@@ -16,6 +16,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
+# (re-exported: they were defined here; they need no matplotlib, so they live apart)
+from talik.tasks.figure_process import FiguresInBackground, published_at_points  # noqa: E402
+
 __all__ = [
     "FiguresInBackground",
     "agreement_figure",
@@ -32,6 +35,8 @@ __all__ = [
     "network_figure",
     "published_at_points",
     "recession_fit_figure",
+    "network_figures",
+    "result_figures",
     "sentinel1_figures",
 ]
 
@@ -130,16 +135,6 @@ def maps_figure(product: xr.Dataset, path: Path) -> Path:
     return _save(fig, path)
 
 
-def published_at_points(product: xr.Dataset, points: xr.Dataset) -> xr.DataArray:
-    """The product's (filtered) displacement at each comparison point, ``(time, point)`` mm.
-
-    One indexed read of the product for every point.
-    """
-    return product["displacement"].isel(
-        y=xr.DataArray(points["row"].values.astype(int), dims="point"),
-        x=xr.DataArray(points["col"].values.astype(int), dims="point")).load()
-
-
 def constraint_figure(points: xr.Dataset, path: Path, published: xr.DataArray | None = None,
                       truth: xr.DataArray | None = None) -> Path:
     """Series of the chosen points under each constraint model (Fig. 3c), truth if known.
@@ -167,95 +162,66 @@ def constraint_figure(points: xr.Dataset, path: Path, published: xr.DataArray | 
     return _save(fig, path)
 
 
-def sentinel1_figures(folder: Path, layers: xr.Dataset, qc: dict, points: xr.Dataset | None,
-                      published: xr.DataArray | None = None, truth: xr.DataArray | None = None,
-                      prefix: str = "") -> list[Path]:
-    """The figures of a Sentinel-1 run in ``folder``; returns their paths.
+def network_figures(folder: Path, qc: dict, prefix: str = "") -> list[Path]:
+    """The figures of a Sentinel-1 run that need only its report: network and CDF matching.
 
-    ``layers`` holds the maps' ``velocity`` (mm/yr) and ``thaw_season_deformation_mean`` (mm);
-    ``qc`` the run's report (``network``, ``components``, ``velocity_reference``); ``points``
-    the Fig. 3c comparison series, with the product's own series at them in ``published``.
-    Every input is in memory, so the figures can be drawn in another process.
+    ``qc`` is the run's report (``network``, ``components``, ``velocity_reference``); they can
+    be drawn as soon as the interferograms are prepared, before the inversion.
     """
-    out = [maps_figure(layers, folder / f"{prefix}maps.png"),
-           network_figure(qc["network"], qc["components"], folder / f"{prefix}network.png")]
+    out = [network_figure(qc["network"], qc["components"], folder / f"{prefix}network.png")]
     if (qc.get("velocity_reference") or {}).get("source_quantiles"):
         out.append(cdf_figure(qc["velocity_reference"], folder / f"{prefix}cdf_matching.png"))
+    return out
+
+
+def result_figures(folder: Path, layers: xr.Dataset, points: xr.Dataset | None,
+                   published: xr.DataArray | None = None, truth: xr.DataArray | None = None,
+                   prefix: str = "") -> list[Path]:
+    """The figures of a Sentinel-1 run's products: maps, and the Fig. 3c comparison.
+
+    ``layers`` holds the maps' ``velocity`` (mm/yr) and ``thaw_season_deformation_mean`` (mm);
+    ``points`` the Fig. 3c comparison series, with the product's own series at them in
+    ``published``.
+    """
+    out = [maps_figure(layers, folder / f"{prefix}maps.png")]
     if points is not None:
         out.append(constraint_figure(points, folder / f"{prefix}constraints.png", published,
                                      truth))
     return out
 
 
-class FiguresInBackground:
-    """:func:`sentinel1_figures` drawn by another Python process while this one goes on.
+def sentinel1_figures(folder: Path, layers: xr.Dataset, qc: dict, points: xr.Dataset | None,
+                      published: xr.DataArray | None = None, truth: xr.DataArray | None = None,
+                      prefix: str = "") -> list[Path]:
+    """Every figure of a Sentinel-1 run in ``folder``; returns their paths.
 
-    The process starts (and imports matplotlib) when this object is made, then waits; call
-    :meth:`draw` with the inputs once they exist, and :meth:`wait` for the paths. It imports
-    only this module (no ``__main__`` guard needed, nothing forked). Inputs go over in a
-    pickle file beside the figures, removed when done. Used as a context manager, the process
-    is stopped if the caller fails before the figures are drawn.
+    Those of :func:`network_figures` and :func:`result_figures`. Every input is in memory,
+    so the figures can be drawn in another process.
     """
+    return (network_figures(folder, qc, prefix)
+            + result_figures(folder, layers, points, published, truth, prefix))
 
-    def __init__(self) -> None:
-        import subprocess
-        import sys
 
-        self._inputs: Path | None = None
-        code = "from talik.tasks.figures import _draw_requested; _draw_requested()"
-        self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def draw(self, folder: Path, *args, **kwargs) -> None:
-        """Hand over :func:`sentinel1_figures`'s arguments; the drawing starts.
-
-        Never raises for the process: if it died, :meth:`wait` reports it.
-        """
-        import pickle
-
-        self._inputs = Path(folder) / ".figure_inputs.pkl"
-        self._inputs.write_bytes(pickle.dumps((Path(folder), args, kwargs)))
-        try:
-            self._proc.stdin.write(f"{self._inputs}\n")
-            self._proc.stdin.flush()  # (closed by wait's communicate)
-        except OSError:  # the process is gone: said by wait(), after the caller's product
-            pass
-
-    def wait(self) -> list[Path]:
-        """Wait for the figures; their paths (raises if the process failed)."""
-        try:
-            out, err = self._proc.communicate()
-        except (OSError, ValueError):  # stdin already broken: read what is left
-            out, err = self._proc.stdout.read(), self._proc.stderr.read()
-            self._proc.wait()
-        if self._inputs is not None:
-            self._inputs.unlink(missing_ok=True)
-        if self._proc.returncode != 0:
-            raise RuntimeError(f"drawing the figures failed:\n{err[-4000:]}")
-        return [Path(line) for line in out.splitlines() if line]
-
-    def __enter__(self) -> FiguresInBackground:
-        return self
-
-    def __exit__(self, kind, *_) -> None:
-        if self._proc.poll() is None and (kind is not None or self._inputs is None):
-            self._proc.kill()  # nothing (more) to draw
-            self._proc.communicate()
-        if self._inputs is not None:
-            self._inputs.unlink(missing_ok=True)
+_BACKGROUND_FIGURES = {"network": network_figures, "results": result_figures}
+"""What :class:`~talik.tasks.figure_process.FiguresInBackground` can be asked to draw (the
+names of :data:`~talik.tasks.figure_process.FIGURE_SETS`)."""
 
 
 def _draw_requested() -> None:
-    """The other process's side of :class:`FiguresInBackground`: wait, draw, print the paths."""
+    """The other process's side of :class:`FiguresInBackground`: draw each request, print paths.
+
+    Started by :class:`~talik.tasks.figure_process.FiguresInBackground`.
+    """
     import pickle
     import sys
 
-    request = sys.stdin.readline().strip()
-    if not request:  # the caller stopped before there was anything to draw
-        return
-    folder, args, kwargs = pickle.loads(Path(request).read_bytes())
-    for path in sentinel1_figures(folder, *args, **kwargs):
-        print(path)
+    for line in sys.stdin:
+        request = line.strip()
+        if not request:
+            continue
+        which, folder, args, kwargs = pickle.loads(Path(request).read_bytes())
+        for path in _BACKGROUND_FIGURES[which](folder, *args, **kwargs):
+            print(path, flush=True)
 
 
 def recession_fit_figure(flow: pd.Series, points: pd.DataFrame, options, path: Path) -> Path:

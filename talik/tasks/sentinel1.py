@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -553,6 +554,7 @@ def run_sentinel1_chain(
     inputs: ChainInputs,
     options: Sentinel1Options,
     out_dir: Path | None = None,
+    on_network: Callable[[ChainReport], None] | None = None,
 ) -> tuple[xr.Dataset, ChainReport, xr.Dataset]:
     """Run the chain; return the products (lazy where large), a report, and the Fig. 3c points.
 
@@ -560,7 +562,9 @@ def run_sentinel1_chain(
     intermediate results are read back from it and from ``timeseries.zarr`` when the
     displacement cube is larger than ``options.in_memory_max_mb`` or a Dask cluster computes,
     and held in memory otherwise. Without ``out_dir`` everything is computed in numpy
-    (small stacks, notebooks, tests).
+    (small stacks, notebooks, tests). ``on_network`` is called with the report once the
+    network, its parts and the velocity reference are known, before the inversion (e.g. to
+    draw their figures meanwhile).
     """
     logger = step_logger()
     prepared = prepare_interferograms(inputs, options)
@@ -603,6 +607,8 @@ def run_sentinel1_chain(
                           velocity_reference=referenced)
     report.constraint = {"model": spec.model, "gamma": spec.gamma, "period_yr": spec.period_yr,
                          "velocity_reference": "alos2-cdf-matched" if referenced else "none"}
+    if on_network is not None:
+        on_network(report)
 
     # 5. Inversion, stored before filtering: the filter's spatial window reaches into
     # neighbouring tiles, which must not be inverted again for it.
@@ -990,7 +996,7 @@ def sentinel1_from_products(
 
     Intermediate stores go to ``work_dir``; figures to ``<out stem>_figures/`` beside ``out_nc``.
     """
-    from talik.tasks.figures import FiguresInBackground, published_at_points
+    from talik.tasks.figure_process import FiguresInBackground, published_at_points
     from talik.tasks.readers.hyp3 import find_hyp3_products
     from talik.tasks.stage import grid_from_products, write_gacos_store, write_sentinel1_store
 
@@ -1024,19 +1030,32 @@ def sentinel1_from_products(
                                    lband_geotiff=lband_geotiff,
                                    lband_incidence_deg=lband_incidence_deg,
                                    lband_quantity=lband_quantity)
-        products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir)
-        out_nc.parent.mkdir(parents=True, exist_ok=True)
         figures = out_nc.with_name(out_nc.stem + "_figures")
-        figures.mkdir(exist_ok=True)
+
+        def draw_network(report: ChainReport) -> None:
+            """The network's figures, drawn by the other process during the inversion."""
+            figures.mkdir(parents=True, exist_ok=True)
+            drawing.draw(figures, "network", {"network": report.network,
+                                              "components": report.components,
+                                              "velocity_reference": report.velocity_reference})
+
+        made_figures = not figures.exists()
+        try:
+            products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir,
+                                                              on_network=draw_network)
+        except Exception:
+            if made_figures:  # a failed run leaves no figures of its network behind
+                shutil.rmtree(figures, ignore_errors=True)
+            raise
+        out_nc.parent.mkdir(parents=True, exist_ok=True)
+        figures.mkdir(parents=True, exist_ok=True)
         # The figures' inputs are small: read them now; the other process draws while this
         # one writes the NetCDF.
         points = points.load()
         layers = products_ds[["velocity", "thaw_season_deformation_mean"]].load()
         published = published_at_points(products_ds, points)
-        qc = {"network": report.network, "components": report.components,
-              "velocity_reference": report.velocity_reference}
         logger = step_logger()
-        drawing.draw(figures, layers, qc, points, published)
+        drawing.draw(figures, "results", layers, points, published)
         logger.info("writing %s", out_nc)
         tmp_nc = out_nc.with_name(f".{out_nc.name}.tmp")
         write_cf_netcdf(products_ds, grid, tmp_nc, title)
