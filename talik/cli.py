@@ -18,6 +18,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Prefect waits 20 s for its throwaway local server; a cold start on a busy 2-core machine
 # (imports, database check) was seen to take longer.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# numpy advises the kernel to back large arrays with huge pages; where transparent huge
+# pages are on "madvise" with synchronous compaction (Ubuntu's default, and the VMs this was
+# measured on), first touching fresh memory then took 2.7 s per GB instead of 0.4 s, and the
+# chain allocates several GB over a run. A user's own setting wins (numpy reads it at import;
+# nothing above has imported numpy).
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
 app = typer.Typer(help="talik: permafrost degradation monitoring from InSAR and streamflow.",
                   no_args_is_help=True, pretty_exceptions_enable=False)

@@ -735,7 +735,8 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     resample = _GacosResampler(grid)
     # A row of chunks holds GACOS_DATES_PER_CHUNK dates: threads write disjoint rows straight
     # into the array (an xarray region write per date cost more than the resampling).
-    ztd_array = zarr.open_array(str(out / "ztd_m"), mode="r+", zarr_format=2)
+    ztd_array = zarr.open_array(str(out / "ztd_m"), mode="r+", zarr_format=2,
+                                 config={"write_empty_chunks": True})
     per_row = GACOS_DATES_PER_CHUNK
 
     def stage_row(row: int) -> None:
