@@ -377,6 +377,12 @@ def _busy_cpu_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+_CHILD_ENV = {**os.environ,
+              "NUMPY_MADVISE_HUGEPAGE": os.environ.get("NUMPY_MADVISE_HUGEPAGE", "0")}
+"""Every phase (peer included) runs as the ``talik`` command does: numpy's huge-page advice
+off unless set otherwise (talik/cli.py says why)."""
+
+
 def _child(args: list[str]) -> dict:
     """Run a phase in a fresh process; return its JSON result plus its own peak RSS.
 
@@ -386,7 +392,7 @@ def _child(args: list[str]) -> dict:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         busy, start = _busy_cpu_s(), time.perf_counter()
         proc = subprocess.Popen([sys.executable, __file__, *args], stdout=out, stderr=err,
-                                text=True)
+                                text=True, env=_CHILD_ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         others = _busy_cpu_s() - busy - usage.ru_utime - usage.ru_stime
@@ -525,7 +531,8 @@ def main() -> None:
     REPEAT = max(1, args.repeat)
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    print(f"machine: {os.cpu_count()} cores; dask threaded scheduler; numba kernel"
+    print(f"machine: {os.cpu_count()} cores; dask threaded scheduler; numba kernel; "
+          f"NUMPY_MADVISE_HUGEPAGE={_CHILD_ENV['NUMPY_MADVISE_HUGEPAGE']} in every phase"
           + (f"; fastest of {REPEAT} runs of each `peer`/`cli` phase" if REPEAT > 1 else ""))
     if "inversion" in args.only:
         for size in args.sizes:

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from talik.science.inversion import ConstraintSpec, constraint_basis, invert_nsbas, solve_nsbas
+from talik.science.inversion import (
+    ConstraintSpec,
+    constraint_basis,
+    invert_nsbas,
+    solve_nsbas,
+    solve_rate,
+)
 from talik.science.network import Network, components
 
 
@@ -253,3 +259,28 @@ def test_quality_mask_sets_one_bit_per_failed_test():
     for key in good:
         ds2[key] = xr.full_like(ds[key], good[key])
     assert quality_mask(ds2, limits)[0].values.all()
+
+
+@pytest.mark.parametrize("model", ["none", "linear", "linear_periodic"])
+def test_rate_alone_is_the_full_solves_rate(model):
+    """solve_rate (a dot product where every pair is valid) gives solve_nsbas's rate, pixel
+    for pixel: complete pixels, pixels with a few pairs missing, too few pairs (NaN)."""
+    rng = np.random.default_rng(7)
+    net = _gapped_network(n_years=3)
+    n_pix = 700
+    t = net.years()
+    truth = -12.0 * t[None, :] + 5 * np.sin(2 * np.pi * t)[None, :] + rng.normal(0, 2, (n_pix, t.size))
+    d = (truth[:, net.sec_index] - truth[:, net.ref_index] + rng.normal(0, 1, (n_pix, net.n_pairs)))
+    d = d.astype(np.float32)
+    d[100:300][rng.random((200, net.n_pairs)) < 0.2] = np.nan  # some pairs missing
+    d[300:320, 5:] = np.nan  # too few pairs left
+    d[320:330] = np.nan  # nothing
+    spec = ConstraintSpec(model)
+    pair_major = np.ascontiguousarray(d.T)
+    full = solve_nsbas(pair_major, net, spec, min_valid=10, pair_major=True)["rate"]
+    alone = solve_rate(pair_major, net, spec, min_valid=10)
+    assert np.isfinite(full[:100]).all() and np.isnan(full[300:330]).all()
+    np.testing.assert_array_equal(np.isnan(alone), np.isnan(full))
+    np.testing.assert_allclose(alone, full, rtol=0, atol=1e-4)  # mm/yr
+    with pytest.raises(ValueError, match="no velocity reference"):
+        solve_rate(pair_major, net, ConstraintSpec("linear", velocity_reference=True))

@@ -55,6 +55,7 @@ __all__ = [
     "invert_nsbas",
     "reference_epoch_index",
     "solve_nsbas",
+    "solve_rate",
 ]
 
 ConstraintModel = Literal["none", "linear", "linear_periodic"]
@@ -292,6 +293,20 @@ def _solve_factored(
                 f = g2 * pb[j, c] * t1[j]
                 for q in range(lanes):
                     z[n + c, q] -= f * vref[q]
+    _substitute(z, bw, band, inv, arrow, corner)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _substitute(z: np.ndarray, bw: int, band: np.ndarray, inv: np.ndarray, arrow: np.ndarray,
+                corner: np.ndarray) -> None:
+    """Solve the factored normal equations in place: right-hand sides in, unknowns out (``z``).
+
+    Forward then back substitution with the factor of :func:`_factor_lanes` (per lane, or
+    shared: see :func:`_solve_factored`).
+    """
+    n = band.shape[0]
+    k = arrow.shape[0]
+    lanes = z.shape[1]
     # Forward substitution.
     for j in range(n):
         top = min(bw, j)
@@ -753,6 +768,97 @@ def solve_nsbas(
     }
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _rate_functional(ref: np.ndarray, sec: np.ndarray, n_ifg: int, bw: int, g2: float,
+                     none_model: bool, arrow_init: np.ndarray, corner_init: np.ndarray,
+                     rate_w: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
+    """``g`` with ``g · d`` = the least-squares rate of the series solved from ``d``.
+
+    For a pixel with every interferogram valid and no velocity reference, the series is
+    ``u = F⁻¹ Aᵀ d`` (``F`` the normal matrix, ``A`` the pairs' date incidence) and its rate
+    ``rᵀ u`` (``r`` the slope weights), so the rate is ``(A F⁻¹ r) · d``. Also returns whether
+    ``F`` could be factorised.
+    """
+    k = arrow_init.shape[0]
+    lanes = 1
+    w = np.ones((n_ifg, lanes))
+    band = np.empty((n, bw + 1, lanes))
+    inv = np.empty((n, lanes))
+    arrow = np.empty((k, n, lanes))
+    corner = np.empty((k, k, lanes))
+    ok = np.empty(lanes)
+    _factor_lanes(w, ref, sec, bw, g2, none_model, arrow_init, corner_init, band, inv, arrow,
+                  corner, ok)
+    y = np.zeros((n + k, lanes))
+    for j in range(n):
+        y[j, 0] = rate_w[j + 1]
+    _substitute(y, bw, band, inv, arrow, corner)
+    g = np.empty(n_ifg)
+    for m in range(n_ifg):
+        a = ref[m]
+        g[m] = y[sec[m] - 1, 0] - (y[a - 1, 0] if a > 0 else 0.0)
+    return g, ok[0] != 0.0
+
+
+@njit(cache=True, nogil=True)
+def _rate_dot(data: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
+    """``out[p] = Σ_m g[m] · data[m, p]`` summed in float64 (NaN when any term is NaN)."""
+    n_ifg, n_pix = data.shape
+    block = 2048
+    acc = np.empty(block)
+    for p0 in range(0, n_pix, block):
+        nb = min(block, n_pix - p0)
+        acc[:nb] = 0.0
+        for m in range(n_ifg):
+            row = data[m, p0 : p0 + nb]
+            gm = g[m]
+            for i in range(nb):
+                acc[i] += gm * row[i]
+        for i in range(nb):
+            out[p0 + i] = acc[i]
+
+
+def solve_rate(data: np.ndarray, network: Network, spec: ConstraintSpec, min_valid: int = 1,
+               threads: int | None = 1) -> np.ndarray:
+    """The ``rate`` (mm/yr) that :func:`solve_nsbas` returns, without the rest of the solve.
+
+    ``data`` is pair-major ``(M, P)`` (mm, NaN = not valid); no velocity reference. A pixel
+    with every interferogram valid gets its rate as one dot product with a fixed vector
+    (:func:`_rate_functional`: the same least squares, summed in float64 in another order, so
+    equal to rounding); the other pixels are solved in full by :func:`solve_nsbas`.
+    """
+    if spec.velocity_reference:
+        raise ValueError("solve_rate takes no velocity reference")
+    data = np.asarray(data)
+    if data.ndim != 2 or data.shape[0] != network.n_pairs:
+        raise ValueError(f"data must be pair-major with {network.n_pairs} interferograms; "
+                         f"got shape {data.shape}")
+    n_pairs, n_pix = data.shape
+    t = network.years()
+    basis, _ = constraint_basis(t, spec)
+    span = network.sec_index - network.ref_index
+    bw = int(max(span.max(initial=1), 1))
+    g, ok = _rate_functional(network.ref_index.astype(np.int64),
+                             network.sec_index.astype(np.int64), n_pairs, bw, spec.gamma**2,
+                             spec.model == "none",
+                             np.ascontiguousarray(-(spec.gamma**2) * basis[1:].T),
+                             spec.gamma**2 * (basis.T @ basis), slope_weights(t),
+                             network.n_dates - 1)
+    rate = np.full(n_pix, np.nan, np.float32)
+    full_solvable = ok and n_pairs >= max(int(min_valid), 1)
+    if full_solvable:
+        _rate_dot(data, g, rate)
+        # NaN where any interferogram is NaN: those pixels are solved.
+        partial = np.flatnonzero(np.isnan(rate))
+    else:
+        partial = np.arange(n_pix)
+    if partial.size:
+        rest = solve_nsbas(np.ascontiguousarray(data[:, partial]), network, spec, None,
+                           min_valid, pair_major=True, threads=threads)
+        rate[partial] = rest["rate"]
+    return rate
+
+
 def _pack_flags(flags: np.ndarray, rows: int) -> np.ndarray:
     """``(time, pixel)`` uint8 flags → ``(rows, pixel)`` float32 holding four epochs' bytes each.
 
@@ -835,10 +941,8 @@ def invert_nsbas(
         vflat = None if vref_block is None else np.ascontiguousarray(vref_block).reshape(-1)
         if reference_from is not None:
             initial_spec, mapping = reference_from
-            first = solve_nsbas(flat, network, initial_spec, None, min_valid, pair_major=True,
-                                wavelength_m=wavelength_m, threads=threads)
-            initial_rate = first["rate"]
-            del first  # its series are not needed: free them before the second solve
+            # Only the initial series' rate is needed (solve_rate: most pixels need no solve).
+            initial_rate = solve_rate(flat, network, initial_spec, min_valid, threads=threads)
             vflat = np.asarray(mapping(initial_rate), dtype=np.float64)
         out = np.empty((n_out, ny * nx), np.float32)
         res = solve_nsbas(flat, network, spec, vflat, min_valid, pair_major=True,
