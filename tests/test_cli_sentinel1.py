@@ -97,3 +97,36 @@ def test_untagged_lband_rate_reference_date_and_quiet(tmp_path, tiny_world):
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "c.nc"), "--reference-date", "June"])
     assert res.exit_code == 2 and "YYYY-MM-DD" in res.output
 
+
+
+def test_a_run_that_fails_after_the_network_figures_leaves_the_earlier_figures(
+        tmp_path, tiny_world, monkeypatch):
+    """The network figures are drawn during the inversion, but they join the product's
+    figures only when the run succeeds: a failed rerun leaves the earlier ones untouched, and
+    a failed first run leaves no output folder."""
+    import time
+
+    import talik.tasks.sentinel1 as s1
+
+    def run(out):
+        return CliRunner().invoke(app, ["sentinel1", str(tiny_world / "hyp3"), "--out", str(out),
+                                        "--work", str(tmp_path / "work")])
+
+    out = tmp_path / "out" / "s1.nc"
+    assert run(out).exit_code == 0
+    figures = out.with_name("s1_figures")
+    before = {p.name: p.stat().st_mtime_ns for p in figures.iterdir()}  # (same data: same bytes)
+    real = s1.invert_nsbas
+
+    def failing(*args, **kwargs):
+        time.sleep(1.5)  # the figure process draws the network meanwhile
+        real(*args, **kwargs)
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(s1, "invert_nsbas", failing)
+    res = run(out)
+    assert res.exit_code != 0 and "disk full" in repr(res.exception)
+    assert {p.name: p.stat().st_mtime_ns for p in figures.iterdir()} == before  # not rewritten
+    res = run(tmp_path / "fresh" / "s1.nc")
+    assert res.exit_code != 0
+    assert not (tmp_path / "fresh").exists()

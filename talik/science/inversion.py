@@ -848,8 +848,8 @@ def solve_rate(data: np.ndarray, network: Network, spec: ConstraintSpec, min_val
     full_solvable = ok and n_pairs >= max(int(min_valid), 1)
     if full_solvable:
         _rate_dot(data, g, rate)
-        # NaN where any interferogram is NaN: those pixels are solved.
-        partial = np.flatnonzero(np.isnan(rate))
+        # NaN where any interferogram is NaN (±inf where one is infinite): those are solved.
+        partial = np.flatnonzero(~np.isfinite(rate))
     else:
         partial = np.arange(n_pix)
     if partial.size:

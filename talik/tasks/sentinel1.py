@@ -1031,24 +1031,22 @@ def sentinel1_from_products(
                                    lband_incidence_deg=lband_incidence_deg,
                                    lband_quantity=lband_quantity)
         figures = out_nc.with_name(out_nc.stem + "_figures")
+        # The network's figures are drawn by the other process during the inversion, into the
+        # work folder; they join the others beside the product only once the run succeeded
+        # (a failed or interrupted run leaves the earlier figures as they were).
+        drafts = work_dir / "network_figures"
 
         def draw_network(report: ChainReport) -> None:
-            """The network's figures, drawn by the other process during the inversion."""
-            figures.mkdir(parents=True, exist_ok=True)
-            drawing.draw(figures, "network", {"network": report.network,
-                                              "components": report.components,
-                                              "velocity_reference": report.velocity_reference})
+            shutil.rmtree(drafts, ignore_errors=True)
+            drafts.mkdir()
+            drawing.draw(drafts, "network", {"network": report.network,
+                                             "components": report.components,
+                                             "velocity_reference": report.velocity_reference})
 
-        made_figures = not figures.exists()
-        try:
-            products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir,
-                                                              on_network=draw_network)
-        except Exception:
-            if made_figures:  # a failed run leaves no figures of its network behind
-                shutil.rmtree(figures, ignore_errors=True)
-            raise
+        products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir,
+                                                          on_network=draw_network)
         out_nc.parent.mkdir(parents=True, exist_ok=True)
-        figures.mkdir(parents=True, exist_ok=True)
+        figures.mkdir(exist_ok=True)
         # The figures' inputs are small: read them now; the other process draws while this
         # one writes the NetCDF.
         points = points.load()
@@ -1061,5 +1059,8 @@ def sentinel1_from_products(
         write_cf_netcdf(products_ds, grid, tmp_nc, title)
         tmp_nc.replace(out_nc)  # a killed run never leaves a half-written product
         (work_dir / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
-        drawing.wait()
+        for path in drawing.wait():
+            if path.parent == drafts:
+                path.replace(figures / path.name)
+        shutil.rmtree(drafts, ignore_errors=True)
     return report

@@ -537,9 +537,7 @@ def write_sentinel1_store(products: list[Hyp3Product], grid: AnalysisGrid, wavel
         write_zarr(template, out, mode="w", compute=False, encoding=encoding)
         # The batches go straight into the arrays (as xarray would encode them, without its
         # per-batch encoding and region bookkeeping).
-        los_array, coh_array = (zarr.open_array(str(out / name), mode="r+", zarr_format=2,
-                                                config={"write_empty_chunks": True})
-                                for name in ("los_mm", "coherence"))
+        los_array, coh_array = (_array_for_writing(out / name) for name in ("los_mm", "coherence"))
         # GDAL decompresses and warps outside the GIL: one reader thread per core; each batch
         # is compressed and written (its own Zarr chunks) while the next one is read. Empty
         # interferograms are left out, the rest written one after the other (compacted).
@@ -632,7 +630,29 @@ def _baseline(product: Hyp3Product) -> float:
 
 
 GACOS_DATES_PER_CHUNK = 16
-"""Dates per chunk of the staged GACOS delays (a 256² tile of 16 dates is 4 MB)."""
+"""Dates per chunk of the staged GACOS delays (a 256² tile of 16 dates is 4 MB), fewer on a
+grid so large that a row of 16 whole maps, resampled in memory before it is written, would
+pass :data:`GACOS_ROW_MAX_MB`."""
+
+GACOS_ROW_MAX_MB = 64
+"""Largest row of whole delay maps (dates of one chunk row × grid × 4 bytes) each staging
+thread holds, MB."""
+
+
+def _gacos_dates_per_chunk(grid: AnalysisGrid) -> int:
+    """:data:`GACOS_DATES_PER_CHUNK`, or as many as fit in :data:`GACOS_ROW_MAX_MB` (≥ 1)."""
+    per_map_mb = grid.height * grid.width * 4 / 1e6
+    return int(max(1, min(GACOS_DATES_PER_CHUNK, GACOS_ROW_MAX_MB // max(per_map_mb, 1e-9))))
+
+
+def _array_for_writing(path: Path) -> zarr.Array:
+    """An existing Zarr (v2) array opened to write every chunk, even one of the fill value.
+
+    (zarr's check for such chunks scans each chunk written; ``open_array`` ignores a
+    ``config`` for an existing array, so it is set on the opened one.)
+    """
+    return zarr.open_array(str(path), mode="r+", zarr_format=2).with_config(
+        {"write_empty_chunks": True})
 
 
 class _GacosResampler:
@@ -700,8 +720,9 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     """GACOS zenith delays on the grid, and where each Sentinel-1 pair finds its two dates.
 
     ``ztd_m (date, y, x)``: zenith total delay (m), bilinearly resampled, each date once,
-    in chunks of :data:`GACOS_DATES_PER_CHUNK` dates (a tile of every date is then read in a
-    few chunks, not one per date: per-chunk overhead dominated reading and writing).
+    in chunks of :data:`GACOS_DATES_PER_CHUNK` dates on grids up to 1000² px (a tile of every
+    date is then read in a few chunks, not one per date: per-chunk overhead dominated reading
+    and writing).
     With ``s1_store``: ``gacos_reference_index`` and ``gacos_secondary_index (pair)``, the
     positions of a pair's two dates along ``date`` (−1 where GACOS has no map), and
     ``has_gacos (pair)``. The chain forms each pair's correction ``(ZTD_sec − ZTD_ref)/cos θ``
@@ -724,7 +745,7 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     cy, cx = min(chunk, grid.height), min(chunk, grid.width)
     variables: dict = {"ztd_m": (("date", "y", "x"),
                                  dsa.zeros((len(found), grid.height, grid.width), dtype=np.float32,
-                                           chunks=(GACOS_DATES_PER_CHUNK, cy, cx)),
+                                           chunks=(_gacos_dates_per_chunk(grid), cy, cx)),
                                  {"units": "m", "long_name": "GACOS zenith total delay"})}
     summary: dict = {"n_dates": len(found),
                      "missing": sorted({str(d) for d in wanted if d not in files})}
@@ -737,9 +758,8 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     resample = _GacosResampler(grid)
     # A row of chunks holds GACOS_DATES_PER_CHUNK dates: threads write disjoint rows straight
     # into the array (an xarray region write per date cost more than the resampling).
-    ztd_array = zarr.open_array(str(out / "ztd_m"), mode="r+", zarr_format=2,
-                                 config={"write_empty_chunks": True})
-    per_row = GACOS_DATES_PER_CHUNK
+    ztd_array = _array_for_writing(out / "ztd_m")
+    per_row = ztd_array.chunks[0]
 
     def stage_row(row: int) -> None:
         i0, i1 = row * per_row, min((row + 1) * per_row, len(found))

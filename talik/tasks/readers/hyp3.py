@@ -566,8 +566,12 @@ class HeaderGrids:
     GeoTIFF keys and pixel scale are byte for byte those of the first file GDAL opened have
     its CRS and the same transform but for the shift of their tiepoint, so only their TIFF
     tags are read (tifffile, ~0.15 ms). Anything else — other keys, a rotation, a tiepoint
-    off the corner pixel, a ``.aux.xml`` beside the file, an archive member, a tag that does
-    not parse — is opened by GDAL (:func:`_layer_grid`), which also reports the errors.
+    at another raster position than the first file's, a ``.aux.xml`` beside the file, an
+    archive member, a tag that does not parse — is opened by GDAL (:func:`_layer_grid`),
+    which also reports the errors. A file is not decoded here: damage past its tags (its
+    pixel data, an unknown codec) is found when staging reads it; a layer staging never
+    reads (the water mask; the DEM and look angles of products other than the one they are
+    taken from) is therefore not checked beyond its tags.
     """
 
     def __init__(self) -> None:
