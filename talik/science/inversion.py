@@ -110,6 +110,32 @@ def constraint_basis(t_years: np.ndarray, spec: ConstraintSpec) -> tuple[np.ndar
                           period_yr=spec.period_yr)
 
 
+@dataclass(frozen=True)
+class _NormalParts:
+    """What the compiled solvers need of a network and a constraint model (no data).
+
+    ``t`` (years), the constraint ``basis`` and its column ``names``, the band width ``bw``
+    (the widest pair, in dates) and the constraint's border ``arrow_init`` and ``corner_init``
+    of the normal matrix (:func:`_factor_lanes`).
+    """
+
+    t: np.ndarray
+    basis: np.ndarray
+    names: list[str]
+    bw: int
+    arrow_init: np.ndarray
+    corner_init: np.ndarray
+
+    @staticmethod
+    def of(network: Network, spec: ConstraintSpec) -> _NormalParts:
+        t = network.years()
+        basis, names = constraint_basis(t, spec)
+        span = network.sec_index - network.ref_index
+        return _NormalParts(t, basis, names, int(max(span.max(initial=1), 1)),
+                            np.ascontiguousarray(-(spec.gamma**2) * basis[1:].T),
+                            spec.gamma**2 * (basis.T @ basis))
+
+
 _LANES = 16
 """Pixels solved side by side: independent dependency chains the CPU can overlap (SIMD)."""
 _BLOCK = 32 * _LANES
@@ -686,11 +712,9 @@ def solve_nsbas(
     n_dates = network.n_dates
     if not 0 <= reference_epoch < n_dates:
         raise ValueError(f"reference_epoch {reference_epoch} is not a date index (0…{n_dates - 1})")
-    t = network.years()
-    basis, names = constraint_basis(t, spec)
+    parts = _NormalParts.of(network, spec)
+    t, basis, names, bw = parts.t, parts.basis, parts.names, parts.bw
     k = basis.shape[1]
-    span = network.sec_index - network.ref_index
-    bw = int(max(span.max(initial=1), 1))
     lam_mm = 1000.0 * (wavelength_m if wavelength_m else 0.055465763)
     # Outputs are date-major (N, P): the layout of a (time, y, x) result.
     if displacement_out is None:
@@ -729,8 +753,8 @@ def solve_nsbas(
     )
     model = (
         bool(spec.velocity_reference),
-        np.ascontiguousarray(-(spec.gamma**2) * basis[1:].T),
-        spec.gamma**2 * (basis.T @ basis),
+        parts.arrow_init,
+        parts.corner_init,
         max(int(min_valid), 1),
         int(reference_epoch),
         4.0 * np.pi / lam_mm,
@@ -834,16 +858,11 @@ def solve_rate(data: np.ndarray, network: Network, spec: ConstraintSpec, min_val
         raise ValueError(f"data must be pair-major with {network.n_pairs} interferograms; "
                          f"got shape {data.shape}")
     n_pairs, n_pix = data.shape
-    t = network.years()
-    basis, _ = constraint_basis(t, spec)
-    span = network.sec_index - network.ref_index
-    bw = int(max(span.max(initial=1), 1))
+    parts = _NormalParts.of(network, spec)
     g, ok = _rate_functional(network.ref_index.astype(np.int64),
-                             network.sec_index.astype(np.int64), n_pairs, bw, spec.gamma**2,
-                             spec.model == "none",
-                             np.ascontiguousarray(-(spec.gamma**2) * basis[1:].T),
-                             spec.gamma**2 * (basis.T @ basis), slope_weights(t),
-                             network.n_dates - 1)
+                             network.sec_index.astype(np.int64), n_pairs, parts.bw,
+                             spec.gamma**2, spec.model == "none", parts.arrow_init,
+                             parts.corner_init, slope_weights(parts.t), network.n_dates - 1)
     rate = np.full(n_pix, np.nan, np.float32)
     full_solvable = ok and n_pairs >= max(int(min_valid), 1)
     if full_solvable:

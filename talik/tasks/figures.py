@@ -16,11 +16,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
-# (re-exported: they were defined here; they need no matplotlib, so they live apart)
-from talik.tasks.figure_process import FiguresInBackground, published_at_points  # noqa: E402
+from talik.tasks.figure_process import FIGURE_SETS  # noqa: E402
 
 __all__ = [
-    "FiguresInBackground",
     "agreement_figure",
     "attribution_figure",
     "drivers_binned_figure",
@@ -33,7 +31,6 @@ __all__ = [
     "ks_windows_figure",
     "maps_figure",
     "network_figure",
-    "published_at_points",
     "recession_fit_figure",
     "network_figures",
     "result_figures",
@@ -202,9 +199,8 @@ def sentinel1_figures(folder: Path, layers: xr.Dataset, qc: dict, points: xr.Dat
             + result_figures(folder, layers, points, published, truth, prefix))
 
 
-_BACKGROUND_FIGURES = {"network": network_figures, "results": result_figures}
-"""What :class:`~talik.tasks.figure_process.FiguresInBackground` can be asked to draw (the
-names of :data:`~talik.tasks.figure_process.FIGURE_SETS`)."""
+_BACKGROUND_FIGURES = dict(zip(FIGURE_SETS, (network_figures, result_figures), strict=True))
+"""What :class:`~talik.tasks.figure_process.FiguresInBackground` can be asked to draw."""
 
 
 def _draw_requested() -> None:

@@ -14,7 +14,8 @@ import xarray as xr
 
 from talik.config import StudyConfig
 from talik.science.compare import agreement
-from talik.tasks.figures import published_at_points, sentinel1_figures
+from talik.tasks.figure_process import published_at_points
+from talik.tasks.figures import sentinel1_figures
 from talik.tasks.log import step_logger
 from talik.tasks.netcdf_chunks import load_netcdf
 from talik.tasks.records import InputSet, StepOutput

@@ -732,8 +732,8 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     ``reuse = (earlier gacos.zarr, n)``: an earlier store on the same grid whose first ``n``
     dates are this one's first ``n`` (from the same files); the maps of its whole chunk rows
     among them are taken from it (:func:`_reuse_maps`) and only the other dates are
-    resampled. ``only``: the dates whose
-    files may be used (those of the run's inputs); the folder's other maps count as missing.
+    resampled. ``only``: the dates whose files may be used (those of the run's inputs); the
+    folder's other maps count as missing.
     """
     import dask.array as dsa
 
@@ -756,8 +756,8 @@ def write_gacos_store(gacos_dir: Path, dates: list, grid: AnalysisGrid, out: Pat
     write_zarr(xr.Dataset(variables, coords={"date": pd.to_datetime(found), "y": ys, "x": xs},
                           attrs=grid.to_attrs()), out, mode="w", compute=False)
     resample = _GacosResampler(grid)
-    # A row of chunks holds GACOS_DATES_PER_CHUNK dates: threads write disjoint rows straight
-    # into the array (an xarray region write per date cost more than the resampling).
+    # Threads each resample a row of chunks (its dates) and write it straight into the array
+    # (an xarray region write per date cost more than the resampling).
     ztd_array = _array_for_writing(out / "ztd_m")
     per_row = ztd_array.chunks[0]
 
