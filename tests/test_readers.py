@@ -329,6 +329,18 @@ def test_layer_grids_from_tiff_tags_equal_gdals(tmp_path):
                            width=values.shape[1], count=1, dtype="float32", crs=crs,
                            transform=transform) as dst:
             dst.write(values, 1)
+    # Files of another kind than GDAL's default: pixel-is-point, big-endian, with overviews.
+    extra = {"point.tif": {"AREA_OR_POINT": "Point"}, "big_endian.tif": {}, "overviews.tif": {}}
+    for name, tags in extra.items():
+        shifted, crs, values = cases["shifted.tif"]
+        options = {"ENDIANNESS": "BIG"} if name == "big_endian.tif" else {}
+        with rasterio.open(tmp_path / name, "w", driver="GTiff", height=values.shape[0],
+                           width=values.shape[1], count=1, dtype="float32", crs=crs,
+                           transform=shifted, **options) as dst:
+            dst.update_tags(**tags)
+            dst.write(values, 1)
+            if name == "overviews.tif":
+                dst.build_overviews([2])
     # GDAL metadata beside a file (PAM) overrides its tags: such a file is opened by GDAL.
     shutil.copy(tmp_path / "shifted.tif", tmp_path / "with_aux.tif")
     wkt = rasterio.crs.CRS.from_epsg(32646).to_wkt()
@@ -336,7 +348,7 @@ def test_layer_grids_from_tiff_tags_equal_gdals(tmp_path):
         f'<PAMDataset><SRS dataAxisToSRSAxisMapping="1,2">{wkt}</SRS></PAMDataset>')
     grids = HeaderGrids()
     for name in ["first.tif", *(n for n in cases if n not in ("first.tif", "no_crs.tif")),
-                 "with_aux.tif"]:
+                 "with_aux.tif", *extra]:
         path = str(tmp_path / name)
         fast, gdal = grids(path), _layer_grid(path)
         assert fast.crs == gdal.crs, name
