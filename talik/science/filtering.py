@@ -14,7 +14,8 @@ from scipy.ndimage import gaussian_filter
 
 from talik.science.temporal import slope_weights
 
-__all__ = ["atmospheric_filter", "highpass_operator", "spatial_lowpass", "temporal_lowpass"]
+__all__ = ["atmospheric_filter", "highpass_operator", "remove_atmosphere", "spatial_lowpass",
+           "temporal_lowpass"]
 
 
 def _temporal_weights(days: np.ndarray, sigma_days: float) -> np.ndarray:
@@ -97,24 +98,44 @@ def highpass_operator(days: np.ndarray, sigma_days: float) -> np.ndarray:
     return (eye - _temporal_weights(days, sigma_days)) @ (eye - np.outer(t, slope))
 
 
-def _screen_block(block: np.ndarray, operator: np.ndarray, sigma_px: float) -> np.ndarray:
-    """``(time, ny, nx)`` series → their atmospheric screen (same shape)."""
+def _filtered_block(block: np.ndarray, operator: np.ndarray, sigma_px: float,
+                    reference_index: int | None) -> np.ndarray:
+    """``(time, ny, nx)`` series → the series with their atmospheric screen removed.
+
+    One new array for the whole step: the high-pass is formed in it, low-passed in space in
+    place (NaN-aware, as :func:`_nan_gaussian`, with one validity mask per pixel: a NaN
+    anywhere in a pixel's series makes its whole high-pass NaN), then turned into the filtered
+    series, zero at ``reference_index`` when given.
+    """
     n = block.shape[0]
-    highpass = (operator @ block.reshape(n, -1)).reshape(block.shape)
-    return _nan_gaussian(highpass, sigma_px)
+    out = (operator @ block.reshape(n, -1)).reshape(block.shape)
+    if sigma_px > 0:
+        valid = np.isfinite(out.sum(axis=0))  # (ny, nx): finite at every date
+        out[..., ~valid] = 0
+        gaussian_filter(out, (0,) * (out.ndim - 2) + (sigma_px, sigma_px), mode="nearest",
+                        output=out)
+        den = gaussian_filter(valid.astype(out.dtype), (sigma_px, sigma_px), mode="nearest")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out /= den
+        out[..., ~(valid & (den > 1e-6))] = np.nan
+    np.subtract(block, out, out=out)
+    if reference_index is not None:
+        out -= out[reference_index].copy()
+    return out
 
 
-def atmospheric_filter(
+def remove_atmosphere(
     displacement: xr.DataArray, temporal_sigma_days: float, spatial_sigma_m: float,
-    pixel_m: float,
-) -> tuple[xr.DataArray, xr.DataArray]:
-    """Remove the atmospheric screen: returns ``(filtered, screen)`` (mm, dims as input).
+    pixel_m: float, reference_time: np.datetime64 | None = None,
+) -> xr.DataArray:
+    """The series (mm, dims as input) with their atmospheric screen removed.
 
     ``screen = lowpass_space(d − lowpass_time(d))`` with ``d`` the series minus its linear
     trend: removing the trend first keeps the one-sided averages at the ends of the series from
     leaking the trend into the screen (which would change the rate). Series must be complete or
     all NaN (as NSBAS returns them); on dask arrays, ``time`` must be one chunk and each tile
-    is filtered with a margin of its neighbours' pixels (4 σ), reading them once.
+    is filtered with a margin of its neighbours' pixels (4 σ), reading them once. With
+    ``reference_time`` (one of the series' times), the filtered series are zero there.
     """
     dims = displacement.dims
     series = displacement.transpose("time", ..., "y", "x")
@@ -122,16 +143,29 @@ def atmospheric_filter(
     days = ((series["time"] - series["time"][0]) / np.timedelta64(1, "D")).values
     operator = highpass_operator(days, temporal_sigma_days).astype(dtype)
     sigma_px = spatial_sigma_m / pixel_m
+    ref = None
+    if reference_time is not None:
+        ref = int(series.indexes["time"].get_loc(reference_time))
     data = series.data
     if hasattr(data, "map_overlap"):
         depth = int(np.ceil(4 * sigma_px))
-        screen = data.astype(dtype).map_overlap(
-            _screen_block, depth={data.ndim - 2: depth, data.ndim - 1: depth},
-            boundary="none", operator=operator, sigma_px=sigma_px, dtype=dtype)
+        filtered = data.astype(dtype).map_overlap(
+            _filtered_block, depth={data.ndim - 2: depth, data.ndim - 1: depth},
+            boundary="none", operator=operator, sigma_px=sigma_px, reference_index=ref,
+            dtype=dtype)
     else:
-        screen = _screen_block(np.asarray(data, dtype=dtype), operator, sigma_px)
-    screen = series.copy(data=screen).where(np.isfinite(series)).transpose(*dims)
-    filtered = (displacement - screen).assign_attrs(displacement.attrs,
-                                                    atmospheric_filter="temporal high-pass, "
-                                                    "spatial low-pass screen removed")
-    return filtered, screen.assign_attrs(units="mm", long_name="estimated atmospheric screen")
+        filtered = _filtered_block(np.asarray(data, dtype=dtype), operator, sigma_px, ref)
+    return series.copy(data=filtered).transpose(*dims).assign_attrs(
+        displacement.attrs, atmospheric_filter="temporal high-pass, spatial low-pass screen "
+        "removed")
+
+
+def atmospheric_filter(
+    displacement: xr.DataArray, temporal_sigma_days: float, spatial_sigma_m: float,
+    pixel_m: float,
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """:func:`remove_atmosphere`, also returning the screen it removed: ``(filtered, screen)``."""
+    filtered = remove_atmosphere(displacement, temporal_sigma_days, spatial_sigma_m, pixel_m)
+    screen = (displacement - filtered).assign_attrs(units="mm",
+                                                    long_name="estimated atmospheric screen")
+    return filtered, screen

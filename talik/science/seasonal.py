@@ -20,11 +20,58 @@ __all__ = [
 ]
 
 
+_SLAB = 8192
+"""Pixels of a tile cast to float64 at a time by :func:`_project` (a few MB, reused)."""
+
+
+def _project_block(block: np.ndarray, operator: np.ndarray) -> np.ndarray:
+    """``operator (k, time) @ block (time, ...)`` → ``(k, ...)`` float64, a BLAS product per slab."""
+    n = block.shape[0]
+    flat = block.reshape(n, -1)
+    out = np.empty((operator.shape[0], flat.shape[1]))
+    for lo in range(0, flat.shape[1], _SLAB):
+        np.matmul(operator, flat[:, lo:lo + _SLAB].astype(np.float64), out=out[:, lo:lo + _SLAB])
+    return out.reshape(operator.shape[0], *block.shape[1:])
+
+
+def _project(displacement: xr.DataArray, operator: np.ndarray, dim: str,
+             labels: list | np.ndarray) -> xr.DataArray:
+    """``operator · series`` for every pixel: ``(dim, ...)`` float64 (NaN where a date is NaN).
+
+    ``operator`` is ``(k, time)``; numpy or dask series (``time`` in one chunk), one matrix
+    product per tile, summed in float64.
+    """
+    series = displacement.transpose("time", ...)
+    data = series.data
+    op = np.asarray(operator, dtype=np.float64)
+    if hasattr(data, "map_blocks"):
+        data = data.rechunk({0: -1}).map_blocks(_project_block, operator=op, dtype=np.float64,
+                                                chunks=((op.shape[0],), *data.chunks[1:]))
+    else:
+        data = _project_block(np.asarray(data), op)
+    coords = {k: v for k, v in series.coords.items() if "time" not in v.dims}
+    return xr.DataArray(data, dims=(dim, *series.dims[1:]), coords=coords).assign_coords(
+        {dim: labels})
+
+
 def _fit(displacement: xr.DataArray, design: np.ndarray, names: list[str]) -> xr.DataArray:
     """Least-squares coefficients of ``design`` (time, k) for every pixel → (coef, ...)."""
-    pinv = np.linalg.pinv(design)  # (k, time)
-    op = xr.DataArray(pinv, dims=("coef", "time"), coords={"coef": names})
-    return xr.dot(op, displacement, dim="time")
+    return _project(displacement, np.linalg.pinv(design), "coef", names)
+
+
+def _interpolation_weights(times: pd.DatetimeIndex, at: pd.DatetimeIndex) -> np.ndarray:
+    """``(len(at), time)`` weights of linear interpolation in time at ``at`` (inside ``times``)."""
+    t = np.asarray(times, dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
+    x = np.asarray(at, dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
+    weights = np.zeros((x.size, t.size))
+    for i, value in enumerate(x):
+        k = int(np.searchsorted(t, value, side="right")) - 1
+        if t[k] == value:
+            weights[i, k] = 1.0
+        else:
+            f = (value - t[k]) / (t[k + 1] - t[k])
+            weights[i, k], weights[i, k + 1] = 1.0 - f, f
+    return weights
 
 
 def linear_rate(displacement: xr.DataArray) -> xr.DataArray:
@@ -82,7 +129,6 @@ def thaw_season_deformation(
     """
     if rate is None:
         rate = linear_rate(displacement)
-    detrended = detrend(displacement, rate)
     times = pd.DatetimeIndex(np.asarray(displacement["time"]))
     years, starts, stops = [], [], []
     for year in range(times[0].year, times[-1].year + 1):
@@ -96,14 +142,14 @@ def thaw_season_deformation(
         shape = {d: displacement.sizes[d] for d in displacement.dims if d != "time"}
         return xr.DataArray(np.zeros((0, *shape.values())), dims=("year", *shape),
                             coords={"year": np.array([], int)}).assign_attrs(units="mm")
-    at = detrended.interp(time=pd.DatetimeIndex(starts + stops))
-    first = at.isel(time=slice(0, len(years)))
-    second = at.isel(time=slice(len(years), None))
-    change = second.drop_vars("time").rename(time="year") - first.drop_vars("time").rename(
-        time="year")
-    change = change.assign_coords(year=np.array(years))
-    return change.assign_attrs(units="mm", long_name=f"thaw-season deformation {onset} → {end} "
-                               "of the detrended series")
+    # Linear in the series: the detrended series (u − rate·t) interpolated at thaw end minus
+    # at thaw onset, as one operator on u and one number per year times the rate.
+    change_op = (_interpolation_weights(times, pd.DatetimeIndex(stops))
+                 - _interpolation_weights(times, pd.DatetimeIndex(starts)))
+    t_change = xr.DataArray(change_op @ decimal_years(displacement["time"]), dims="year")
+    change = _project(displacement, change_op, "year", np.array(years)) - rate * t_change
+    return change.assign_attrs(displacement.attrs).assign_attrs(
+        units="mm", long_name=f"thaw-season deformation {onset} → {end} of the detrended series")
 
 
 def _bracketed(times: pd.DatetimeIndex, when: pd.Timestamp, max_days: float) -> bool:

@@ -39,7 +39,7 @@ from talik import __version__
 from talik.config import Sentinel1Options
 from talik.errors import InputError
 from talik.science.calibration import fit_cdf_matching
-from talik.science.filtering import atmospheric_filter
+from talik.science.filtering import remove_atmosphere
 from talik.science.geometry import los_to_los, vertical_to_los
 from talik.science.interferogram import (
     PairCorrections,
@@ -637,10 +637,8 @@ def run_sentinel1_chain(
     if options.filter_enabled:
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
         sigma_t = options.filter_temporal_factor * revisit_days(used)
-        filtered, screen = atmospheric_filter(result["displacement"], sigma_t,
-                                              options.filter_spatial_m, pixel)
-        ref_t = np.datetime64(ref_date, "ns")
-        filtered = (filtered - filtered.sel(time=ref_t)).astype(np.float32)  # from the reference
+        filtered = remove_atmosphere(result["displacement"], sigma_t, options.filter_spatial_m,
+                                     pixel, reference_time=np.datetime64(ref_date, "ns"))
         # Only the filtered series is new: the rest stays where it is.
         filtered = _held(filtered.to_dataset(name="displacement"), out_dir, "timeseries.zarr",
                          in_memory)["displacement"]
