@@ -744,6 +744,13 @@ LEAST_SIGNIFICANT_DIGIT = 3
 """Decimal digits of millimetre values kept in the NetCDF product (rounded to 2⁻¹⁰ mm)."""
 
 
+def _quantised(values: np.ndarray, scale: float) -> np.ndarray:
+    """``round(values · scale) / scale`` in one new array (the rounding of :func:`write_cf_netcdf`)."""
+    out = np.multiply(values, scale)
+    np.round(out, out=out)
+    return np.divide(out, scale, out=out)
+
+
 def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title: str) -> None:
     """Write the products as CF-1.8 NetCDF with the grid's CRS."""
     ds = products.copy()
@@ -789,7 +796,10 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
             # rounding (to 1/1024), done here tile by tile in parallel rather than by the
             # writer on one thread; the attribute says so as the writer's would.
             scale = 2.0 ** math.ceil(math.log2(10**LEAST_SIGNIFICANT_DIGIT))
-            ds[name] = var.copy(data=np.round(var.data * scale) / scale).assign_attrs(
+            data = var.data
+            data = (data.map_blocks(_quantised, scale, dtype=data.dtype)
+                    if hasattr(data, "map_blocks") else _quantised(np.asarray(data), scale))
+            ds[name] = var.copy(data=data).assign_attrs(
                 least_significant_digit=LEAST_SIGNIFICANT_DIGIT)
     # The (time, y, x) cubes are most of the bytes: their chunks are compressed on every core
     # (talik.tasks.netcdf_chunks); the library writes the rest, then defines the cubes.
