@@ -454,6 +454,8 @@ def sentinel1(
             typer.echo(f"  series relative to {r.get('date')} ({r.get('how')}); "
                        f"{m['n_trusted']} of {m['n_solved']} solved pixels trusted "
                        f"({share:.1%}); masked: {reasons or 'none'}")
+    global _SKIP_TEARDOWN
+    _SKIP_TEARDOWN = True  # the product, figures and work stores are written and closed
 
 
 @app.command("lband-rate")
@@ -605,9 +607,37 @@ def recession(
                f"record: {record.counts}")
 
 
+_SKIP_TEARDOWN = False
+"""Set by a command that finished with everything written and closed (see :func:`main`)."""
+
+
+def _exit_without_teardown() -> None:
+    """End the process now, after what an exit must still do, without interpreter teardown.
+
+    The exit handlers run (logging's flush, thread pools' joins) and the standard streams
+    are flushed; only the finalisation of every remaining object and module is skipped,
+    which after a run that held a few GB took 0.45 s of a 12 s `talik sentinel1` (the 500²
+    benchmark). Only for commands whose files are all closed when they return.
+    """
+    import atexit
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()  # (what a normal exit runs; CPython's own multiprocessing uses it)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main() -> None:
     """Entry point of the ``talik`` script."""
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except SystemExit as done:
+        if _SKIP_TEARDOWN and done.code in (0, None):
+            _exit_without_teardown()
+        raise
+    if _SKIP_TEARDOWN:
+        _exit_without_teardown()
