@@ -802,9 +802,10 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
             ds[name] = var.copy(data=data).assign_attrs(
                 least_significant_digit=LEAST_SIGNIFICANT_DIGIT)
     # The (time, y, x) cubes are most of the bytes: their chunks are compressed on every core
-    # (talik.tasks.netcdf_chunks); the library writes the rest, then defines the cubes.
+    # (talik.tasks.netcdf_chunks), and so are the maps' (ISA-L's deflate, ten times zlib's);
+    # the library writes the rest (coordinates, integer layers), then defines them.
     cubes = [name for name in ds.data_vars
-             if ds[name].ndim == 3 and "time" in ds[name].dims and ds[name].dtype.kind in "fu"]
+             if {"y", "x"} <= set(ds[name].dims) and ds[name].dtype.kind in "fu"]
     variables, _ = xr.conventions.encode_dataset_coordinates(ds)
     encoded, _ = xr.conventions.cf_encoder({name: variables[name] for name in cubes}, {})
     ds.drop_vars(cubes).to_netcdf(path, encoding={k: v for k, v in encoding.items()
