@@ -16,9 +16,9 @@ from talik.science.calibration import rank_agreement
 from talik.science.filtering import spatial_lowpass
 from talik.science.geometry import los_to_los
 from talik.science.interferogram import postprocess_pairs
-from talik.science.inversion import ConstraintSpec, invert_nsbas
+from talik.science.inversion import ConstraintSpec, solve_rate
+from talik.science.network import Network
 from talik.science.scaling import mean_annual_rate
-from talik.science.seasonal import linear_rate
 
 __all__ = [
     "INITIAL_MODELS",
@@ -88,13 +88,17 @@ def choose_initial_model(sub: xr.DataArray, lband_sub: np.ndarray,
     Quantile mapping keeps the rank order of the rates it maps, so the candidate (inverted on
     the spatial subsample ``sub``) whose rates rank the pixels most like ``lband_sub``
     (Spearman) gives the best ``v_ref``. Returns its name, every candidate's rank agreement
-    and its rates on the subsample.
+    and its rates on the subsample (mm/yr: the least-squares rate of each inverted series,
+    :func:`~talik.science.inversion.solve_rate`, as the tiles compute it for the mapping).
     """
+    pairs = sub.transpose("pair", "y", "x")
+    network = Network.from_stack(pairs)
+    data = np.ascontiguousarray(pairs.values.reshape(pairs.sizes["pair"], -1))
     scores, rates = {}, {}
     for model in candidates:
         spec = ConstraintSpec(model, gamma, period_yr)
-        rates[model] = linear_rate(invert_nsbas(sub, spec, min_valid=min_valid)["displacement"]
-                                   ).values
+        rates[model] = solve_rate(data, network, spec, min_valid, threads=None).reshape(
+            pairs.shape[1:])
         scores[model] = rank_agreement(rates[model], lband_sub)
     finite = {m: v for m, v in scores.items() if np.isfinite(v)}
     if not finite:
