@@ -400,6 +400,19 @@ def sentinel1(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Sentinel-1 time series from your own HyP3 products, written to OUT as CF NetCDF."""
+    from talik.tasks.figure_process import FiguresInBackground
+
+    # The figures' process first: its imports (matplotlib, xarray) run on the other core
+    # while this one imports the chain's.
+    with FiguresInBackground() as drawing:
+        _sentinel1(products_dir, out, alos2_rate, study, gacos, ground_ice, lband_incidence,
+                   lband_quantity, reference_date, first_date, last_date, work, quiet, drawing)
+
+
+def _sentinel1(products_dir, out, alos2_rate, study, gacos, ground_ice, lband_incidence,  # noqa: ANN001
+               lband_quantity, reference_date, first_date, last_date, work, quiet, drawing
+               ) -> None:
+    """The body of :func:`sentinel1`, with the figures' process already started."""
     from talik.config import SENTINEL1_WAVELENGTH_M, AreaOfInterest, LocalSource, Sentinel1Options
     from talik.errors import InputError
     from talik.tasks.progress import progress_output
@@ -439,7 +452,7 @@ def sentinel1(
             report = sentinel1_from_products(
                 products_dir, out, options, aoi, wavelength, work, alos2_rate, lband_inc, gacos,
                 ground_ice, title or f"Sentinel-1 time series of {products_dir.name}",
-                lband_quantity=lband_quantity)
+                lband_quantity=lband_quantity, drawing=drawing)
     except InputError as exc:
         _fail(str(exc))
     typer.echo(f"wrote {out} ({report.n_dates} dates, {report.n_pairs_used} interferograms, "

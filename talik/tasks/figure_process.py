@@ -1,14 +1,18 @@
 """Figures drawn by another process, and the small inputs they are drawn from.
 
 Nothing here imports matplotlib: the process that computes the products does not pay for
-it (~0.4 s); the drawing process imports :mod:`talik.tasks.figures`.
+it (~0.4 s); the drawing process imports :mod:`talik.tasks.figures`. Nor xarray, when the
+module loads: a command can start the drawing process first, so that its imports run on
+the other core while the command's own are done.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import xarray as xr
+if TYPE_CHECKING:  # (importing xarray takes ~0.3 s: the figures' process may start before)
+    import xarray as xr
 
 __all__ = ["FIGURE_SETS", "FiguresInBackground", "published_at_points"]
 
@@ -21,6 +25,8 @@ def published_at_points(product: xr.Dataset, points: xr.Dataset) -> xr.DataArray
 
     One indexed read of the product for every point.
     """
+    import xarray as xr
+
     return product["displacement"].isel(
         y=xr.DataArray(points["row"].values.astype(int), dims="point"),
         x=xr.DataArray(points["col"].values.astype(int), dims="point")).load()

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dask
 import numpy as np
@@ -79,6 +80,9 @@ from talik.tasks.records import StepOutput
 from talik.tasks.stage import AnalysisGrid, on_grid, open_sentinel1_store, require_network_size
 from talik.tasks.steps import step, this_step
 from talik.tasks.zarr_io import release_freed_memory, write_zarr, write_zarr_by_tiles
+
+if TYPE_CHECKING:
+    from talik.tasks.figure_process import FiguresInBackground
 
 __all__ = [
     "ChainInputs",
@@ -1000,17 +1004,23 @@ def sentinel1_from_products(
     ground_ice: Path | None = None,
     title: str = "Sentinel-1 time series (talik)",
     lband_quantity: str | None = None,
+    drawing: FiguresInBackground | None = None,
 ) -> ChainReport:
     """The chain outside Prefect: a folder of HyP3 products → a CF NetCDF (``talik sentinel1``).
 
-    Intermediate stores go to ``work_dir``; figures to ``<out stem>_figures/`` beside ``out_nc``.
+    Intermediate stores go to ``work_dir``; figures to ``<out stem>_figures/`` beside
+    ``out_nc``, drawn by ``drawing`` (a figures' process the caller started early and stops;
+    by default one started here).
     """
+    from contextlib import nullcontext
+
     from talik.tasks.figure_process import FiguresInBackground, published_at_points
     from talik.tasks.readers.hyp3 import find_hyp3_products
     from talik.tasks.stage import grid_from_products, write_gacos_store, write_sentinel1_store
 
-    # The figures' process starts now: its imports are done by the time there is a product.
-    with FiguresInBackground() as drawing:
+    # The figures' process starts now at the latest: its imports are done by the time there
+    # is a product.
+    with nullcontext(drawing) if drawing is not None else FiguresInBackground() as drawing:
         products = find_hyp3_products(products_dir)
         grid = grid_from_products(products, aoi)
         created = not work_dir.exists()
