@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import netCDF4
 import numpy as np
 import pytest
@@ -54,6 +56,26 @@ def test_cubes_written_by_chunks_read_back_identical(tmp_path, dtype, dask_chunk
         np.testing.assert_array_equal(vb[:], va[:])
     with xr.open_dataset(reference) as a, xr.open_dataset(ours) as b:
         xr.testing.assert_identical(a, b)
+
+
+@pytest.mark.parametrize("order", [">", "<", "="])
+def test_a_map_in_any_byte_order_is_written_as_its_values(tmp_path, order):
+    """A 2-D map whose dtype names its byte order (a GeoTIFF's ``<f4``, a big-endian ``>f8``)
+    reads back as the same numbers, declared in this machine's order, without warnings."""
+    values = np.random.default_rng(4).normal(0, 5, (45, 51)).astype(f"{order}f8")
+    values[3, 4] = np.nan
+    ds = xr.Dataset({"map": (("y", "x"), values, {"units": "mm"})},
+                    coords={"y": np.arange(45) * 80.0, "x": np.arange(51) * 80.0})
+    path = tmp_path / "map.nc"
+    ds.drop_vars("map").to_netcdf(path, engine="netcdf4")
+    variables, _ = xr.conventions.encode_dataset_coordinates(ds)
+    encoded, _ = xr.conventions.cf_encoder({"map": variables["map"]}, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_cubes(path, encoded, {"map": (45, 51)})
+    with xr.open_dataset(path) as back:
+        np.testing.assert_array_equal(back["map"].values, values.astype(float))
+        assert back["map"].dtype == np.float64
 
 
 def test_a_failed_figure_process_is_reported_and_an_unused_one_is_stopped(tmp_path):

@@ -37,7 +37,7 @@ def _shuffled_deflate(chunk: np.ndarray, level: int) -> bytes:
 
     ``level``: ISA-L's, 0–3 (zlib streams, readable by any inflate).
     """
-    values = np.ascontiguousarray(chunk)
+    values = np.ascontiguousarray(chunk, dtype=chunk.dtype.newbyteorder("="))  # as declared
     size = values.dtype.itemsize
     columns = values.view(np.uint8).reshape(-1, size)
     planes = np.empty((size, columns.shape[0]), np.uint8)
@@ -98,8 +98,11 @@ def write_cubes(path: Path, cubes: dict[str, xr.Variable], chunks: dict[str, tup
         for name, var in cubes.items():
             attrs = dict(var.attrs)
             fill = attrs.pop("_FillValue", None)
-            v = nc.createVariable(name, var.dtype, var.dims, zlib=True, complevel=level,
-                                  shuffle=True, chunksizes=chunks[name], fill_value=fill)
+            # (in this machine's byte order, as the chunks are written: a '<f4' read from a
+            # GeoTIFF is the same type, but netCDF4 warns about the explicit order)
+            v = nc.createVariable(name, var.dtype.newbyteorder("="), var.dims, zlib=True,
+                                  complevel=level, shuffle=True, chunksizes=chunks[name],
+                                  fill_value=fill)
             v.setncatts(attrs)
             fills[name] = fill if fill is not None else netCDF4.default_fillvals[var.dtype.str[1:]]
     workers = os.cpu_count() or 1
