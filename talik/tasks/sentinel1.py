@@ -34,6 +34,7 @@ import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
+from numba import njit
 from rasterio.enums import Resampling
 
 from talik import __version__
@@ -298,12 +299,25 @@ def _by_tile_rows(maps: tuple[xr.DataArray, ...], sub: xr.DataArray, step: int
                           join="override", combine_attrs="override")
 
 
+@njit(cache=True, nogil=True)
+def _count_codes(codes: np.ndarray, first_passing: int, missing: int, out: np.ndarray) -> None:
+    """Add each pair's row of ``codes`` ``(pair, pixel)`` to ``out`` ``(3, pixel)`` (one pass)."""
+    for m in range(codes.shape[0]):
+        row = codes[m]
+        for i in range(row.shape[0]):
+            c = row[i]
+            known = c != missing
+            out[0, i] += 1 if (known and c >= first_passing) else 0
+            out[1, i] += 1 if known else 0
+            out[2, i] += c if known else 0
+
+
 def _code_counts(codes: np.ndarray, first_passing: int, missing: int) -> np.ndarray:
     """Per pixel of a ``(pair, y, x)`` block of coherence codes: passing, known, code sum."""
-    known = codes != missing
-    return np.stack([((codes >= first_passing) & known).sum(axis=0, dtype=np.int64),
-                     known.sum(axis=0, dtype=np.int64),
-                     np.where(known, codes, 0).sum(axis=0, dtype=np.int64)])
+    n, *space = codes.shape
+    out = np.zeros((3, int(np.prod(space))), np.int64)
+    _count_codes(np.ascontiguousarray(codes).reshape(n, -1), first_passing, missing, out)
+    return out.reshape(3, *space)
 
 
 def _coherence_statistics(stack: xr.Dataset, threshold: float
