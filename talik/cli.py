@@ -627,16 +627,23 @@ _SKIP_TEARDOWN = False
 def _exit_without_teardown() -> None:
     """End the process now, after what an exit must still do, without interpreter teardown.
 
-    The exit handlers run (logging's flush, thread pools' joins) and the standard streams
-    are flushed; only the finalisation of every remaining object and module is skipped,
-    which after a run that held a few GB took 0.45 s of a 12 s `talik sentinel1` (the 500²
-    benchmark). Only for commands whose files are all closed when they return.
+    What a normal exit does first still happens, in its order: threads are joined (thread
+    pools finish their queued work: ``threading._shutdown``), then the exit handlers run
+    (logging's flush among them), and the standard streams are flushed. Only the finalisation
+    of every remaining object and module is skipped, which after a run that held a few GB
+    took 0.45 s of a 12 s `talik sentinel1` (the 500² benchmark). Only for commands whose
+    files are all closed when they return (C libraries' own exit handlers do not run).
     """
     import atexit
+    import threading
 
     sys.stdout.flush()
     sys.stderr.flush()
-    atexit._run_exitfuncs()  # (what a normal exit runs; CPython's own multiprocessing uses it)
+    # (CPython's private steps of an exit, the same two that multiprocessing's children use)
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -644,6 +651,8 @@ def _exit_without_teardown() -> None:
 
 def main() -> None:
     """Entry point of the ``talik`` script."""
+    global _SKIP_TEARDOWN
+    _SKIP_TEARDOWN = False  # (set again by the command that allows it)
     try:
         app()
     except KeyboardInterrupt:

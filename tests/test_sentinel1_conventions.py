@@ -19,6 +19,7 @@ from talik.science.interferogram import (
     to_los_mm,
 )
 from talik.science.seasonal import linear_rate, thaw_season_deformation
+from talik.science.temporal import decimal_years
 
 Y = np.arange(40) * -80.0 + 4.2e6
 X = np.arange(50) * 80.0 + 5.5e5
@@ -159,6 +160,48 @@ def test_rate_and_thaw_season_on_an_analytic_series():
     assert list(thaw["year"].values) == [2018, 2019, 2020, 2021]
     np.testing.assert_allclose(thaw.values, -30.0, atol=1.5)  # 6-day sampling of the kinks
     assert thaw.values.max() < 0  # thaw-season subsidence is negative
+
+
+def test_thaw_season_as_interpolation_for_gappy_series_and_any_dims_order():
+    """The operator form of the thaw-season change equals interpolating the detrended series:
+    a NaN date away from the thaw dates changes nothing, the input's dims order is kept."""
+    times = pd.DatetimeIndex(sorted({*pd.date_range("2019-03-01", "2020-11-30", freq="12D"),
+                                     pd.Timestamp("2019-05-01")}))
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=(len(times), 3, 4)).cumsum(axis=0)
+    values[np.flatnonzero((times.year == 2019) & (times.month == 12))[0], 1, 1] = np.nan  # winter
+    series = xr.DataArray(values, dims=("time", "y", "x"), coords={"time": times})
+    rate = xr.DataArray(np.full((3, 4), -2.0), dims=("y", "x"))
+    thaw = thaw_season_deformation(series, "05-01", "10-01", rate)
+    t = decimal_years(series["time"])
+    detrended = series - rate * xr.DataArray(t, dims="time", coords={"time": times})
+    expected = []
+    for year in thaw["year"].values:
+        at = detrended.interp(time=[pd.Timestamp(f"{year}-05-01"), pd.Timestamp(f"{year}-10-01")])
+        expected.append(at.isel(time=1) - at.isel(time=0))
+    np.testing.assert_allclose(thaw.values, np.stack([e.values for e in expected]), atol=1e-9)
+    assert np.isfinite(thaw.values).all()  # the NaN date is not one the thaw dates weigh
+    swapped = thaw_season_deformation(series.transpose("y", "time", "x"), "05-01", "10-01", rate)
+    assert swapped.dims == ("y", "year", "x")
+    np.testing.assert_allclose(swapped.transpose(*thaw.dims).values, thaw.values, atol=1e-12)
+
+
+def test_a_product_without_any_thaw_season_is_written(tmp_path):
+    """A stack with no bracketed thaw season has an empty ``year`` axis: still a product."""
+    from talik.tasks.sentinel1 import write_cf_netcdf
+    from talik.tasks.stage import AnalysisGrid
+
+    grid = AnalysisGrid(crs="EPSG:32647", transform=(80.0, 0.0, 5.5e5, 0.0, -80.0, 4.2e6),
+                        width=8, height=6)
+    ys, xs = grid.coords()
+    ds = xr.Dataset({"thaw_season_deformation": (("year", "y", "x"), np.zeros((0, 6, 8)),
+                                                 {"units": "mm"}),
+                     "velocity": (("y", "x"), np.ones((6, 8)), {"units": "mm/yr"})},
+                    coords={"year": np.array([], int), "y": ys, "x": xs})
+    write_cf_netcdf(ds, grid, tmp_path / "p.nc", "t")
+    with xr.open_dataset(tmp_path / "p.nc") as back:
+        assert back.sizes["year"] == 0
+        np.testing.assert_array_equal(back["velocity"].values, 1.0)
 
 
 def test_spatial_lowpass_layers_match_one_by_one_in_both_precisions():

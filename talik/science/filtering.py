@@ -109,15 +109,18 @@ def _filtered_block(block: np.ndarray, operator: np.ndarray, sigma_px: float,
     """
     n = block.shape[0]
     out = (operator @ block.reshape(n, -1)).reshape(block.shape)
+    with np.errstate(invalid="ignore"):  # (inf − inf: not finite either way)
+        valid = np.isfinite(out.sum(axis=0))  # (..., ny, nx): finite at every date
     if sigma_px > 0:
-        valid = np.isfinite(out.sum(axis=0))  # (ny, nx): finite at every date
         out[..., ~valid] = 0
         gaussian_filter(out, (0,) * (out.ndim - 2) + (sigma_px, sigma_px), mode="nearest",
                         output=out)
-        den = gaussian_filter(valid.astype(out.dtype), (sigma_px, sigma_px), mode="nearest")
+        den = gaussian_filter(valid.astype(out.dtype), (0,) * (valid.ndim - 2)
+                              + (sigma_px, sigma_px), mode="nearest")
         with np.errstate(invalid="ignore", divide="ignore"):
             out /= den
-        out[..., ~(valid & (den > 1e-6))] = np.nan
+        valid &= den > 1e-6
+    out[..., ~valid] = np.nan
     np.subtract(block, out, out=out)
     if reference_index is not None:
         out -= out[reference_index].copy()

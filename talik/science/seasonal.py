@@ -25,12 +25,25 @@ _SLAB = 8192
 
 
 def _project_block(block: np.ndarray, operator: np.ndarray) -> np.ndarray:
-    """``operator (k, time) @ block (time, ...)`` → ``(k, ...)`` float64, a BLAS product per slab."""
+    """``operator (k, time) @ block (time, ...)`` → ``(k, ...)`` float64, a BLAS product per slab.
+
+    A result is NaN where a date it weighs (non-zero weight) is not finite; dates it does not
+    weigh may be anything (as for an interpolation between two acquisitions).
+    """
     n = block.shape[0]
     flat = block.reshape(n, -1)
     out = np.empty((operator.shape[0], flat.shape[1]))
+    weighs = operator != 0
     for lo in range(0, flat.shape[1], _SLAB):
-        np.matmul(operator, flat[:, lo:lo + _SLAB].astype(np.float64), out=out[:, lo:lo + _SLAB])
+        slab = flat[:, lo:lo + _SLAB].astype(np.float64)
+        target = out[:, lo:lo + _SLAB]
+        bad = ~np.isfinite(slab)
+        if bad.any():  # (series from NSBAS are complete or all NaN: rarely here)
+            slab[bad] = 0.0
+            np.matmul(operator, slab, out=target)
+            target[(weighs.astype(np.float64) @ bad) > 0] = np.nan
+        else:
+            np.matmul(operator, slab, out=target)
     return out.reshape(operator.shape[0], *block.shape[1:])
 
 
@@ -50,8 +63,8 @@ def _project(displacement: xr.DataArray, operator: np.ndarray, dim: str,
     else:
         data = _project_block(np.asarray(data), op)
     coords = {k: v for k, v in series.coords.items() if "time" not in v.dims}
-    return xr.DataArray(data, dims=(dim, *series.dims[1:]), coords=coords).assign_coords(
-        {dim: labels})
+    return xr.DataArray(data, dims=(dim, *series.dims[1:]), coords=coords,
+                        name=None).rename(None).assign_coords({dim: labels})
 
 
 def _fit(displacement: xr.DataArray, design: np.ndarray, names: list[str]) -> xr.DataArray:
@@ -148,6 +161,7 @@ def thaw_season_deformation(
                  - _interpolation_weights(times, pd.DatetimeIndex(starts)))
     t_change = xr.DataArray(change_op @ decimal_years(displacement["time"]), dims="year")
     change = _project(displacement, change_op, "year", np.array(years)) - rate * t_change
+    change = change.transpose(*("year" if d == "time" else d for d in displacement.dims))
     return change.assign_attrs(displacement.attrs).assign_attrs(
         units="mm", long_name=f"thaw-season deformation {onset} → {end} of the detrended series")
 

@@ -822,8 +822,11 @@ def write_cf_netcdf(products: xr.Dataset, grid: AnalysisGrid, path: Path, title:
     # The (time, y, x) cubes are most of the bytes: their chunks are compressed on every core
     # (talik.tasks.netcdf_chunks), and so are the maps' (ISA-L's deflate, ten times zlib's);
     # the library writes the rest (coordinates, integer layers), then defines them.
+    # (a map with a dimension of no coordinate, or of no length, is left to the library:
+    # the file has no such dimension yet, or no chunk to write)
     cubes = [name for name in ds.data_vars
-             if {"y", "x"} <= set(ds[name].dims) and ds[name].dtype.kind in "fu"]
+             if {"y", "x"} <= set(ds[name].dims) and ds[name].dtype.kind in "fu"
+             and ds[name].size and all(dim in ds.coords for dim in ds[name].dims)]
     variables, _ = xr.conventions.encode_dataset_coordinates(ds)
     encoded, _ = xr.conventions.cf_encoder({name: variables[name] for name in cubes}, {})
     ds.drop_vars(cubes).to_netcdf(path, encoding={k: v for k, v in encoding.items()
