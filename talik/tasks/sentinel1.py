@@ -548,59 +548,21 @@ def _corrected_pairs(stack: xr.Dataset, gacos: xr.Dataset | None,
         sign_convention="positive toward the satellite", reference="common reference area")
 
 
-class BackgroundWrites:
-    """Stores written by one other thread while the caller goes on (a context manager).
-
-    :meth:`wait` (also run on leaving the ``with`` block without an error) waits for every
-    write and raises the first one's error; leaving with an error waits too, so that no
-    write outlives the step that asked for it.
-    """
-
-    def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="talik-writes")
-        self._pending: list = []
-
-    def submit(self, write: Callable[..., None], *args) -> None:
-        """Start ``write(*args)`` after the writes submitted before it."""
-        self._pending.append(self._pool.submit(write, *args))
-
-    def wait(self) -> None:
-        """Wait for every write submitted; raise the first error."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-
-    def __enter__(self) -> BackgroundWrites:
-        return self
-
-    def __exit__(self, kind, *_) -> None:
-        try:
-            if kind is None:
-                self.wait()
-        finally:
-            self._pool.shutdown(wait=True)
-
-
 def _held(ds: xr.Dataset, out_dir: Path | None, name: str, in_memory: bool,
-          keep: bool = False, writes: BackgroundWrites | None = None) -> xr.Dataset:
+          keep: bool = False) -> xr.Dataset:
     """An intermediate result computed once for the steps after it.
 
     Without ``out_dir``, as numpy arrays; ``in_memory``, as dask arrays held in memory in
-    their tiles (local threads only), and also written to ``out_dir/name`` if ``keep`` (by
-    ``writes`` while the chain goes on, when given); otherwise written to ``out_dir/name``
-    (Zarr) a few tiles at a time and read back lazily.
+    their tiles (local threads only), and also written to ``out_dir/name`` if ``keep``;
+    otherwise written to ``out_dir/name`` (Zarr) a few tiles at a time and read
+    back lazily.
     """
     if out_dir is None:
         return ds.compute()
     if in_memory:
         held = ds.chunk({"time": -1}).persist()
         if keep:  # written from memory for whoever wants it later; nothing reads it back
-            if writes is not None:
-                writes.submit(write_zarr_by_tiles, held, out_dir / name)
-            else:
-                write_zarr_by_tiles(held, out_dir / name)
+            write_zarr_by_tiles(held, out_dir / name)
         return held
     write_zarr_by_tiles(ds.chunk({"time": -1}), out_dir / name)
     return xr.open_zarr(out_dir / name)
@@ -611,7 +573,6 @@ def run_sentinel1_chain(
     options: Sentinel1Options,
     out_dir: Path | None = None,
     on_network: Callable[[ChainReport], None] | None = None,
-    writes: BackgroundWrites | None = None,
 ) -> tuple[xr.Dataset, ChainReport, xr.Dataset]:
     """Run the chain; return the products (lazy where large), a report, and the Fig. 3c points.
 
@@ -621,8 +582,7 @@ def run_sentinel1_chain(
     and held in memory otherwise. Without ``out_dir`` everything is computed in numpy
     (small stacks, notebooks, tests). ``on_network`` is called with the report once the
     network, its parts and the velocity reference are known, before the inversion (e.g. to
-    draw their figures meanwhile). With ``writes``, ``inversion.zarr`` (held in memory) is
-    written by that other thread, and is complete once the caller has waited for it.
+    draw their figures meanwhile).
     """
     logger = step_logger()
     prepared = prepare_interferograms(inputs, options)
@@ -690,7 +650,7 @@ def run_sentinel1_chain(
     logger.info("displacement cube %.0f MB: intermediate results %s", cube_mb,
                 "in memory" if in_memory else f"through Zarr stores in {out_dir}")
     # The unmasked, unfiltered series and quality layers stay in ``inversion.zarr``.
-    result = _held(result, out_dir, "inversion.zarr", in_memory, keep=True, writes=writes)
+    result = _held(result, out_dir, "inversion.zarr", in_memory, keep=True)
     # 6. Atmospheric filter.
     if options.filter_enabled:
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
@@ -1022,15 +982,12 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
                 lband_platform=lband_platform)
             if kept is not None:
                 inputs = replace(inputs, reference_window=kept["window"])
-            # (inversion.zarr, when held in memory, is written while the product is)
-            with BackgroundWrites() as writes:
-                with dask_cluster() as address:
-                    if address:
-                        logger.info("computing on the Dask cluster at %s", address)
-                    products, report, points = run_sentinel1_chain(inputs, options, sd.work,
-                                                                   writes=writes)
-                grid = AnalysisGrid.from_attrs(inputs.stack.attrs)
-                write_cf_netcdf(products, grid, sd.work / "sentinel1.nc", title)
+            with dask_cluster() as address:
+                if address:
+                    logger.info("computing on the Dask cluster at %s", address)
+                products, report, points = run_sentinel1_chain(inputs, options, sd.work)
+            grid = AnalysisGrid.from_attrs(inputs.stack.attrs)
+            write_cf_netcdf(products, grid, sd.work / "sentinel1.nc", title)
             points.to_netcdf(sd.work / "points.nc")
             if inputs.lband_rate is not None:
                 inputs.lband_rate.to_netcdf(sd.work / "lband_rate.nc")
@@ -1122,23 +1079,20 @@ def sentinel1_from_products(
                                              "components": report.components,
                                              "velocity_reference": report.velocity_reference})
 
-        # (inversion.zarr, held in memory, is written while the NetCDF is)
-        with BackgroundWrites() as writes:
-            products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir,
-                                                              on_network=draw_network,
-                                                              writes=writes)
-            out_nc.parent.mkdir(parents=True, exist_ok=True)
-            figures.mkdir(exist_ok=True)
-            # The figures' inputs are small: read them now; the other process draws while
-            # this one writes the NetCDF.
-            points = points.load()
-            layers = products_ds[["velocity", "thaw_season_deformation_mean"]].load()
-            published = published_at_points(products_ds, points)
-            logger = step_logger()
-            drawing.draw(figures, "results", layers, points, published)
-            logger.info("writing %s", out_nc)
-            tmp_nc = out_nc.with_name(f".{out_nc.name}.tmp")
-            write_cf_netcdf(products_ds, grid, tmp_nc, title)
+        products_ds, report, points = run_sentinel1_chain(inputs, options, work_dir,
+                                                          on_network=draw_network)
+        out_nc.parent.mkdir(parents=True, exist_ok=True)
+        figures.mkdir(exist_ok=True)
+        # The figures' inputs are small: read them now; the other process draws while this
+        # one writes the NetCDF.
+        points = points.load()
+        layers = products_ds[["velocity", "thaw_season_deformation_mean"]].load()
+        published = published_at_points(products_ds, points)
+        logger = step_logger()
+        drawing.draw(figures, "results", layers, points, published)
+        logger.info("writing %s", out_nc)
+        tmp_nc = out_nc.with_name(f".{out_nc.name}.tmp")
+        write_cf_netcdf(products_ds, grid, tmp_nc, title)
         tmp_nc.replace(out_nc)  # a killed run never leaves a half-written product
         (work_dir / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
         for path in drawing.wait():
