@@ -639,7 +639,7 @@ def _exit_without_teardown() -> None:
 
     sys.stdout.flush()
     sys.stderr.flush()
-    # (CPython's private steps of an exit, the same two that multiprocessing's children use)
+    # (CPython's own steps of an exit, private: multiprocessing's children call the first)
     shutdown = getattr(threading, "_shutdown", None)
     if shutdown is not None:
         shutdown()
