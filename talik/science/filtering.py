@@ -52,16 +52,29 @@ def _nan_gaussian(block: np.ndarray, sigma: float) -> np.ndarray:
     """
     dtype = block.dtype if block.dtype in (np.float32, np.float64) else np.float64
     valid = np.isfinite(block)
-    sig = (0,) * (block.ndim - 2) + (sigma, sigma)
-    num = gaussian_filter(np.where(valid, block, 0).astype(dtype, copy=False), sig,
-                          mode="nearest")
+    values = np.where(valid, block, 0).astype(dtype, copy=False)
     first = valid[(0,) * (block.ndim - 2)]
     if block.ndim > 2 and (valid == first).all():
-        den = gaussian_filter(first.astype(dtype), (sigma, sigma), mode="nearest")
-    else:
-        den = gaussian_filter(valid.astype(dtype), sig, mode="nearest")
+        valid = first
+    return _lowpass_in_place(values, valid, sigma)
+
+
+def _lowpass_in_place(values: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised Gaussian low-pass of the last two axes of ``values``, in place; returned.
+
+    ``valid`` marks the pixels that count: of ``values``' shape, or of its last axes only when
+    every leading layer has the same (its weights are then filtered once). The others are
+    NaN in the result, as are pixels with (almost) no valid neighbour.
+    """
+    values[..., ~valid] = 0
+    gaussian_filter(values, (0,) * (values.ndim - 2) + (sigma, sigma), mode="nearest",
+                    output=values)
+    den = gaussian_filter(valid.astype(values.dtype), (0,) * (valid.ndim - 2) + (sigma, sigma),
+                          mode="nearest")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(valid & (den > 1e-6), num / den, np.nan).astype(dtype, copy=False)
+        values /= den
+    values[..., ~(valid & (den > 1e-6))] = np.nan
+    return values
 
 
 def _float(dtype: np.dtype) -> type:
@@ -103,24 +116,18 @@ def _filtered_block(block: np.ndarray, operator: np.ndarray, sigma_px: float,
     """``(time, ny, nx)`` series → the series with their atmospheric screen removed.
 
     One new array for the whole step: the high-pass is formed in it, low-passed in space in
-    place (NaN-aware, as :func:`_nan_gaussian`, with one validity mask per pixel: a NaN
-    anywhere in a pixel's series makes its whole high-pass NaN), then turned into the filtered
-    series, zero at ``reference_index`` when given.
+    place (:func:`_lowpass_in_place`, with one validity mask per pixel: a NaN anywhere in a
+    pixel's series makes its whole high-pass NaN), then turned into the filtered series, zero
+    at ``reference_index`` when given.
     """
     n = block.shape[0]
     out = (operator @ block.reshape(n, -1)).reshape(block.shape)
     with np.errstate(invalid="ignore"):  # (inf − inf: not finite either way)
         valid = np.isfinite(out.sum(axis=0))  # (..., ny, nx): finite at every date
     if sigma_px > 0:
-        out[..., ~valid] = 0
-        gaussian_filter(out, (0,) * (out.ndim - 2) + (sigma_px, sigma_px), mode="nearest",
-                        output=out)
-        den = gaussian_filter(valid.astype(out.dtype), (0,) * (valid.ndim - 2)
-                              + (sigma_px, sigma_px), mode="nearest")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out /= den
-        valid &= den > 1e-6
-    out[..., ~valid] = np.nan
+        _lowpass_in_place(out, valid, sigma_px)
+    else:
+        out[..., ~valid] = np.nan
     np.subtract(block, out, out=out)
     if reference_index is not None:
         out -= out[reference_index].copy()

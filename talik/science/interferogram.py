@@ -31,6 +31,7 @@ __all__ = [
     "apply_reference",
     "PairCorrections",
     "choose_reference_window",
+    "coherence_statistics",
     "correct_tile",
     "fit_ramps",
     "gacos_los_correction_mm",
@@ -403,6 +404,67 @@ def correct_tile(corrections: PairCorrections, los_mm: np.ndarray | Sequence[np.
         _correct_pair_codes(los, coh, passing, *gacos, slant, with_gacos, offsets[j], coefs[j],
                             design, scratch, out[j].reshape(-1))
     return out
+
+
+@njit(cache=True, nogil=True)
+def _count_codes(codes: np.ndarray, first_passing: int, missing: int, out: np.ndarray) -> None:
+    """Add each pair's row of ``codes`` ``(pair, pixel)`` to ``out`` ``(3, pixel)`` (one pass)."""
+    for m in range(codes.shape[0]):
+        row = codes[m]
+        for i in range(row.shape[0]):
+            c = row[i]
+            known = c != missing
+            out[0, i] += 1 if (known and c >= first_passing) else 0
+            out[1, i] += 1 if known else 0
+            out[2, i] += c if known else 0
+
+
+def _code_counts(codes: np.ndarray, first_passing: int, missing: int) -> np.ndarray:
+    """Per pixel of a ``(pair, y, x)`` block of coherence codes: passing, known, code sum."""
+    n, *space = codes.shape
+    out = np.zeros((3, int(np.prod(space))), np.int64)
+    _count_codes(np.ascontiguousarray(codes).reshape(n, -1), first_passing, missing, out)
+    return out.reshape(3, *space)
+
+
+def coherence_statistics(stack: xr.Dataset, threshold: float
+                         ) -> tuple[xr.DataArray, xr.DataArray]:
+    """Per pixel: the fraction of pairs coherent at ``threshold``, and the mean coherence.
+
+    Both are exact whatever the order of the pairs or how they are stored. From stored codes
+    (``coherence_code``: value = code × scale, one code for missing), they are integer counts
+    and sums of codes, reduced chunk by chunk; from float values, they are taken over each
+    tile's pairs held together.
+    """
+    if "coherence_code" not in stack:
+        coh = stack["coherence"]
+        coh = coh.chunk({"pair": -1}) if coh.chunks is not None else coh
+        return (coh >= threshold).mean("pair"), coh.mean("pair")
+    codes = stack["coherence_code"].transpose("pair", "y", "x")
+    table = np.asarray(codes.attrs["table"], dtype=np.float32)  # value of each code (NaN: missing)
+    scale = float(codes.attrs["scale_factor"])  # value = code × scale
+    fill = int(codes.attrs.get("_FillValue", -1))
+    # Values grow with the codes: the codes that pass are those from the first that does.
+    passing = np.flatnonzero(table >= threshold)
+    first = int(passing[0]) if passing.size else 256
+
+    def count(block: np.ndarray) -> np.ndarray:
+        return _code_counts(block, first, fill)
+
+    if codes.chunks is None:
+        totals = count(np.asarray(codes.values))
+    else:
+        import dask.array as dsa
+
+        per_block = codes.data.map_blocks(lambda b: count(b)[:, None], new_axis=0,
+                                          chunks=((3,), (1,) * codes.data.numblocks[0],
+                                                  *codes.data.chunks[1:]), dtype=np.int64)
+        totals = dsa.sum(per_block, axis=1)
+    totals = xr.DataArray(totals, dims=("stat", "y", "x"),
+                          coords={"y": codes["y"], "x": codes["x"]})
+    n_known = totals[1]
+    mean = (totals[2] * scale / n_known.where(n_known > 0)).astype(np.float32)
+    return totals[0] / codes.sizes["pair"], mean
 
 
 RAMP_FIT_PIXELS = 256

@@ -63,8 +63,8 @@ def _project(displacement: xr.DataArray, operator: np.ndarray, dim: str,
     else:
         data = _project_block(np.asarray(data), op)
     coords = {k: v for k, v in series.coords.items() if "time" not in v.dims}
-    return xr.DataArray(data, dims=(dim, *series.dims[1:]), coords=coords,
-                        name=None).rename(None).assign_coords({dim: labels})
+    return xr.DataArray(data, dims=(dim, *series.dims[1:]), coords=coords).rename(
+        None).assign_coords({dim: labels})  # (no name from the dask array's)
 
 
 def _fit(displacement: xr.DataArray, design: np.ndarray, names: list[str]) -> xr.DataArray:
