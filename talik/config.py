@@ -494,6 +494,22 @@ class Sentinel1Options(_Model):
         gt=0,
         description="Products are masked where the standard error of the rate exceeds this, mm/yr.",
     )
+    extension: Literal["forward", "reinvert"] = Field(
+        default="forward",
+        description="How a stack extended by acquisitions after its last date is inverted: "
+        "'forward' solves only the new dates against the earlier series, kept as published "
+        "(with its constraint parameters and velocity reference), and re-filters the whole "
+        "series; 'reinvert' inverts the whole stack again. A forward update falls back to a "
+        "whole inversion, saying why, when a new product lies within the earlier dates, when "
+        "the earlier series was made by other code or options, or when 'forward_max_dates' "
+        "would be exceeded.",
+    )
+    forward_max_dates: int = Field(
+        default=30,
+        ge=0,
+        description="Most dates (count) solved forward since the last whole inversion; the "
+        "extension that would exceed it inverts the whole stack again (0: always).",
+    )
 
     @model_validator(mode="after")
     def _check_date_range(self) -> Sentinel1Options:

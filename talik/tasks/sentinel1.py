@@ -76,6 +76,7 @@ from talik.science.velocity_reference import (
 from talik.tasks.cluster import configured_scheduler, dask_cluster
 from talik.tasks.log import step_logger
 from talik.tasks.netcdf_chunks import write_cubes
+from talik.tasks.provenance import code_digest
 from talik.tasks.readers.raster import read_raster
 from talik.tasks.records import StepOutput
 from talik.tasks.stage import AnalysisGrid, on_grid, open_sentinel1_store, require_network_size
@@ -149,6 +150,7 @@ class ChainReport:
     date_range: dict = field(default_factory=dict)
     reference_date: dict = field(default_factory=dict)
     mask: dict = field(default_factory=dict)
+    forward: dict = field(default_factory=dict)
 
 
 def _within_dates(stack: xr.Dataset, gacos: xr.Dataset | None, options: Sentinel1Options
@@ -241,15 +243,17 @@ class PreparedInterferograms:
     min_valid: int
 
 
-def prepare_interferograms(inputs: ChainInputs, options: Sentinel1Options
-                           ) -> PreparedInterferograms:
+def prepare_interferograms(inputs: ChainInputs, options: Sentinel1Options,
+                           whole_network: bool = True) -> PreparedInterferograms:
     """Steps 1–4 of the chain: mask, GACOS, common reference, loop closure, ramps.
 
     The spatial tiles of the stack are kept whole (one inversion per tile, regular Zarr
     chunks): selecting pairs would otherwise let dask split them to bound chunk sizes.
+    ``whole_network=False`` (a forward update's new pairs) skips the check that the pairs
+    kept make a network of their own.
     """
     with dask.config.set({"array.slicing.split_large_chunks": False}):
-        return _prepare(inputs, options)
+        return _prepare(inputs, options, whole_network)
 
 
 def reference_window_of_bbox(stack: xr.Dataset, bbox: tuple[float, float, float, float]
@@ -299,7 +303,8 @@ def _by_tile_rows(maps: tuple[xr.DataArray, ...], sub: xr.DataArray, step: int
                           join="override", combine_attrs="override")
 
 
-def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterferograms:
+def _prepare(inputs: ChainInputs, options: Sentinel1Options, whole_network: bool = True
+             ) -> PreparedInterferograms:
     logger = step_logger()
     report = ChainReport()
     stack, gacos_in = _within_dates(inputs.stack, inputs.gacos, options)
@@ -392,11 +397,13 @@ def _prepare(inputs: ChainInputs, options: Sentinel1Options) -> PreparedInterfer
     keep = ~qc.bad_pair
     logger.info("loop closure: %d of %d loops bad, %d pairs rejected", report.n_bad_loops,
                 report.n_loops, int(qc.bad_pair.sum()))
-    require_network_size(int(keep.sum()), np.unique(np.concatenate(
-        [network.ref_index[keep], network.sec_index[keep]])).size,
-        stack.attrs.get("source", "the staged stack"), "interferograms",
-        f" of {keep.size} after loop closure")
+    if whole_network:
+        require_network_size(int(keep.sum()), np.unique(np.concatenate(
+            [network.ref_index[keep], network.sec_index[keep]])).size,
+            stack.attrs.get("source", "the staged stack"), "interferograms",
+            f" of {keep.size} after loop closure")
     report.network = {
+        "product": [str(n) for n in names],
         "reference_date": [str(d)[:10] for d in sub["reference_date"].values],
         "secondary_date": [str(d)[:10] for d in sub["secondary_date"].values],
         "baseline_m": ([float(b) for b in sub["baseline_m"].values]
@@ -584,19 +591,43 @@ def run_sentinel1_chain(
     result = invert_nsbas(los, spec, min_valid=min_valid,
                           reference_from=reference if referenced else None,
                           reference_date=ref_date, wavelength_m=float(stack.attrs["wavelength_m"]))
-    # On a Dask cluster, results held by its workers would outlive neither the client nor
-    # the local-threads writers: there they always go through the work folder's stores.
-    cube_mb = used.n_dates * stack.sizes["y"] * stack.sizes["x"] * 4 / 1e6
-    in_memory = out_dir is None or (cube_mb <= options.in_memory_max_mb
-                                    and configured_scheduler() is None)
-    logger.info("displacement cube %.0f MB: intermediate results %s", cube_mb,
-                "in memory" if in_memory else f"through Zarr stores in {out_dir}")
+    in_memory = in_memory_cube(out_dir, used.n_dates, stack, options)
     # The unmasked, unfiltered series and quality layers stay in ``inversion.zarr``.
     result = _held(result, out_dir, "inversion.zarr", in_memory, keep=True)
-    # 6. Atmospheric filter.
+    products, result = filtered_products(result, stack, used, ref_date, options, out_dir,
+                                         in_memory, report)
+    points = _comparison_points(sub, step, products, result.get("velocity_reference"), used,
+                                options, stack)
+    products.attrs.update(_attrs(report, options))
+    return products, report, points
+
+
+def in_memory_cube(out_dir: Path | None, n_dates: int, stack: xr.Dataset,
+                   options: Sentinel1Options) -> bool:
+    """Whether the chain's intermediate results are held in memory (else in Zarr stores).
+
+    On a Dask cluster, results held by its workers would outlive neither the client nor the
+    local-threads writers: there they always go through the work folder's stores.
+    """
+    cube_mb = n_dates * stack.sizes["y"] * stack.sizes["x"] * 4 / 1e6
+    in_memory = out_dir is None or (cube_mb <= options.in_memory_max_mb
+                                    and configured_scheduler() is None)
+    step_logger().info("displacement cube %.0f MB: intermediate results %s", cube_mb,
+                       "in memory" if in_memory else f"through Zarr stores in {out_dir}")
+    return in_memory
+
+
+def filtered_products(result: xr.Dataset, stack: xr.Dataset, network: Network,
+                      ref_date: np.datetime64, options: Sentinel1Options, out_dir: Path | None,
+                      in_memory: bool, report: ChainReport) -> tuple[xr.Dataset, xr.Dataset]:
+    """Steps 6–7: the atmospheric filter, then the masked products of the (held) series.
+
+    Returns the products and the series with ``displacement`` filtered (and
+    ``displacement_unfiltered`` beside it) when the filter is on; sets ``report.mask``.
+    """
     if options.filter_enabled:
         pixel = abs(float(stack["x"][1] - stack["x"][0]))
-        sigma_t = options.filter_temporal_factor * revisit_days(used)
+        sigma_t = options.filter_temporal_factor * revisit_days(network)
         filtered = remove_atmosphere(result["displacement"], sigma_t, options.filter_spatial_m,
                                      pixel, reference_time=np.datetime64(ref_date, "ns"))
         # Only the filtered series is new: the rest stays where it is.
@@ -608,10 +639,7 @@ def run_sentinel1_chain(
     products, report.mask = timeseries_products(
         result, stack["incidence_deg"], mask_thresholds(options), options.thaw_onset,
         options.thaw_end, options.period_yr, options.seasonal_products_from)
-    points = _comparison_points(sub, step, products, result.get("velocity_reference"), used,
-                                options, stack)
-    products.attrs.update(_attrs(report, options))
-    return products, report, points
+    return products, result
 
 
 def _point_indices(stack: xr.Dataset, products: xr.Dataset, options: Sentinel1Options,
@@ -804,8 +832,11 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
                       lband_geotiff: Path | None = None,
                       lband_incidence_deg: float | None = None,
                       lband_platform: str = "ALOS-2",
-                      lband_quantity: str | None = None) -> ChainInputs:
-    """Open the staged stores (lazily) and build the L-band rate map if one is available."""
+                      lband_quantity: str | None = None, want_lband: bool = True) -> ChainInputs:
+    """Open the staged stores (lazily) and build the L-band rate map if one is available.
+
+    ``want_lband=False`` leaves the L-band rates out (a forward update keeps the earlier ones).
+    """
     stack = open_sentinel1_store(staged_s1, chunks={})  # the stores' own chunks, as they are
     stack["coherence"], codes = _coherence_as_float32(staged_s1, stack["coherence"])
     if codes is not None:
@@ -830,7 +861,7 @@ def open_chain_inputs(staged_s1: Path, options: Sentinel1Options, rasters: Path 
                           if g[name].dims == ("pair",)})
     incidence = stack["incidence_deg"].compute()
     lband = None
-    if options.velocity_reference != "none":
+    if options.velocity_reference != "none" and want_lband:
         if lband_geotiff is not None:
             lband = lband_rate_from_geotiff(lband_geotiff, AnalysisGrid.from_attrs(stack.attrs),
                                             incidence, lband_incidence_deg, lband_quantity)
@@ -849,15 +880,13 @@ INPUTS_FILE = "inputs.json"
 """In a time-series step folder: the staging it inverted (digest) and its options."""
 
 
-def kept_reference(work_dir: str, staged_s1: StepOutput, options: Sentinel1Options
-                   ) -> dict | None:
-    """The reference date and area an extended stack keeps from the stack it extends.
+def earlier_series(work_dir: str, staged_s1: StepOutput, options: Sentinel1Options
+                   ) -> Path | None:
+    """The time-series folder of the staging that ``staged_s1`` extends, made with these options.
 
-    When ``staged_s1`` extends an earlier staging and a time series of that staging was made
-    with the same options, its reference date and reference window are returned as
-    ``{"date": date, "window": {"rows": [...], "cols": [...]}}``, so that successive
-    releases share their zero. None when the stack extends nothing, no such series exists,
-    or the options set a reference date themselves (a change made on purpose).
+    None when the stack extends nothing, no series of the earlier staging was made with the
+    same options (layout and update options aside: :data:`LAYOUT_OPTIONS`), or the options set a
+    reference date themselves (a change made on purpose).
     """
     base = staged_s1.summary.get("extends")
     if not base or options.reference_date is not None:
@@ -868,20 +897,37 @@ def kept_reference(work_dir: str, staged_s1: StepOutput, options: Sentinel1Optio
             made = json.loads((folder / INPUTS_FILE).read_text())
             # Saved options are read as options (defaults filled in for fields added since).
             saved = Sentinel1Options.model_validate(made["options"]).model_dump(mode="json")
-            if made["staged_s1"][:16] != base or _science_options(saved) != wanted:
-                continue
-            qc = json.loads((folder / "qc.json").read_text())
-            date = dt.date.fromisoformat(qc["reference_date"]["date"][:10])
-            window = {"rows": qc["reference_window"]["rows"],
-                      "cols": qc["reference_window"]["cols"]}
         except (OSError, ValueError, KeyError, TypeError):  # (pydantic's errors are ValueErrors)
             continue
-        return {"date": date, "window": window}
+        if made["staged_s1"][:16] == base and _science_options(saved) == wanted:
+            return folder
     return None
 
 
-LAYOUT_OPTIONS = ("chunk_px", "in_memory_max_mb")
-"""Options that change how the chain computes, not what: not compared by :func:`kept_reference`."""
+def kept_reference(work_dir: str, staged_s1: StepOutput, options: Sentinel1Options
+                   ) -> dict | None:
+    """The reference date and area an extended stack keeps from the stack it extends.
+
+    When ``staged_s1`` extends an earlier staging and a time series of that staging was made
+    with the same options (:func:`earlier_series`), its reference date and reference window
+    are returned as ``{"date": date, "window": {"rows": [...], "cols": [...]}}``, so that
+    successive releases share their zero. None otherwise.
+    """
+    folder = earlier_series(work_dir, staged_s1, options)
+    if folder is None:
+        return None
+    try:
+        qc = json.loads((folder / "qc.json").read_text())
+        date = dt.date.fromisoformat(qc["reference_date"]["date"][:10])
+        window = {"rows": qc["reference_window"]["rows"], "cols": qc["reference_window"]["cols"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {"date": date, "window": window}
+
+
+LAYOUT_OPTIONS = ("chunk_px", "in_memory_max_mb", "extension", "forward_max_dates")
+"""Options not compared by :func:`earlier_series`: how the chain computes and how a stack is
+updated, not what a series is."""
 
 
 def _science_options(dumped: dict) -> dict:
@@ -892,10 +938,30 @@ def _timeseries_key(staged_s1: StepOutput, staged_rasters: StepOutput | None,
                     staged_gacos: StepOutput | None, staged_pairs: StepOutput | None,
                     options: Sentinel1Options, lband_platform: str, work_dir: str,
                     title: str) -> tuple:
-    """What the time series depends on: its staged inputs, options, title and kept reference."""
+    """What the time series depends on: its staged inputs, options, title, the series it extends."""
     staged = (staged_s1, staged_rasters, staged_gacos, staged_pairs)
+    earlier = earlier_series(work_dir, staged_s1, options)
     return (*(s.digest if s else None for s in staged), options, lband_platform, title,
-            kept_reference(work_dir, staged_s1, options))
+            kept_reference(work_dir, staged_s1, options), earlier.name if earlier else None)
+
+
+def _forward_update(earlier: Path | None, inputs: ChainInputs, options: Sentinel1Options,
+                    work: Path):
+    """A forward update's products, report and points, or None (logged why) for a whole run."""
+    from talik.tasks.sentinel1_forward import KeptSeries, NotForward, extend_sentinel1_chain
+
+    if earlier is None or options.extension != "forward":
+        return None
+    logger = step_logger()
+    try:
+        made = json.loads((earlier / INPUTS_FILE).read_text())
+        if made.get("code") != code_digest(__name__):
+            raise NotForward(f"the earlier series ({earlier.name}) was made by other code")
+        kept = KeptSeries(earlier, json.loads((earlier / "qc.json").read_text()))
+        return extend_sentinel1_chain(inputs, options, work, kept)
+    except NotForward as why:
+        logger.info("extension inverted whole, not forward: %s", why)
+        return None
 
 
 @step("sentinel1-timeseries", key=_timeseries_key)
@@ -903,8 +969,14 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
                          staged_gacos: StepOutput | None, staged_pairs: StepOutput | None,
                          options: Sentinel1Options, lband_platform: str, work_dir: str,
                          title: str) -> StepOutput:
-    """Staged stack → ``sentinel1.nc`` (CF) with the time series and its products."""
+    """Staged stack → ``sentinel1.nc`` (CF) with the time series and its products.
+
+    A stack that extends an earlier one by later dates is solved forward when it can be
+    (:mod:`talik.tasks.sentinel1_forward`), else inverted whole; either way it keeps the
+    earlier series' reference date and area.
+    """
     logger = step_logger()
+    earlier = earlier_series(work_dir, staged_s1, options)
     kept = kept_reference(work_dir, staged_s1, options)
     asked = options.model_dump(mode="json")  # what a later extension compares its options to
     if kept is not None:
@@ -916,28 +988,42 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
                 logger.info("the stack extends an earlier one: keeping its reference date %s "
                             "and reference area (rows %s, columns %s)", kept["date"],
                             kept["window"]["rows"], kept["window"]["cols"])
-            inputs = open_chain_inputs(
-                Path(staged_s1.path) / "sentinel1.zarr", options,
-                Path(staged_rasters.path) / "rasters.zarr" if staged_rasters else None,
-                Path(staged_gacos.path) / "gacos.zarr" if staged_gacos else None,
-                Path(staged_pairs.path) / "pairs.zarr" if staged_pairs else None,
-                lband_platform=lband_platform)
+            stores = {
+                "staged_s1": Path(staged_s1.path) / "sentinel1.zarr",
+                "rasters": Path(staged_rasters.path) / "rasters.zarr" if staged_rasters else None,
+                "gacos": Path(staged_gacos.path) / "gacos.zarr" if staged_gacos else None,
+                "pairs": Path(staged_pairs.path) / "pairs.zarr" if staged_pairs else None}
+            # The L-band rates are only needed by a whole inversion: read once it is one.
+            inputs = open_chain_inputs(options=options, lband_platform=lband_platform,
+                                       want_lband=False, **stores)
             if kept is not None:
                 inputs = replace(inputs, reference_window=kept["window"])
-            with dask_cluster() as address:
-                if address:
-                    logger.info("computing on the Dask cluster at %s", address)
-                products, report, points = run_sentinel1_chain(inputs, options, sd.work)
+            forward = _forward_update(earlier, inputs, options, sd.work)
+            if forward is None:
+                inputs = open_chain_inputs(options=options, lband_platform=lband_platform,
+                                           **stores)
+                if kept is not None:
+                    inputs = replace(inputs, reference_window=kept["window"])
+                with dask_cluster() as address:
+                    if address:
+                        logger.info("computing on the Dask cluster at %s", address)
+                    products, report, points = run_sentinel1_chain(inputs, options, sd.work)
+                if inputs.lband_rate is not None:
+                    inputs.lband_rate.to_netcdf(sd.work / "lband_rate.nc")
+            else:
+                products, report, points = forward
+                if (earlier / "lband_rate.nc").exists():
+                    shutil.copy2(earlier / "lband_rate.nc", sd.work / "lband_rate.nc")
             grid = AnalysisGrid.from_attrs(inputs.stack.attrs)
             write_cf_netcdf(products, grid, sd.work / "sentinel1.nc", title)
             points.to_netcdf(sd.work / "points.nc")
-            if inputs.lband_rate is not None:
-                inputs.lband_rate.to_netcdf(sd.work / "lband_rate.nc")
             (sd.work / "qc.json").write_text(json.dumps(asdict(report), indent=1, default=str))
             (sd.work / INPUTS_FILE).write_text(json.dumps({
-                "staged_s1": staged_s1.digest, "options": asked}))
-            logger.info("Sentinel-1 time series: %d dates, %d pairs used, %d rejected",
-                        report.n_dates, report.n_pairs_used, len(report.rejected_pairs))
+                "staged_s1": staged_s1.digest, "options": asked, "code": code_digest(__name__)}))
+            logger.info("Sentinel-1 time series: %d dates, %d pairs used, %d rejected%s",
+                        report.n_dates, report.n_pairs_used, len(report.rejected_pairs),
+                        f" ({len(report.forward['new_dates'])} dates solved forward)"
+                        if report.forward else "")
         qc = json.loads((sd.final if sd.done else sd.work).joinpath("qc.json").read_text())
     summary = {"n_dates": qc["n_dates"], "n_pairs_used": qc["n_pairs_used"],
                "rejected": [r["pair"] for r in qc["rejected_pairs"]],
@@ -946,7 +1032,8 @@ def sentinel1_timeseries(staged_s1: StepOutput, staged_rasters: StepOutput | Non
                "velocity_reference": qc["constraint"].get("velocity_reference"),
                "reference_date": qc.get("reference_date", {}).get("date"),
                "pixels_trusted": qc.get("mask", {}).get("n_trusted"),
-               "pixels_solved": qc.get("mask", {}).get("n_solved")}
+               "pixels_solved": qc.get("mask", {}).get("n_solved"),
+               "forward_dates": len((qc.get("forward") or {}).get("new_dates", []))}
     return run.output(sd.final, parameters=options.model_dump(mode="json"), summary=summary)
 
 
