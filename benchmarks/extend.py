@@ -9,7 +9,8 @@ to 2025-11, generated there by ``--only chain``), described as a local study:
    inverted again, the release published.
 
 Each run is a separate ``talik run`` process (its own throwaway Prefect server), timed whole.
-Prints both wall times, the ratio, the products staged by the timed run and the peak RSS.
+Prints both wall times, the ratio, the products staged by the timed run, the peak RSS and
+the time of each step each run computed (the rest is start-up, Prefect and cached steps).
 
     .venv/bin/python benchmarks/extend.py [--workdir benchmarks/out]
 """
@@ -20,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -61,15 +63,18 @@ def _talik() -> str:
     return str(Path(sys.executable).with_name("talik"))
 
 
+STEP_TIME = re.compile(r"step ([\w-]+): ([\d.]+) s")
+
+
 def _run(study: Path, *extra: str) -> dict:
-    """One ``talik run`` in its own process: wall time and the run's stage summary."""
+    """One ``talik run`` in its own process: wall time and the steps it computed, with times."""
     start = time.perf_counter()
-    proc = subprocess.run([_talik(), "run", str(study), "--quiet", *extra],
-                          capture_output=True, text=True)
+    proc = subprocess.run([_talik(), "run", str(study), *extra], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"talik run {' '.join(extra)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return {"wall_s": wall, "output": proc.stdout.strip().splitlines()[-1:]}
+    steps = STEP_TIME.findall(proc.stdout + proc.stderr)
+    return {"wall_s": wall, "steps": ", ".join(f"{name} {float(s):.1f} s" for name, s in steps)}
 
 
 def _stage_summary(root: Path) -> dict:
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     full = _run(_study(full_root, raw))
     print(f"full run ({len(products)} products)            {full['wall_s']:7.1f} s", flush=True)
+    print(f"  steps computed: {full['steps']}", flush=True)
     study = _study(ext_root, raw)
     _run(study, "--until", until.isoformat())
     ext = _run(study)
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
           f"= {ext['wall_s'] / full['wall_s']:.0%} of the full run; "
           f"staged {staged.get('staged_now')} products; peak RSS of a run {peak:.0f} MiB; "
           f"{os.cpu_count()} cores", flush=True)
+    print(f"  steps computed: {ext['steps']}", flush=True)
     return 0
 
 

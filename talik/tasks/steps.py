@@ -21,6 +21,7 @@ import inspect
 import os
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from talik.errors import MissingStepOutputError
+from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest, digest_of
 from talik.tasks.records import InputSet, StepOutput
 
@@ -114,10 +116,13 @@ def step(name: str, key: Callable[..., tuple] | None = None,
         def run(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
             token = _CURRENT.set(StepRun(name, key_of(dict(bound.arguments))))
+            start = time.perf_counter()
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             finally:
                 _CURRENT.reset(token)
+            step_logger().info("step %s: %.1f s", name, time.perf_counter() - start)
+            return result
 
         def make_task() -> Any:
             from prefect import task
