@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from talik.config import load_study
+from talik.config import StudyOptions, load_study
 from talik.tasks.publish import read_release
+from talik.tasks.report import referenced_truth
 from tests.conftest import write_study
 
 UNTIL = dt.date(2021, 6, 30)
@@ -130,6 +131,55 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
     added_products = {Path(p).parts[1] for p in diff.inputs_added if p.startswith("hyp3/")}
     assert added_products == {p.name for p in new}
     assert not diff.inputs_removed
+
+    # The new dates were solved forward: the kept dates' series are the first release's
+    # unfiltered series as they were, and the new dates are as good as a whole inversion's.
+    series2 = steps2["sentinel1-timeseries"]
+    assert series2["summary"]["forward_dates"] == len(
+        np.setdiff1d(xr.open_dataset(release2)["time"].values,
+                     xr.open_dataset(release1)["time"].values))
+    inv1 = xr.open_zarr(Path(steps1["sentinel1-timeseries"]["path"]) / "inversion.zarr")
+    inv2 = xr.open_zarr(Path(series2["path"]) / "inversion.zarr")
+    kept = inv2["displacement"].isel(time=slice(0, inv1.sizes["time"]))
+    solved = np.isfinite(inv2["residual_rms"]).values
+    np.testing.assert_array_equal(kept.values[:, solved], inv1["displacement"].values[:, solved])
+    assert int(np.isfinite(inv1["residual_rms"]).values.sum()) >= int(solved.sum()) > 0
+    whole = monitor(study=str(tiny_study), options=StudyOptions.of(cfg).model_copy(update={
+        "sentinel1": cfg.sentinel1.model_copy(update={"extension": "reinvert"})}))
+    series_w = _steps(read_release(cfg.stores.release_dir, whole.release.id))[
+        "sentinel1-timeseries"]
+    assert series_w["summary"]["forward_dates"] == 0
+    with xr.open_dataset(Path(whole.release.path) / "products" / "sentinel1.nc") as w, \
+            xr.open_dataset(release2) as f:
+        truth = referenced_truth(
+            xr.open_dataset(Path(cfg.source.raw_dir) / "truth" / "sentinel1_truth.nc").load(), f)
+        new_dates = f["time"].values[f["time"].values > np.datetime64(UNTIL)]
+        both = (f["mask"] == 1) & (w["mask"] == 1)
+        def err(ds):  # the new dates' change since the last kept date, against truth
+            last = ds["time"].values[ds["time"].values <= np.datetime64(UNTIL)][-1]
+            near = truth["displacement"].sel(time=new_dates, method="nearest").values
+            tt = near - truth["displacement"].sel(time=last, method="nearest").values
+            dd = ds["displacement"].sel(time=new_dates) - ds["displacement"].sel(time=last)
+            return (dd - tt).where(both)  # (dates of the product, values of the truth)
+        e_fwd, e_whole = err(f), err(w)
+        rms_f = float(np.sqrt((e_fwd ** 2).mean()))
+        rms_w = float(np.sqrt((e_whole ** 2).mean()))
+        worst_f, worst_w = float(abs(e_fwd).max()), float(abs(e_whole).max())
+        # The velocity: the whole inversion also revises the past (a new v_ref mapping, new
+        # constraint parameters), so the two differ; each is scored against the truth.
+        dv_f = abs(f["velocity"] - truth["velocity"]).where(both)
+        dv_w = abs(w["velocity"] - truth["velocity"]).where(both)
+        print(f"\nforward vs whole on the new dates: RMSE {rms_f:.2f} / {rms_w:.2f} mm, worst "
+              f"{worst_f:.1f} / {worst_w:.1f} mm; velocity error RMS "
+              f"{float(np.sqrt((dv_f ** 2).mean())):.2f} / {float(np.sqrt((dv_w ** 2).mean())):.2f}"
+              f", worst {float(dv_f.max()):.2f} / {float(dv_w.max()):.2f} mm/yr; "
+              f"|Δvelocity| p95 {float(abs(f['velocity'] - w['velocity']).where(both).quantile(0.95)):.2f}"
+              f" mm/yr; trusted {int(both.sum())} px")
+        assert int(both.sum()) > 0.5 * int((w["mask"] == 1).sum())
+        assert rms_f <= 1.25 * rms_w + 0.5
+        assert worst_f <= 1.5 * worst_w + 3.0
+        assert float(np.sqrt((dv_f ** 2).mean())) <= 1.25 * float(np.sqrt((dv_w ** 2).mean())) + 0.3
+        assert float(dv_f.max()) <= 1.5 * float(dv_w.max()) + 1.0
 
     # Rerun with nothing new: no new release.
     third = monitor(study=str(tiny_study))
