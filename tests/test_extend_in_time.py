@@ -115,6 +115,29 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
         np.testing.assert_array_equal(joined[name].values[order], full[name].values[full_order])
     np.testing.assert_array_equal(joined["incidence_deg"].values, full["incidence_deg"].values)
 
+    # The analysis-ready stack of each release is in its commit: the second release's only
+    # appended the new interferograms to the first's (whose tag still reads the first stack).
+    from talik.tasks.release_store import open_release
+
+    ready1, ready2 = m1["store"]["analysis_ready"], m2["store"]["analysis_ready"]
+    assert set(ready1.values()) == {"written"}
+    n_new_pairs = len(every) - stage1["summary"]["n_pairs"]
+    assert ready2["analysis_ready/sentinel1"] == f"appended {n_new_pairs}"
+    assert ready2["analysis_ready/rasters"] == ready2["analysis_ready/pairs"] == "unchanged"
+    assert ready2["analysis_ready/gacos"].startswith("appended ")
+    root = cfg.stores.release_dir
+    for name, staged in (("sentinel1", joined), ("gacos", xr.open_zarr(staged_gacos).load())):
+        at1 = open_release(root, first.release.id, f"analysis_ready/{name}").load()
+        at2 = open_release(root, second.release.id, f"analysis_ready/{name}").load()
+        dim = "pair" if name == "sentinel1" else "date"
+        assert at2.sizes[dim] == staged.sizes[dim] > at1.sizes[dim]
+        for var in staged.data_vars:
+            np.testing.assert_array_equal(at2[var].values, staged[var].values, err_msg=var)
+            if dim in staged[var].dims:
+                np.testing.assert_array_equal(at1[var].values,
+                                              at2[var].isel({dim: slice(0, at1.sizes[dim])}).values)
+        assert list(at2[dim].values) == list(staged[dim].values)
+
     # The series keep the first release's zero: the same reference date and area.
     release1 = Path(first.release.path) / "products" / "sentinel1.nc"
     release2 = Path(second.release.path) / "products" / "sentinel1.nc"
@@ -149,6 +172,8 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
     series_w = _steps(read_release(cfg.stores.release_dir, whole.release.id))[
         "sentinel1-timeseries"]
     assert series_w["summary"]["forward_dates"] == 0
+    assert set(read_release(cfg.stores.release_dir, whole.release.id)["store"][
+        "analysis_ready"].values()) == {"unchanged"}
     with xr.open_dataset(Path(whole.release.path) / "products" / "sentinel1.nc") as w, \
             xr.open_dataset(release2) as f:
         truth = referenced_truth(
@@ -192,6 +217,9 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
     fourth = monitor(study=str(tiny_study))
     stage4 = _steps(read_release(cfg.stores.release_dir, fourth.release.id))["stage-sentinel1"]
     assert stage4["summary"]["staged_now"] == len(every)
+    # ... and the versioned stack is written again whole, not appended to.
+    ready4 = read_release(cfg.stores.release_dir, fourth.release.id)["store"]["analysis_ready"]
+    assert ready4["analysis_ready/sentinel1"] == "written"
     assert "extends" not in stage4["summary"]
 
 

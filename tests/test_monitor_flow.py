@@ -133,6 +133,19 @@ def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
             np.testing.assert_array_equal(via_stac[name].values, via_store[name].values)
     first_velocity = via_store["velocity"].values
 
+    # The analysis-ready stores the release was made from are in the same commit: the staged
+    # interferogram stack at the tag is the staged store, value for value.
+    from talik.tasks.stage import open_sentinel1_store
+
+    assert manifest["store"]["analysis_ready"] == {
+        f"analysis_ready/{n}": "written" for n in ("sentinel1", "gacos", "rasters", "pairs")}
+    stack = open_release(cfg.stores.release_dir, outcome.release.id, "analysis_ready/sentinel1")
+    with open_sentinel1_store(Path(steps["stage-sentinel1"]["path"]) / "sentinel1.zarr") as s1:
+        xr.testing.assert_identical(stack[["los_mm", "coherence", "incidence_deg"]].load().drop_attrs(),
+                                    s1[["los_mm", "coherence", "incidence_deg"]].load().drop_attrs())
+        assert list(stack["product"].values) == list(s1["product"].values)
+        assert stack["coherence"].encoding["dtype"] == np.uint8  # still stored as codes
+
     # The run's results are in the Prefect UI: a markdown artifact with the release, headline
     # numbers and figure links.
     text = _latest_artifact("release-tiny")
@@ -177,6 +190,9 @@ def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
     # Exactly the steps downstream of the Sentinel-1 options: staging and the recession
     # (which never reads them) come from the cache.
     assert rerun == {"sentinel1-timeseries", "drivers", "release-contents"}, states
+    # The staged stores did not change: the new commit shares them with r0001's.
+    assert set(read_release(cfg.stores.release_dir, "r0002")["store"]["analysis_ready"].values()
+               ) == {"unchanged"}
     ids = [r.id for r in list_releases(cfg.stores.release_dir)]
     assert ids == ["r0001", "r0002"]
     # Each tag still reads its own release: r0001's arrays are unchanged by r0002.

@@ -44,6 +44,7 @@ from talik.tasks.release_store import (
     ensure_tag,
     write_stac_catalog,
 )
+from talik.tasks.stack_store import staged_stacks
 from talik.tasks.steps import owned_name, owner_alive
 from talik.tasks.validate import ReleaseCheckError, check_release, expected_products
 
@@ -205,7 +206,7 @@ def write_release(
             write_stac_catalog(staging, cfg, products, digest)
         store = commit_products(root, {name: staging / name for name in files},
                                 f"{cfg.name}: release digest {digest[:12]}",
-                                cfg.stores.release_store)
+                                cfg.stores.release_store, staged_stacks(steps))
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "release_digest": digest,

@@ -4,6 +4,10 @@
   commits its NetCDF products there, one group per product (``sentinel1``, ``longterm``,
   ``drivers_1km``), and is tagged with its id once its folder is in place; readers of a tag see
   that release only, whatever is being written meanwhile. :func:`open_release` reads it.
+* the same commit holds the analysis-ready stores the release was made from (the staged
+  interferogram stack, GACOS delays, rasters, sparse-sensor pairs) as groups
+  ``analysis_ready/<name>``, appended to rather than rewritten when a study is extended in
+  time (:mod:`talik.tasks.stack_store`);
 * ``<release>/stac/catalog.json``: a self-contained STAC catalog with one item per product
   file (GeoTIFF as Cloud-Optimised GeoTIFF, NetCDF, tables), each asset with its period,
   sensor, units, size and SHA-256 (``file:checksum``, multihash).
@@ -23,7 +27,7 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -32,6 +36,7 @@ import xarray as xr
 
 from talik.config import StudyConfig
 from talik.tasks.netcdf_chunks import load_netcdf
+from talik.tasks.stack_store import GROUP_PREFIX, StagedStack, commit_stacks
 from talik.tasks.validate import NETCDF_LOCK
 
 __all__ = ["STORE_NAME", "commit_products", "ensure_tag", "open_release", "write_stac_catalog"]
@@ -113,8 +118,11 @@ def _for_store(ds: xr.Dataset) -> xr.Dataset:
 
 
 def commit_products(release_dir: str | Path, files: dict[str, Path], message: str,
-                    url: str | None = None) -> dict:
+                    url: str | None = None, stacks: Sequence[StagedStack] = ()) -> dict:
     """Commit the release's NetCDF products to the store's ``main`` branch; return a record.
+
+    ``stacks``, the analysis-ready stores the release was made from, go into the same commit
+    (groups ``analysis_ready/…``, written only where they changed: :mod:`talik.tasks.stack_store`).
 
     Publishers of a host take turns (:func:`_store_lock`); each group is written whole, so a
     later commit never needs merging with an earlier one. In object storage, a commit racing
@@ -131,9 +139,12 @@ def commit_products(release_dir: str | Path, files: dict[str, Path], message: st
             # xarray's own Zarr writer (in memory: the products are small next to the stack)
             _for_store(ds).to_zarr(session.store, group=group, mode="w", consolidated=False,
                                    zarr_format=3)
+        analysis_ready = commit_stacks(session.store, list(stacks))
         snapshot = session.commit(message)
     record = {"path": STORE_NAME} if url is None else {"url": url}
-    return {**record, "snapshot": snapshot, "groups": sorted(groups)}
+    return {**record, "snapshot": snapshot, "groups": sorted(groups),
+            "analysis_ready": {f"{GROUP_PREFIX}/{name}": done
+                               for name, done in analysis_ready.items()}}
 
 
 def ensure_tag(release_dir: str | Path, release_id: str, snapshot: str,

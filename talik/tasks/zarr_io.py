@@ -10,7 +10,7 @@ from pathlib import Path
 import dask
 import xarray as xr
 
-__all__ = ["release_freed_memory", "write_zarr", "write_zarr_by_tiles"]
+__all__ = ["regular_chunks", "release_freed_memory", "write_zarr", "write_zarr_by_tiles"]
 
 
 @functools.cache
@@ -45,7 +45,7 @@ def write_zarr(ds: xr.Dataset, path: str | Path, **kwargs) -> None:
     ds.to_zarr(path, zarr_format=2, **kwargs)
 
 
-def _regular_chunks(ds: xr.Dataset) -> xr.Dataset:
+def regular_chunks(ds: xr.Dataset) -> xr.Dataset:
     """Rechunk dimensions whose chunks Zarr cannot store (all equal but a smaller last one)."""
     fix = {}
     for dim, sizes in ds.chunks.items():
@@ -65,7 +65,7 @@ def write_zarr_by_tiles(ds: xr.Dataset, path: str | Path, tiles_per_step: int | 
     if not {"y", "x"} <= set(ds.dims) or not any(v.chunks for v in ds.variables.values()):
         write_zarr(ds, path, mode="w")
         return
-    ds = _regular_chunks(ds.unify_chunks())
+    ds = regular_chunks(ds.unify_chunks())
     step = tiles_per_step or max(2, 2 * (os.cpu_count() or 1))
     write_zarr(ds, path, mode="w", compute=False)
     ys, xs = ds.chunks["y"], ds.chunks["x"]
