@@ -211,7 +211,7 @@ def drivers_run(science_world, tmp_path_factory):
     The truth's mean thaw-season LOS change (and its vertical, LOS / cos incidence) is written
     as a Sentinel-1 product, so the step is judged on the factors, not on the InSAR chain.
     """
-    from talik.tasks.drivers import drivers_assessment
+    from talik.tasks.drivers import drivers_assessment, modis_factors
     from talik.tasks.ingest.world import ingest_world
     from talik.tasks.stage import stage_rasters, stage_sentinel1
 
@@ -230,7 +230,7 @@ def drivers_run(science_world, tmp_path_factory):
     folder = tmp_path_factory.mktemp("truth-s1")
     product.to_netcdf(folder / "sentinel1.nc")
     s1 = StepOutput(step="sentinel1-timeseries", path=str(folder), digest="truth-of-the-world")
-    out = drivers_assessment.fn(cfg, inputs, s1, rasters, work)
+    out = drivers_assessment.fn(cfg, s1, rasters, modis_factors.fn(cfg, inputs, s1, work), work)
     return cfg, inputs, s1, rasters, out, truth
 
 
@@ -276,14 +276,15 @@ def test_step_outputs_are_cf_and_complete(drivers_run):
 
 
 def test_missing_modis_inputs_leave_those_factors_not_computed(drivers_run, tmp_path):
-    from talik.tasks.drivers import drivers_assessment
+    from talik.tasks.drivers import drivers_assessment, modis_factors
 
     cfg, inputs, s1, rasters, _, _ = drivers_run
     modis = inputs.location("modis")
     missing = tmp_path / "no-modis"
     inputs = inputs.model_copy(update={"locations": {**inputs.locations, "modis": str(missing)},
                                        "digest": inputs.digest + "-no-modis"})
-    out = drivers_assessment.fn(cfg, inputs, s1, rasters, str(tmp_path / "work"))
+    work = str(tmp_path / "work")
+    out = drivers_assessment.fn(cfg, s1, rasters, modis_factors.fn(cfg, inputs, s1, work), work)
     assert set(out.summary["not_computed"]) == {"thawing_index", "ndvi", "swir_albedo"}
     assert all("no MODIS folder" in why for why in out.summary["not_computed"].values())
     assert set(out.summary["factors"]) == {"slope", "ground_ice"}
@@ -296,14 +297,15 @@ def test_missing_modis_inputs_leave_those_factors_not_computed(drivers_run, tmp_
         path.unlink()
     inputs = inputs.model_copy(update={"locations": {**inputs.locations, "modis": str(partial)},
                                        "digest": inputs.digest + "-partial"})
-    out = drivers_assessment.fn(cfg, inputs, s1, rasters, str(tmp_path / "work"))
+    work = str(tmp_path / "work")
+    out = drivers_assessment.fn(cfg, s1, rasters, modis_factors.fn(cfg, inputs, s1, work), work)
     assert list(out.summary["not_computed"]) == ["ndvi"]
     assert "NDVI" in out.summary["not_computed"]["ndvi"]
 
 
 def test_pipeline_product_recovers_the_same_signs(drivers_run, science_report):
     """The drivers step on the Sentinel-1 chain's own product (not the truth), end to end."""
-    from talik.tasks.drivers import drivers_assessment
+    from talik.tasks.drivers import drivers_assessment, modis_factors
     from talik.tasks.sentinel1 import sentinel1_timeseries
     from talik.tasks.stage import stage_gacos, stage_pairs, stage_sentinel1
 
@@ -313,7 +315,7 @@ def test_pipeline_product_recovers_the_same_signs(drivers_run, science_report):
     s1 = sentinel1_timeseries.fn(s1_staged, rasters, stage_gacos.fn(inputs, s1_staged, work),
                                  stage_pairs.fn(inputs, s1_staged, work), cfg.sentinel1,
                                  cfg.sensors["alos2"].platform, work, "drivers test")
-    out = drivers_assessment.fn(cfg, inputs, s1, rasters, work)
+    out = drivers_assessment.fn(cfg, s1, rasters, modis_factors.fn(cfg, inputs, s1, work), work)
     for factor, stat in out.summary["factors"].items():
         science_report.append(f"drivers (1 km, Sentinel-1 product): {factor:13s} "
                               f"R = {stat['r']:+.2f} (p = {stat['p']:.1g}, n = {stat['n']})")

@@ -6,15 +6,15 @@ from prefect import flow
 
 from talik.config import StudyConfig
 from talik.flows.common import step_options
-from talik.tasks.drivers import drivers_assessment
-from talik.tasks.records import InputSet, Sentinel1Steps, StepOutput
+from talik.tasks.drivers import drivers_assessment, modis_factors
+from talik.tasks.records import DriversSteps, InputSet, Sentinel1Steps
 
 __all__ = ["drivers_flow"]
 
 
 @flow(name="drivers")
 def drivers_flow(cfg: StudyConfig, manifest: InputSet, s1_steps: Sentinel1Steps,
-                 refresh: bool = False) -> StepOutput:
+                 refresh: bool = False) -> DriversSteps:
     """Environmental factors on ``[drivers] aggregate_m`` cells against the deformation.
 
     Slope, ground ice, thawing index, NDVI and SWIR albedo against the mean thaw-season
@@ -22,4 +22,7 @@ def drivers_flow(cfg: StudyConfig, manifest: InputSet, s1_steps: Sentinel1Steps,
     """
     rasters, series = s1_steps.rasters, s1_steps.series
     work = str(cfg.stores.work_dir)
-    return step_options(drivers_assessment, work, refresh)(cfg, manifest, series, rasters, work)
+    modis = step_options(modis_factors, work, refresh)(cfg, manifest, series, work)
+    assessment = step_options(drivers_assessment, work, refresh)(cfg, series, rasters, modis,
+                                                                 work)
+    return DriversSteps(modis=modis, assessment=assessment)

@@ -64,9 +64,9 @@ def monitor(study: str, refresh: bool = False, skip_sources: list[str] | None = 
         joint = step_options(joint_assessment, work, refresh)(cfg, longterm, ks, work)
     drivers = drivers_flow(cfg, manifest, s1, refresh)
     contents = step_options(release_contents, work, refresh)(
-        cfg, manifest, s1.series, ks, joint, work, drivers, longterm)
+        cfg, manifest, s1.series, ks, joint, work, drivers.assessment, longterm)
     all_steps = s1.all() + (recession.all() if recession is not None else []) + [
-        s for s in (longterm, drivers, joint) if s is not None]
+        s for s in (longterm, joint) if s is not None] + drivers.all()
     outcome = publish_release(cfg, manifest, all_steps, contents["files"], contents["report"])
     publish_run_artifact(cfg, outcome, all_steps)  # the results, where the UI shows the run
     return outcome

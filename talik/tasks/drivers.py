@@ -22,6 +22,8 @@ file that is not the stack its name announces is an :class:`~talik.errors.InputE
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,8 +40,10 @@ from talik.tasks.log import step_logger
 from talik.tasks.readers.modis import find_modis_stacks, read_modis_stack
 from talik.tasks.records import InputSet, StepOutput
 from talik.tasks.steps import step, this_step
+from talik.tasks.validate import NETCDF_LOCK
 
-__all__ = ["FACTOR_UNITS", "MODIS_BANDS", "drivers_assessment", "drivers_on_cells", "thaw_season_of"]
+__all__ = ["FACTOR_UNITS", "MODIS_BANDS", "drivers_assessment", "drivers_on_cells",
+           "modis_factors", "modis_per_year", "thaw_season_of"]
 
 STEP = "drivers"
 DEFORMATION = "thaw_season_deformation"
@@ -105,9 +109,9 @@ def _modis_layer(factor: str, cfg: StudyConfig) -> Callable[[xr.DataArray], xr.D
     return lambda da: drv.season_mean(da, thaw, include_end=False)
 
 
-def _modis_factor(factor: str, files: list[Path], band: str, cfg: StudyConfig,
-                  cells: drv.CellGrid, years: list[int] | None) -> xr.DataArray | str:
-    """A MODIS factor on the cells (mean over ``years`` where the stacks have them), or why not."""
+def _modis_per_year(factor: str, files: list[Path], band: str, cfg: StudyConfig,
+                    cells: drv.CellGrid) -> xr.DataArray | str:
+    """A MODIS factor on the cells, one layer per year of the stacks ``(year, y, x)``, or why not."""
     per_year = []
     for path in files:
         stack = read_modis_stack(path, band)
@@ -119,16 +123,27 @@ def _modis_factor(factor: str, files: list[Path], band: str, cfg: StudyConfig,
     if not per_year:
         return f"the {band} stacks hold no date in the season"
     stacked = xr.concat(per_year, dim="year").groupby("year").mean()
-    chosen = [y for y in stacked["year"].values if years is None or int(y) in years]
+    return stacked.rename(factor).assign_attrs(source_band=band,
+                                               source_files=[p.name for p in files])
+
+
+def _years_mean(per_year: xr.DataArray, years: list[int] | None) -> xr.DataArray:
+    """Mean of a per-year layer over ``years`` where it has them (else over all its years)."""
+    chosen = [y for y in per_year["year"].values if years is None or int(y) in years]
     if not chosen:
-        chosen = list(stacked["year"].values)  # no common year: every MODIS year
-    out = drv.mean_over_years(stacked, [int(y) for y in chosen]).rename(factor)
-    return out.assign_attrs(source_band=band, source_files=[p.name for p in files])
+        chosen = list(per_year["year"].values)  # no common year: every MODIS year
+    out = drv.mean_over_years(per_year, [int(y) for y in chosen])
+    return out.rename(per_year.name).assign_attrs(per_year.attrs)
 
 
-def _modis_factors(cfg: StudyConfig, modis_dir: Path | None, cells: drv.CellGrid,
-                   years: list[int] | None) -> tuple[Layers, Reasons]:
-    wanted = [f for f in cfg.drivers.factors if f in ("thawing_index", "ndvi", "swir_albedo")]
+def _modis_wanted(options: DriverOptions) -> list[str]:
+    return [f for f in options.factors if f in ("thawing_index", "ndvi", "swir_albedo")]
+
+
+def modis_per_year(cfg: StudyConfig, modis_dir: Path | None, cells: drv.CellGrid
+                   ) -> tuple[Layers, Reasons]:
+    """Every wanted MODIS factor on the cells, per year, and why the others are missing."""
+    wanted = _modis_wanted(cfg.drivers)
     layers, reasons = {}, {}
     if not wanted:
         return layers, reasons
@@ -141,7 +156,7 @@ def _modis_factors(cfg: StudyConfig, modis_dir: Path | None, cells: drv.CellGrid
         if band not in stacks:
             reasons[factor] = f"no MODIS {band} stack in {modis_dir}"
             continue
-        result = _modis_factor(factor, stacks[band], band, cfg, cells, years)
+        result = _modis_per_year(factor, stacks[band], band, cfg, cells)
         if isinstance(result, str):
             reasons[factor] = result
         else:
@@ -149,22 +164,90 @@ def _modis_factors(cfg: StudyConfig, modis_dir: Path | None, cells: drv.CellGrid
     return layers, reasons
 
 
-def drivers_on_cells(cfg: StudyConfig, product: xr.Dataset, product_path: Path,
-                     rasters: xr.Dataset | None, modis_dir: Path | None
-                     ) -> tuple[xr.Dataset, Reasons]:
-    """Deformation and every computable factor on the cells, and why the others are missing."""
-    options = cfg.drivers
-    deformation = _deformation(product, product_path, options)
+def _cells_of(product: xr.Dataset, product_path: Path, options: DriverOptions) -> drv.CellGrid:
+    """The ``aggregate_m`` cells over a Sentinel-1 product's grid."""
     crs = product.rio.crs
     if crs is None:
         raise InputError(product_path, "spatial_ref", "the analysis grid's CRS (CF grid mapping)")
-    cells = drv.cell_grid(deformation["x"].values, deformation["y"].values, options.aggregate_m,
-                          crs.to_string())
+    return drv.cell_grid(product["x"].values, product["y"].values, options.aggregate_m,
+                         crs.to_string())
+
+
+def _product_grid(s1: StepOutput) -> str:
+    """Digest of the Sentinel-1 product's grid (its x, y and CRS), not of its values."""
+    path = Path(s1.path) / "sentinel1.nc"
+    with NETCDF_LOCK, xr.open_dataset(path, decode_coords="all") as ds:
+        crs = ds.rio.crs
+        blob = (ds["x"].values.astype(np.float64).tobytes()
+                + ds["y"].values.astype(np.float64).tobytes()
+                + (crs.to_wkt() if crs is not None else "").encode())
+    return hashlib.sha256(blob).hexdigest()
+
+
+MODIS_FILE = "modis_{factor}_per_year.nc"
+
+
+@step("modis-factors", key=lambda cfg, manifest, s1, work_dir: (
+    _modis_wanted(cfg.drivers), cfg.drivers.lst_band, cfg.drivers.lst_min_valid_fraction,
+    cfg.drivers.growing_season, cfg.drivers.aggregate_m, thaw_season_of(cfg),
+    manifest.digest_of_roles("modis"), _product_grid(s1)))
+def modis_factors(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
+                  work_dir: str) -> StepOutput:
+    """MODIS factors (thawing index, NDVI, SWIR albedo) on the cells, one layer per year.
+
+    Keyed on the MODIS inputs, the options that shape them and the product's grid only, not
+    on the product's values: a study extended by new Sentinel-1 dates resamples no MODIS
+    stack again. Writes ``modis_<factor>_per_year.nc`` per factor; the summary lists the
+    factors that could not be computed, with why.
+    """
+    run = this_step()
+    with run.folder(work_dir) as sd:
+        if not sd.done:
+            product_path = Path(s1.path) / "sentinel1.nc"
+            with NETCDF_LOCK, xr.open_dataset(product_path, decode_coords="all") as product:
+                cells = _cells_of(product, product_path, cfg.drivers)
+            layers, reasons = modis_per_year(cfg, manifest.location("modis"), cells)
+            for factor, layer in layers.items():
+                out = layer.copy()
+                out.attrs["source_files"] = ", ".join(layer.attrs["source_files"])
+                out.to_netcdf(sd.work / MODIS_FILE.format(factor=factor))
+            (sd.work / "reasons.json").write_text(json.dumps(reasons))
+    reasons = json.loads((sd.final / "reasons.json").read_text())
+    computed = [f for f in _modis_wanted(cfg.drivers) if f not in reasons]
+    return run.output(sd.final, summary={"factors": computed, "not_computed": reasons})
+
+
+def _modis_factors(modis: StepOutput, cells: drv.CellGrid, years: list[int] | None
+                   ) -> tuple[Layers, Reasons]:
+    """The MODIS factors of the modis-factors step, each the mean over ``years``."""
+    folder = Path(modis.path)
+    layers = {}
+    for factor in modis.summary.get("factors", []):
+        with xr.open_dataarray(folder / MODIS_FILE.format(factor=factor)) as per_year:
+            per_year = per_year.load()
+        if not (np.array_equal(per_year["x"].values, cells.x)
+                and np.array_equal(per_year["y"].values, cells.y)):
+            raise ValueError(f"{folder}: MODIS {factor} is on other cells than the product's")
+        per_year.attrs["source_files"] = per_year.attrs["source_files"].split(", ")
+        layers[factor] = _years_mean(per_year, years)
+    return layers, dict(modis.summary.get("not_computed", {}))
+
+
+def drivers_on_cells(cfg: StudyConfig, product: xr.Dataset, product_path: Path,
+                     rasters: xr.Dataset | None, modis: StepOutput
+                     ) -> tuple[xr.Dataset, Reasons]:
+    """Deformation and every computable factor on the cells, and why the others are missing.
+
+    ``modis``: the modis-factors step's output (the MODIS factors per year on these cells).
+    """
+    options = cfg.drivers
+    deformation = _deformation(product, product_path, options)
+    cells = _cells_of(product, product_path, options)
     coverage = drv.valid_fraction(deformation, cells).rename("deformation_coverage")
     mean = drv.aggregate_to_cells(deformation, cells).where(coverage >= options.min_cell_coverage)
     years = ([int(y) for y in product["year"].values] if "year" in product.coords else None)
     layers, reasons = _raster_factors(rasters, cells, options.factors)
-    modis_layers, modis_reasons = _modis_factors(cfg, modis_dir, cells, years)
+    modis_layers, modis_reasons = _modis_factors(modis, cells, years)
     layers.update(modis_layers)
     reasons.update(modis_reasons)
     component = ("vertical, positive up" if options.deformation == "vertical"
@@ -254,11 +337,11 @@ def _summary(table: pd.DataFrame, ds: xr.Dataset) -> dict:
     }
 
 
-@step("drivers", key=lambda cfg, manifest, s1, staged_rasters, work_dir: (
-    cfg.drivers, thaw_season_of(cfg), manifest.digest_of_roles("modis"), s1.digest,
-    staged_rasters.digest if staged_rasters else None))
-def drivers_assessment(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
-                       staged_rasters: StepOutput | None, work_dir: str) -> StepOutput:
+@step("drivers", key=lambda cfg, s1, staged_rasters, modis, work_dir: (
+    cfg.drivers, thaw_season_of(cfg), s1.digest,
+    staged_rasters.digest if staged_rasters else None, modis.digest))
+def drivers_assessment(cfg: StudyConfig, s1: StepOutput, staged_rasters: StepOutput | None,
+                       modis: StepOutput, work_dir: str) -> StepOutput:
     """Factors and deformation on 1 km cells, their R/p and binned means, Fig. 12–13."""
     logger = step_logger()
     thaw = thaw_season_of(cfg)
@@ -273,8 +356,7 @@ def drivers_assessment(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
             rasters_path = Path(staged_rasters.path) / "rasters.zarr" if staged_rasters else None
             rasters = (xr.open_zarr(rasters_path).load()
                        if rasters_path is not None and rasters_path.exists() else None)
-            ds, reasons = drivers_on_cells(cfg, product, product_path, rasters,
-                                           manifest.location("modis"))
+            ds, reasons = drivers_on_cells(cfg, product, product_path, rasters, modis)
             table, binned = _tables(ds, cfg.drivers, reasons)
             _write_netcdf(ds, sd.work / "drivers_1km.nc")
             table.to_csv(sd.work / "drivers.csv", index=False)

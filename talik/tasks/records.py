@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from talik.tasks.provenance import digest_of
 
-__all__ = ["FileRecord", "InputManifest", "InputSet", "RecessionSteps", "Sentinel1Steps", "StepOutput"]
+__all__ = ["DriversSteps", "FileRecord", "InputManifest", "InputSet", "RecessionSteps",
+           "Sentinel1Steps", "StepOutput"]
 
 
 class FileRecord(BaseModel):
@@ -116,6 +117,19 @@ class StepOutput(BaseModel):
     digest: str = Field(description="Digest of the step's inputs, parameters and code.")
     parameters: dict[str, Any] = Field(default_factory=dict)
     summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class DriversSteps(BaseModel):
+    """What the drivers flow made: the MODIS factors per year, and the assessment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    modis: StepOutput = Field(description="MODIS factors on the cells, one layer per year.")
+    assessment: StepOutput = Field(description="Factors against the deformation (Fig. 12-13).")
+
+    def all(self) -> list[StepOutput]:
+        """Every step, in the order they ran."""
+        return [self.modis, self.assessment]
 
 
 class Sentinel1Steps(BaseModel):

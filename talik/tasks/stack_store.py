@@ -21,15 +21,18 @@ is written again whole.
 from __future__ import annotations
 
 import json
+import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask.array as dsa
+import numpy as np
 import xarray as xr
 
 from talik.tasks.records import StepOutput
-from talik.tasks.zarr_io import regular_chunks
 
 __all__ = ["GROUP_PREFIX", "StagedStack", "commit_stacks", "staged_stacks"]
 
@@ -55,6 +58,9 @@ class StagedStack:
     """What must not change for items to be appended (JSON)."""
     items: Callable[[xr.Dataset], list[str]]
     """Identity of each index along ``dim`` (name and content digest), from the dataset."""
+    source: Path | None = None
+    """The staged Zarr (v2) store when the stack is that one store (not joined from parts):
+    its chunks can then be copied as they are, without decoding and encoding them again."""
 
 
 def _summary(step: StepOutput) -> dict:
@@ -64,7 +70,7 @@ def _summary(step: StepOutput) -> dict:
 
 def staged_stacks(steps: list[StepOutput]) -> list[StagedStack]:
     """The analysis-ready stores among a run's steps (those it staged)."""
-    from talik.tasks.stage import open_sentinel1_store
+    from talik.tasks.stage import open_sentinel1_store, sentinel1_parts
 
     out: list[StagedStack] = []
     for step in steps:
@@ -73,11 +79,13 @@ def staged_stacks(steps: list[StepOutput]) -> list[StagedStack]:
             lineage = _summary(step).get("lineage") or {}
             digests = lineage.get("products") or {}
             base = {k: lineage.get(k) for k in ("code", "wavelength_m", "grid")}
+            parts = sentinel1_parts(folder / "sentinel1.zarr")
             out.append(StagedStack(
                 "sentinel1", lambda f=folder: open_sentinel1_store(f / "sentinel1.zarr"),
                 "pair", json.dumps(base if lineage else {"step": step.digest}, sort_keys=True),
                 lambda ds, d=digests: [f"{p}:{d.get(str(p), '')}"
-                                       for p in ds["product"].values]))
+                                       for p in ds["product"].values],
+                parts[0] if len(parts) == 1 else None))
         elif step.step == "stage-gacos" and (folder / "gacos.zarr").exists():
             lineage = _summary(step).get("lineage") or {}
             base = {k: lineage.get(k) for k in ("code", "grid")}
@@ -85,21 +93,36 @@ def staged_stacks(steps: list[StepOutput]) -> list[StagedStack]:
             out.append(StagedStack(
                 "gacos", lambda f=folder: xr.open_zarr(f / "gacos.zarr"), "date",
                 json.dumps(base if lineage else {"step": step.digest}, sort_keys=True),
-                lambda ds, d=dates: d))
+                lambda ds, d=dates: d, folder / "gacos.zarr"))
         elif step.step in ("stage-rasters", "stage-pairs"):
             store = folder / f"{step.step.removeprefix('stage-')}.zarr"
             if store.exists():
                 out.append(StagedStack(
                     store.stem, lambda s=store: xr.open_zarr(s), None,
-                    json.dumps({"step": step.digest}), lambda ds: []))
+                    json.dumps({"step": step.digest}), lambda ds: [], store))
     return out
 
 
+def _regular(var: xr.Variable) -> xr.Variable:
+    """``var`` rechunked where Zarr cannot store its dask chunks (unequal but the last)."""
+    if var.chunks is None:
+        return var
+    fix = {d: max(c) for d, c in zip(var.dims, var.chunks, strict=True)
+           if len(c) > 1 and (len(set(c[:-1])) > 1 or c[-1] > c[0])}
+    return var.chunk(fix) if fix else var
+
+
 def _plain(ds: xr.Dataset) -> tuple[xr.Dataset, dict]:
-    """``ds`` without its Zarr-v2 storage settings, and the encoding worth keeping (codes)."""
+    """``ds`` without its Zarr-v2 storage settings, and the encoding worth keeping (codes).
+
+    Each variable keeps its own chunks, made regular (stacks joined from parts have a short
+    chunk where each part ends).
+    """
     out = ds.copy()
     encoding = {}
     for name in out.variables:
+        if name not in out.dims:
+            out[name] = _regular(out[name].variable)
         kept = {k: v for k, v in out[name].encoding.items() if k in _KEPT_ENCODING}
         if "compressors" in out[name].encoding and not out[name].encoding["compressors"]:
             kept["compressors"] = None  # stored raw when staged (coherence codes)
@@ -121,7 +144,7 @@ def _head_attrs(store, path: str) -> dict | None:
     return dict(group.attrs)
 
 
-def _aligned(part: xr.Dataset, dim: str, start: int, chunk: int) -> xr.Dataset:
+def _aligned(part: xr.DataArray, dim: str, start: int, chunk: int) -> xr.DataArray:
     """``part``, appended at ``start``, chunked along ``dim`` to fill one stored chunk each.
 
     The first dask chunk fills the stored stack's last, partial chunk; the next ones a whole
@@ -135,13 +158,82 @@ def _aligned(part: xr.Dataset, dim: str, start: int, chunk: int) -> xr.Dataset:
     return part.chunk({dim: tuple(sizes)})
 
 
-def _write(store, stack: StagedStack) -> str:
-    """Write one stack into ``store`` (a writable session's); return what was done."""
+def _small_in_memory(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its coordinates and small variables loaded (written at once)."""
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if var.chunks is not None and (name in ds.coords or var.nbytes < _BIG_BYTES):
+            out[name] = var.load()
+    return out
+
+
+def _append(store, path: str, ds: xr.Dataset, dim: str, start: int,
+            encoding: dict) -> None:
+    """Append ``ds``'s items from ``start`` on along ``dim`` to the stored group ``path``.
+
+    Variables along ``dim`` get the new items (the large ones chunked to fill the stored
+    chunks one by one); the others (geometry, per-pair indices of a date stack) are small
+    and written again.
+    """
     import zarr
 
+    group = zarr.open_group(store, path=path, mode="r+")
+    stacked = [n for n in ds.variables if dim in ds[n].dims]
+    shared_dims = {d for n in stacked for d in ds[n].dims}
+    others = [n for n in ds.variables if dim not in ds[n].dims and n not in shared_dims]
+    part = _small_in_memory(ds[stacked].isel({dim: slice(start, None)}))
+    for name, var in part.data_vars.items():
+        if var.chunks is not None:
+            part[name] = _aligned(var, dim, start, group[name].chunks[var.dims.index(dim)])
+    part.attrs = {}
+    part.to_zarr(store, group=path, append_dim=dim, consolidated=False)
+    for name in others:
+        if name in group:
+            del group[name]
+    if others:
+        _small_in_memory(ds[others]).to_zarr(
+            store, group=path, mode="a", consolidated=False,
+            encoding={n: encoding[n] for n in others if n in encoding})
+
+
+def _write_whole(store, path: str, ds: xr.Dataset, encoding: dict,
+                 source: Path | None) -> None:
+    """Write ``ds`` as group ``path``; its large arrays' chunks copied from ``source``.
+
+    Arrays that cannot be copied are computed and written through xarray.
+    """
+    copied = _copyable(source, ds, encoding) if source is not None else {}
+    ds = _small_in_memory(ds)
+    if not copied:
+        ds.to_zarr(store, group=path, mode="w", consolidated=False, zarr_format=3,
+                   encoding=encoding)
+        return
+    deferred = [n for n, v in ds.variables.items() if v.chunks is not None and n not in copied]
+    for name, v3 in copied.items():
+        # Only the metadata is written from here: an empty placeholder of the stored dtype,
+        # the CF attributes as they are stored (so no pass over the data to encode it).
+        var, enc = ds[name], encoding.pop(name, {})
+        attrs = {**var.attrs, **{k: enc[k] for k in ("scale_factor", "add_offset") if k in enc}}
+        dtype = np.dtype(enc.get("dtype", var.dtype))
+        ds[name] = xr.Variable(var.dims, dsa.empty(var.shape, dtype=dtype, chunks=v3["chunks"]),
+                               attrs)
+        encoding[name] = {**v3, **{k: enc[k] for k in ("_FillValue",) if k in enc}}
+    # Every array's metadata and the small ones' values; no large array's values.
+    ds.to_zarr(store, group=path, mode="w", consolidated=False, zarr_format=3,
+               encoding=encoding, compute=False)
+    _copy_chunks(store, path, source, list(copied))
+    if deferred:  # large arrays that could not be copied: computed into their arrays
+        part = ds[deferred]
+        part = part.drop_vars(list(part.coords))
+        part.to_zarr(store, group=path, mode="r+", consolidated=False,
+                     region={d: slice(None) for d in part.dims})
+
+
+def _write(store, stack: StagedStack) -> str:
+    """Write one stack into ``store`` (a writable session's); return what was done."""
     path = f"{GROUP_PREFIX}/{stack.name}"
     with stack.open() as staged:
-        ds, encoding = _plain(regular_chunks(staged.unify_chunks()))
+        ds, encoding = _plain(staged)
         items = stack.items(staged)
         if stack.dim is not None and len(items) != ds.sizes[stack.dim]:
             items = []  # (no identity of the items on record: never appended to)
@@ -154,28 +246,91 @@ def _write(store, stack: StagedStack) -> str:
         start = len(old_items or [])
         if (same_lineage and stack.dim is not None and 0 < start < len(items)
                 and items[:start] == old_items):
-            group = zarr.open_group(store, path=path, mode="r+")
-            stacked = [n for n in ds.variables if stack.dim in ds[n].dims]
-            shared_dims = {d for n in stacked for d in ds[n].dims}
-            others = [n for n in ds.variables if stack.dim not in ds[n].dims
-                      and n not in shared_dims]
-            chunk = group[next(n for n in stacked if n in ds.data_vars)].chunks[0]
-            part = _aligned(ds[stacked].isel({stack.dim: slice(start, None)}), stack.dim,
-                            start, chunk)
-            part.attrs = {}
-            part.to_zarr(store, group=path, append_dim=stack.dim, consolidated=False)
-            for name in others:  # the rest (geometry, per-pair indices) is small: rewritten
-                if name in group:
-                    del group[name]
-            if others:
-                ds[others].to_zarr(store, group=path, mode="a", consolidated=False,
-                                   encoding={n: encoding[n] for n in others if n in encoding})
-            zarr.open_group(store, path=path, mode="r+").attrs.put(attrs)
+            _append(store, path, ds, stack.dim, start, encoding)
+            _put_attrs(store, path, attrs)
             return f"appended {len(items) - start}"
         ds.attrs = attrs
-        ds.to_zarr(store, group=path, mode="w", consolidated=False, zarr_format=3,
-                   encoding=encoding)
+        _write_whole(store, path, ds, encoding, stack.source)
         return "written"
+
+
+def _put_attrs(store, path: str, attrs: dict) -> None:
+    import zarr
+
+    zarr.open_group(store, path=path, mode="r+").attrs.put(attrs)
+
+
+_V2_CHUNK = re.compile(r"^\d+(\.\d+)*$")
+_BIG_BYTES = 32e6  # arrays larger than this are copied chunk by chunk, when they can be
+
+
+def _copyable(source: Path, ds: xr.Dataset, encoding: dict) -> dict[str, dict]:
+    """The large arrays of a Zarr v2 store whose chunks a v3 array can hold as they are.
+
+    Returns each one's v3 encoding (the same chunks and an equivalent codec): C order, no
+    filters, no compressor or Blosc/Zstd (whose frames describe themselves).
+    """
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    out = {}
+    for name, var in ds.data_vars.items():
+        meta_file = source / name / ".zarray"
+        if var.nbytes < _BIG_BYTES or var.chunks is None or not meta_file.exists():
+            continue
+        meta = json.loads(meta_file.read_text())
+        compressor = meta.get("compressor")
+        if meta.get("order") != "C" or meta.get("filters") or meta.get(
+                "dimension_separator", ".") != ".":
+            continue
+        if compressor is None:
+            codecs = None
+        elif compressor["id"] == "blosc":
+            codecs = (BloscCodec(cname=compressor["cname"], clevel=compressor["clevel"],
+                                 shuffle={0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}[
+                                     compressor["shuffle"]],
+                                 typesize=np.dtype(meta["dtype"]).itemsize,
+                                 blocksize=compressor.get("blocksize", 0)),)
+        elif compressor["id"] == "zstd":
+            codecs = (ZstdCodec(level=compressor.get("level", 0)),)
+        else:
+            continue
+        if tuple(meta["shape"]) != var.shape or np.dtype(meta["dtype"]) != (
+                np.dtype(encoding.get(name, {}).get("dtype", var.dtype))):
+            continue
+        n_chunks = math.prod(math.ceil(n / c) for n, c in zip(meta["shape"], meta["chunks"],
+                                                              strict=True))
+        stored = sum(1 for f in (source / name).iterdir() if _V2_CHUNK.match(f.name))
+        if stored != n_chunks:  # (a missing chunk reads as the fill value, which may differ)
+            continue
+        out[name] = {"chunks": tuple(meta["chunks"]), "compressors": codecs}
+    return out
+
+
+def _copy_chunks(store, path: str, source: Path, names: list[str]) -> None:
+    """Copy the chunk files of arrays ``names`` of v2 store ``source`` into group ``path``.
+
+    Bytes unchanged, under the v3 keys ``c/i/j/k``, a few files at a time.
+    """
+    import asyncio
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    jobs = [(f"{path}/{name}/c/" + f.name.replace(".", "/"), f)
+            for name in names for f in (source / name).iterdir() if _V2_CHUNK.match(f.name)]
+    buffer = default_buffer_prototype().buffer
+
+    async def copy_all() -> None:
+        slots = asyncio.Semaphore(8)
+
+        async def copy(key: str, file: Path) -> None:
+            async with slots:
+                data = await asyncio.to_thread(file.read_bytes)
+                await store.set(key, buffer.from_bytes(data))
+
+        await asyncio.gather(*(copy(key, file) for key, file in jobs))
+
+    sync(copy_all())
 
 
 def commit_stacks(store, stacks: list[StagedStack]) -> dict[str, str]:
