@@ -39,7 +39,8 @@ from talik.tasks.netcdf_chunks import load_netcdf
 from talik.tasks.stack_store import GROUP_PREFIX, StagedStack, commit_stacks
 from talik.tasks.validate import NETCDF_LOCK
 
-__all__ = ["STORE_NAME", "commit_products", "ensure_tag", "open_release", "write_stac_catalog"]
+__all__ = ["STORE_NAME", "commit_products", "ensure_tag", "load_products", "open_release",
+           "store_products", "write_stac_catalog"]
 
 STORE_NAME = "store.icechunk"
 
@@ -104,10 +105,25 @@ def _repository(release_dir: str | Path, create: bool = False, url: str | None =
     return icechunk.Repository.open(storage)
 
 
-def _groups(files: dict[str, Path]) -> dict[str, Path]:
-    """Store group → NetCDF product."""
-    return {Path(name).stem: path for name, path in sorted(files.items())
+def store_products(files: dict[str, Path]) -> dict[str, Path]:
+    """The release files committed to the store: its NetCDF products (name → path)."""
+    return {name: path for name, path in sorted(files.items())
             if name.startswith("products/") and name.endswith(".nc")}
+
+
+def load_products(files: dict[str, Path]) -> dict[str, xr.Dataset]:
+    """The store's products of ``files``, each read whole into memory.
+
+    A file that cannot be read is left out: the release checks read it and say why.
+    """
+    loaded = {}
+    for name, path in store_products(files).items():
+        try:
+            with NETCDF_LOCK:  # (the cubes are inflated on every core: load_netcdf)
+                loaded[name] = load_netcdf(path)
+        except Exception:  # noqa: BLE001, S112 - reported by the release checks
+            continue
+    return loaded
 
 
 def _for_store(ds: xr.Dataset) -> xr.Dataset:
@@ -117,9 +133,11 @@ def _for_store(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def commit_products(release_dir: str | Path, files: dict[str, Path], message: str,
+def commit_products(release_dir: str | Path, products: dict[str, xr.Dataset], message: str,
                     url: str | None = None, stacks: Sequence[StagedStack] = ()) -> dict:
     """Commit the release's NetCDF products to the store's ``main`` branch; return a record.
+
+    ``products``: release name (``products/<group>.nc``) → its values (:func:`load_products`).
 
     ``stacks``, the analysis-ready stores the release was made from, go into the same commit
     (groups ``analysis_ready/…``, written only where they changed: :mod:`talik.tasks.stack_store`).
@@ -129,13 +147,11 @@ def commit_products(release_dir: str | Path, files: dict[str, Path], message: st
     one from another host fails (Icechunk checks the branch did not move) and the publish
     fails with it: nothing is half-written, and the next run publishes.
     """
-    groups = _groups(files)
+    groups = {Path(name).stem: ds for name, ds in sorted(products.items())}
     with _store_lock(release_dir):  # one writer at a time: a local store has no safe CAS
         repo = _repository(release_dir, create=True, url=url)
         session = repo.writable_session("main")
-        for group, path in groups.items():
-            with NETCDF_LOCK:  # (the cubes are inflated on every core: load_netcdf)
-                ds = load_netcdf(path)
+        for group, ds in groups.items():
             # xarray's own Zarr writer (in memory: the products are small next to the stack)
             _for_store(ds).to_zarr(session.store, group=group, mode="w", consolidated=False,
                                    zarr_format=3)

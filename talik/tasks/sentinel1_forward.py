@@ -125,12 +125,12 @@ def _velocity_std(series: np.ndarray, t: np.ndarray) -> np.ndarray:
     """``(N, ...)`` series → standard error of their least-squares rate (mm/yr), as the kernel's."""
     n = series.shape[0]
     flat = series.reshape(n, -1).astype(np.float64)
-    w = slope_weights(t)
-    rate = w @ flat
+    flat -= flat.mean(axis=0)
+    rate = slope_weights(t) @ flat
     centre = t - t.mean()
-    fit = flat.mean(axis=0) + np.outer(centre, rate)
-    ss = ((flat - fit) ** 2).sum(axis=0)
     sxx = float((centre ** 2).sum())
+    # Residual sum of squares of the straight-line fit, from sums (no fitted series in memory)
+    ss = np.maximum(np.einsum("ij,ij->j", flat, flat) - rate ** 2 * sxx, 0.0)
     return np.sqrt(ss / max(n - 2, 1) / sxx).astype(np.float32).reshape(series.shape[1:])
 
 

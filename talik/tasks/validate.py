@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -125,18 +125,24 @@ def _solved_pixels(path: Path) -> int:
         return int(_solved(ds).sum())
 
 
-def _sentinel1_problems(path: Path, checks: ReleaseChecks, previous: Path | None) -> list[str]:
+def _sentinel1_problems(path: Path, checks: ReleaseChecks, previous: Path | None,
+                        loaded=None) -> list[str]:
     with NETCDF_LOCK:
-        return _s1_problems(path, checks, previous)
+        return _s1_problems(path, checks, previous, loaded)
 
 
-def _s1_problems(path: Path, checks: ReleaseChecks, previous: Path | None) -> list[str]:
+def _s1_problems(path: Path, checks: ReleaseChecks, previous: Path | None,
+                 loaded=None) -> list[str]:
+    """Problems of the Sentinel-1 product at ``path`` (``loaded``: its values, in memory)."""
+    import contextlib
+
     import xarray as xr
 
     from talik.tasks.netcdf_chunks import cube_blocks, cubes_read_raw
 
     problems = []
-    with xr.open_dataset(path) as ds:
+    opened = contextlib.nullcontext(loaded) if loaded is not None else xr.open_dataset(path)
+    with opened as ds:
         time = ds["time"].values
         if time.size < 2 or not (np.diff(time.astype("datetime64[ns]").astype(np.int64)) > 0).all():
             problems.append("sentinel1.nc: the time axis is not strictly increasing")
@@ -159,7 +165,7 @@ def _s1_problems(path: Path, checks: ReleaseChecks, previous: Path | None) -> li
                                 f"mm/yr (> {checks.max_abs_velocity_mm_yr:g}; "
                                 "release_checks.max_abs_velocity_mm_yr)")
             n_bad, worst_d = 0, 0.0
-            if "displacement" in cubes_read_raw(ds):  # read on every core, as stored
+            if loaded is None and "displacement" in cubes_read_raw(ds):  # on every core
                 blocks = (values for _, values in cube_blocks(path, "displacement", TIME_BLOCK))
             else:
                 blocks = (block.values for block in _blocks(ds["displacement"]))
@@ -186,20 +192,26 @@ def _s1_problems(path: Path, checks: ReleaseChecks, previous: Path | None) -> li
 
 
 def check_release(folder: Path, files: Iterable[str], expected: Iterable[str],
-                  checks: ReleaseChecks, previous_folder: Path | None = None) -> list[str]:
+                  checks: ReleaseChecks, previous_folder: Path | None = None,
+                  loaded: Mapping | None = None) -> list[str]:
     """Every problem of the release being staged in ``folder`` (empty: it may be published).
 
     ``files`` are its release-relative file names, ``expected`` those it must hold;
     ``previous_folder`` is the LATEST release, if any, for the comparison of solved pixels.
+    ``loaded``: NetCDF files of ``folder`` already read whole (name → dataset in memory), whose
+    values are checked as they are instead of being read again.
     """
     files = set(files)
+    loaded = dict(loaded or {})
     problems = [f"{name} is missing" for name in sorted(set(expected) - files)]
     for name in sorted(files):
+        if name in loaded:
+            continue  # (read whole already: readable)
         reason = _readable(name, folder / name)
         if reason is not None:
             problems.append(reason)
     s1 = "products/sentinel1.nc"
     if s1 in files and not any(p.startswith(s1) for p in problems):
         previous = previous_folder / s1 if previous_folder is not None else None
-        problems += _sentinel1_problems(folder / s1, checks, previous)
+        problems += _sentinel1_problems(folder / s1, checks, previous, loaded.get(s1))
     return problems
