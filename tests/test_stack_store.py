@@ -133,3 +133,47 @@ def test_a_longer_stack_is_appended_an_equal_one_left_and_another_rewritten(
     assert _commit(repo, [changed])[0] == {"sentinel1": "written"}
     attrs = json.loads(_read(repo, repo.lookup_branch("main")).attrs["talik_items"])
     assert attrs[0] == "S1_0000:other"
+
+
+def _date_stack(n_dates: int, n_pairs: int) -> xr.Dataset:
+    """A GACOS-like stack: maps along ``date`` and per-pair indices along ``pair``."""
+    rng = np.random.default_rng(0)  # the same maps whatever the pairs
+    return xr.Dataset(
+        {"ztd_m": (("date", "y", "x"), rng.normal(2, 0.1, (n_dates, N_Y, N_X)).astype("f4")),
+         "has_gacos": (("pair",), np.arange(n_pairs) % 2 == 0)},
+        coords={"date": np.datetime64("2020-01-01") + np.arange(n_dates).astype("m8[D]") * 12,
+                "y": np.arange(N_Y) * -30.0, "x": np.arange(N_X) * 30.0})
+
+
+def test_a_stack_whose_items_stay_but_whose_rest_changed_is_updated(repo, tmp_path):
+    """New pairs whose dates are all staged: same maps, longer per-pair indices."""
+    def record(path: Path) -> StagedStack:
+        return StagedStack("gacos", lambda: xr.open_zarr(path), "date", "code A",
+                           lambda ds: [f"{d}:digest" for d in ds["date"].values], path)
+
+    before, after = _date_stack(5, 6), _date_stack(5, 9)
+    write_zarr(before, tmp_path / "before.zarr", mode="w")
+    write_zarr(after, tmp_path / "after.zarr", mode="w")
+    assert _commit(repo, [record(tmp_path / "before.zarr")])[0] == {"gacos": "written"}
+    done, snap = _commit(repo, [record(tmp_path / "after.zarr")])
+    assert done == {"gacos": "updated"}
+    stored = xr.open_zarr(repo.readonly_session(snapshot_id=snap).store,
+                          group="analysis_ready/gacos", consolidated=False).load()
+    np.testing.assert_array_equal(stored["has_gacos"].values, after["has_gacos"].values)
+    np.testing.assert_array_equal(stored["ztd_m"].values, after["ztd_m"].values)
+
+
+def test_a_stack_the_release_no_longer_has_is_removed_from_its_commit(repo, tmp_path):
+    staged = _staged(tmp_path / "s1.zarr", _stack(10))
+    write_zarr(_date_stack(4, 3), tmp_path / "gacos.zarr", mode="w")
+    gacos = StagedStack("gacos", lambda: xr.open_zarr(tmp_path / "gacos.zarr"), "date", "A",
+                        lambda ds: [str(d) for d in ds["date"].values], tmp_path / "gacos.zarr")
+    assert _commit(repo, [_record(staged), gacos])[0] == {"sentinel1": "written",
+                                                          "gacos": "written"}
+    done, snap = _commit(repo, [_record(staged, lineage="staging code B")])
+    assert done == {"sentinel1": "written", "gacos": "removed"}
+    import zarr
+
+    root = zarr.open_group(repo.readonly_session(snapshot_id=snap).store,
+                           path="analysis_ready", mode="r")
+    assert sorted(root.group_keys()) == ["sentinel1"]

@@ -209,8 +209,9 @@ def modis_factors(cfg: StudyConfig, manifest: InputSet, s1: StepOutput,
             layers, reasons = modis_per_year(cfg, manifest.location("modis"), cells)
             for factor, layer in layers.items():
                 out = layer.copy()
-                out.attrs["source_files"] = ", ".join(layer.attrs["source_files"])
-                out.to_netcdf(sd.work / MODIS_FILE.format(factor=factor))
+                out.attrs["source_files"] = json.dumps(layer.attrs["source_files"])
+                with NETCDF_LOCK:
+                    out.to_netcdf(sd.work / MODIS_FILE.format(factor=factor))
             (sd.work / "reasons.json").write_text(json.dumps(reasons))
     reasons = json.loads((sd.final / "reasons.json").read_text())
     computed = [f for f in _modis_wanted(cfg.drivers) if f not in reasons]
@@ -223,12 +224,12 @@ def _modis_factors(modis: StepOutput, cells: drv.CellGrid, years: list[int] | No
     folder = Path(modis.path)
     layers = {}
     for factor in modis.summary.get("factors", []):
-        with xr.open_dataarray(folder / MODIS_FILE.format(factor=factor)) as per_year:
-            per_year = per_year.load()
+        with NETCDF_LOCK, xr.open_dataarray(folder / MODIS_FILE.format(factor=factor)) as da:
+            per_year = da.load()
         if not (np.array_equal(per_year["x"].values, cells.x)
                 and np.array_equal(per_year["y"].values, cells.y)):
             raise ValueError(f"{folder}: MODIS {factor} is on other cells than the product's")
-        per_year.attrs["source_files"] = per_year.attrs["source_files"].split(", ")
+        per_year.attrs["source_files"] = json.loads(per_year.attrs["source_files"])
         layers[factor] = _years_mean(per_year, years)
     return layers, dict(modis.summary.get("not_computed", {}))
 

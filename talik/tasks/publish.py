@@ -198,10 +198,12 @@ def write_release(
             products.append({"path": name, "sha256": file_sha256(dst), "bytes": dst.stat().st_size})
         latest = latest_release(root)
         # The store's products are read once, for both their checks and their commit.
-        loaded = load_products({name: staging / name for name in files})
+        loaded, unreadable = load_products({name: staging / name for name in files})
         problems = check_release(staging, files, expected_products(s.step for s in steps),
                                  cfg.release_checks, Path(latest.path) if latest else None,
                                  loaded=loaded)
+        problems += [why for name, why in unreadable.items()
+                     if not any(p.startswith(name) for p in problems)]
         if problems:
             raise ReleaseCheckError(root, problems)
         (staging / "report.md").write_text(report_md)

@@ -111,19 +111,20 @@ def store_products(files: dict[str, Path]) -> dict[str, Path]:
             if name.startswith("products/") and name.endswith(".nc")}
 
 
-def load_products(files: dict[str, Path]) -> dict[str, xr.Dataset]:
+def load_products(files: dict[str, Path]) -> tuple[dict[str, xr.Dataset], dict[str, str]]:
     """The store's products of ``files``, each read whole into memory.
 
-    A file that cannot be read is left out: the release checks read it and say why.
+    Returns them, and for each that could not be read whole, why (a release with such a file
+    is refused: its store commit would lack it).
     """
-    loaded = {}
+    loaded, failed = {}, {}
     for name, path in store_products(files).items():
         try:
             with NETCDF_LOCK:  # (the cubes are inflated on every core: load_netcdf)
                 loaded[name] = load_netcdf(path)
-        except Exception:  # noqa: BLE001, S112 - reported by the release checks
-            continue
-    return loaded
+        except Exception as exc:  # noqa: BLE001 - any failure to read it is the finding
+            failed[name] = f"{name} cannot be read whole ({type(exc).__name__}: {exc})"
+    return loaded, failed
 
 
 def _for_store(ds: xr.Dataset) -> xr.Dataset:

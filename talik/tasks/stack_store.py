@@ -20,6 +20,7 @@ is written again whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -39,7 +40,7 @@ __all__ = ["GROUP_PREFIX", "StagedStack", "commit_stacks", "staged_stacks"]
 GROUP_PREFIX = "analysis_ready"
 """Group of the release store under which the analysis-ready stacks are kept."""
 
-_LINEAGE, _ITEMS = "talik_lineage", "talik_items"
+_LINEAGE, _ITEMS, _REST = "talik_lineage", "talik_items", "talik_rest"
 _KEPT_ENCODING = ("dtype", "scale_factor", "add_offset", "_FillValue", "units", "calendar")
 # (the rest of a staged store's encoding is Zarr v2's: its chunks and codecs)
 
@@ -70,12 +71,13 @@ def _summary(step: StepOutput) -> dict:
 
 def staged_stacks(steps: list[StepOutput]) -> list[StagedStack]:
     """The analysis-ready stores among a run's steps (those it staged)."""
-    from talik.tasks.stage import open_sentinel1_store, sentinel1_parts
+    from talik.tasks.stage import PARTS_FILE, open_sentinel1_store, sentinel1_parts
 
     out: list[StagedStack] = []
     for step in steps:
         folder = Path(step.path)
-        if step.step == "stage-sentinel1" and (folder / "sentinel1.zarr").exists():
+        if step.step == "stage-sentinel1" and ((folder / "sentinel1.zarr").exists()
+                                               or (folder / PARTS_FILE).exists()):
             lineage = _summary(step).get("lineage") or {}
             digests = lineage.get("products") or {}
             base = {k: lineage.get(k) for k in ("code", "wavelength_m", "grid")}
@@ -172,8 +174,8 @@ def _append(store, path: str, ds: xr.Dataset, dim: str, start: int,
     """Append ``ds``'s items from ``start`` on along ``dim`` to the stored group ``path``.
 
     Variables along ``dim`` get the new items (the large ones chunked to fill the stored
-    chunks one by one); the others (geometry, per-pair indices of a date stack) are small
-    and written again.
+    chunks one by one; none when ``start`` is their number); the others (geometry, per-pair
+    indices of a date stack) are small and written again.
     """
     import zarr
 
@@ -181,12 +183,15 @@ def _append(store, path: str, ds: xr.Dataset, dim: str, start: int,
     stacked = [n for n in ds.variables if dim in ds[n].dims]
     shared_dims = {d for n in stacked for d in ds[n].dims}
     others = [n for n in ds.variables if dim not in ds[n].dims and n not in shared_dims]
-    part = _small_in_memory(ds[stacked].isel({dim: slice(start, None)}))
-    for name, var in part.data_vars.items():
-        if var.chunks is not None:
-            part[name] = _aligned(var, dim, start, group[name].chunks[var.dims.index(dim)])
-    part.attrs = {}
-    part.to_zarr(store, group=path, append_dim=dim, consolidated=False)
+    if start < ds.sizes[dim]:
+        part = _small_in_memory(ds[stacked].isel({dim: slice(start, None)}))
+        for name, var in part.data_vars.items():
+            if var.chunks is not None:  # each dask chunk inside one stored chunk
+                stored = dict(zip(var.dims, group[name].chunks, strict=True))
+                var = var.chunk({d: c for d, c in stored.items() if d != dim})
+                part[name] = _aligned(var, dim, start, stored[dim])
+        part.attrs = {}
+        part.to_zarr(store, group=path, append_dim=dim, consolidated=False)
     for name in others:
         if name in group:
             del group[name]
@@ -229,6 +234,23 @@ def _write_whole(store, path: str, ds: xr.Dataset, encoding: dict,
                      region={d: slice(None) for d in part.dims})
 
 
+def _rest_digest(ds: xr.Dataset, dim: str | None) -> str:
+    """Digest of what a stack holds besides its items, and of its attributes.
+
+    That is its variables without ``dim`` (small: geometry, a date stack's per-pair indices).
+    Empty when ``dim`` is None: such a stack is identified by its lineage alone.
+    """
+    if dim is None:
+        return ""
+    digest = hashlib.sha256(json.dumps(ds.attrs, sort_keys=True, default=str).encode())
+    for name in sorted(str(n) for n in ds.variables if dim not in ds[n].dims):
+        values = np.asarray(ds[name].values)
+        digest.update(f"{name}:{values.dtype}:{values.shape}".encode())
+        digest.update(values.tobytes() if values.dtype != object else
+                      json.dumps(values.tolist(), default=str).encode())
+    return digest.hexdigest()
+
+
 def _write(store, stack: StagedStack) -> str:
     """Write one stack into ``store`` (a writable session's); return what was done."""
     path = f"{GROUP_PREFIX}/{stack.name}"
@@ -237,14 +259,21 @@ def _write(store, stack: StagedStack) -> str:
         items = stack.items(staged)
         if stack.dim is not None and len(items) != ds.sizes[stack.dim]:
             items = []  # (no identity of the items on record: never appended to)
+        # Items of a stack are known when listed (or there are none): else it is written whole
+        known = stack.dim is None or bool(items) or ds.sizes[stack.dim] == 0
+        rest = _rest_digest(ds, stack.dim)
         head = _head_attrs(store, path)
         old_items = json.loads(head.get(_ITEMS, "[]")) if head else None
-        same_lineage = head is not None and head.get(_LINEAGE) == stack.lineage
-        attrs = {**ds.attrs, _LINEAGE: stack.lineage, _ITEMS: json.dumps(items)}
-        if same_lineage and old_items == items:
-            return "unchanged"
+        same = head is not None and head.get(_LINEAGE) == stack.lineage and known
+        attrs = {**ds.attrs, _LINEAGE: stack.lineage, _ITEMS: json.dumps(items), _REST: rest}
         start = len(old_items or [])
-        if (same_lineage and stack.dim is not None and 0 < start < len(items)
+        if same and old_items == items:
+            if head.get(_REST) == rest:
+                return "unchanged"
+            _append(store, path, ds, stack.dim, start, encoding)  # the rest only
+            _put_attrs(store, path, attrs)
+            return "updated"
+        if (same and stack.dim is not None and 0 < start < len(items)
                 and items[:start] == old_items):
             _append(store, path, ds, stack.dim, start, encoding)
             _put_attrs(store, path, attrs)
@@ -285,9 +314,11 @@ def _copyable(source: Path, ds: xr.Dataset, encoding: dict) -> dict[str, dict]:
         if compressor is None:
             codecs = None
         elif compressor["id"] == "blosc":
+            shuffle = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}.get(compressor["shuffle"])
+            if shuffle is None:  # (Blosc's automatic shuffle has no v3 equivalent)
+                continue
             codecs = (BloscCodec(cname=compressor["cname"], clevel=compressor["clevel"],
-                                 shuffle={0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}[
-                                     compressor["shuffle"]],
+                                 shuffle=shuffle,
                                  typesize=np.dtype(meta["dtype"]).itemsize,
                                  blocksize=compressor.get("blocksize", 0)),)
         elif compressor["id"] == "zstd":
@@ -336,7 +367,9 @@ def _copy_chunks(store, path: str, source: Path, names: list[str]) -> None:
 def commit_stacks(store, stacks: list[StagedStack]) -> dict[str, str]:
     """Write ``stacks`` into a writable Icechunk session's ``store``.
 
-    Returns what was done to each: ``unchanged``, ``appended N`` or ``written``.
+    Returns what was done to each: ``unchanged``, ``updated`` (its items unchanged, what it
+    holds beside them rewritten), ``appended N``, ``written`` or, for a stack of the store's
+    head that is not among ``stacks``, ``removed``.
     """
     done = {}
     with warnings.catch_warnings():
@@ -344,4 +377,14 @@ def commit_stacks(store, stacks: list[StagedStack]) -> dict[str, str]:
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
         for stack in stacks:
             done[stack.name] = _write(store, stack)
+    # A stack the release no longer has (e.g. GACOS left out) is not carried into its commit.
+    import zarr
+
+    try:
+        root = zarr.open_group(store, path=GROUP_PREFIX, mode="r+")
+    except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError):
+        return done
+    for name in sorted(set(root.group_keys()) - set(done)):
+        del root[name]
+        done[name] = "removed"
     return done
