@@ -186,3 +186,25 @@ def test_missing_or_unreadable_products_are_refused(setup, tmp_path):
 
     again = pickle.loads(pickle.dumps(err.value))  # crosses process boundaries intact
     assert again.problems == err.value.problems and str(again) == str(err.value)
+
+
+def test_a_product_that_cannot_be_read_whole_refuses_the_release(setup, tmp_path, monkeypatch):
+    """Read in blocks it passes; read whole (for the store commit) it fails: no release."""
+    from talik.tasks import release_store
+    from talik.tasks.validate import ReleaseCheckError
+
+    cfg, manifest, _, _ = setup
+    steps = [StepOutput(step="sentinel1-timeseries", path=str(tmp_path), digest="e" * 64)]
+    real = release_store.load_netcdf
+
+    def out_of_memory(path):
+        if path.name == "sentinel1.nc":
+            raise MemoryError("Unable to allocate 3.2 GiB")
+        return real(path)
+
+    monkeypatch.setattr(release_store, "load_netcdf", out_of_memory)
+    with pytest.raises(ReleaseCheckError) as err:
+        write_release(cfg, manifest, steps, _s1_release(tmp_path, "whole"), "x")
+    assert err.value.problems == ["products/sentinel1.nc cannot be read whole "
+                                  "(MemoryError: Unable to allocate 3.2 GiB)"]
+    assert not (Path(cfg.stores.release_dir) / "LATEST").exists()

@@ -177,3 +177,23 @@ def test_a_stack_the_release_no_longer_has_is_removed_from_its_commit(repo, tmp_
     root = zarr.open_group(repo.readonly_session(snapshot_id=snap).store,
                            path="analysis_ready", mode="r")
     assert sorted(root.group_keys()) == ["sentinel1"]
+
+
+def test_a_sentinel1_staging_made_of_earlier_parts_only_is_committed(repo, tmp_path):
+    """An extension whose new products were all empty writes no store, only parts.json."""
+    from talik.tasks.records import StepOutput
+    from talik.tasks.stack_store import staged_stacks
+
+    (tmp_path / "earlier").mkdir()
+    earlier = _staged(tmp_path / "earlier" / "sentinel1.zarr", _stack(12))
+    folder = tmp_path / "later"
+    folder.mkdir()
+    (folder / "parts.json").write_text(json.dumps([str(earlier)]))
+    names = {f"S1_{i:04d}": "digest" for i in range(12)}
+    (folder / "summary.json").write_text(json.dumps({"lineage": {
+        "code": "c", "wavelength_m": 0.0555, "grid": "g", "products": names}}))
+    stacks = staged_stacks([StepOutput(step="stage-sentinel1", path=str(folder), digest="x")])
+    assert [s.name for s in stacks] == ["sentinel1"] and stacks[0].source == earlier
+    done, snap = _commit(repo, stacks)
+    assert done == {"sentinel1": "written"}
+    _assert_same(_read(repo, snap), earlier)
