@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 
 from talik.tasks.records import StepOutput
+from talik.tasks.zarr_io import irregular_chunks
 
 __all__ = ["GROUP_PREFIX", "StagedStack", "commit_stacks", "staged_stacks"]
 
@@ -109,8 +110,7 @@ def _regular(var: xr.Variable) -> xr.Variable:
     """``var`` rechunked where Zarr cannot store its dask chunks (unequal but the last)."""
     if var.chunks is None:
         return var
-    fix = {d: max(c) for d, c in zip(var.dims, var.chunks, strict=True)
-           if len(c) > 1 and (len(set(c[:-1])) > 1 or c[-1] > c[0])}
+    fix = irregular_chunks(dict(zip(var.dims, var.chunks, strict=True)))
     return var.chunk(fix) if fix else var
 
 
@@ -136,14 +136,19 @@ def _plain(ds: xr.Dataset) -> tuple[xr.Dataset, dict]:
     return out, encoding
 
 
-def _head_attrs(store, path: str) -> dict | None:
+def _group(store, path: str, mode: str):
+    """The Zarr group at ``path`` of ``store``, or None when there is none."""
     import zarr
 
     try:
-        group = zarr.open_group(store, path=path, mode="r")
+        return zarr.open_group(store, path=path, mode=mode)
     except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError):
         return None
-    return dict(group.attrs)
+
+
+def _head_attrs(store, path: str) -> dict | None:
+    group = _group(store, path, "r")
+    return None if group is None else dict(group.attrs)
 
 
 def _aligned(part: xr.DataArray, dim: str, start: int, chunk: int) -> xr.DataArray:
@@ -378,11 +383,8 @@ def commit_stacks(store, stacks: list[StagedStack]) -> dict[str, str]:
         for stack in stacks:
             done[stack.name] = _write(store, stack)
     # A stack the release no longer has (e.g. GACOS left out) is not carried into its commit.
-    import zarr
-
-    try:
-        root = zarr.open_group(store, path=GROUP_PREFIX, mode="r+")
-    except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError):
+    root = _group(store, GROUP_PREFIX, "r+")
+    if root is None:
         return done
     for name in sorted(set(root.group_keys()) - set(done)):
         del root[name]

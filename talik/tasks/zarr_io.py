@@ -5,12 +5,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import dask
 import xarray as xr
 
-__all__ = ["regular_chunks", "release_freed_memory", "write_zarr", "write_zarr_by_tiles"]
+__all__ = ["irregular_chunks", "regular_chunks", "release_freed_memory", "write_zarr", "write_zarr_by_tiles"]
 
 
 @functools.cache
@@ -45,12 +46,18 @@ def write_zarr(ds: xr.Dataset, path: str | Path, **kwargs) -> None:
     ds.to_zarr(path, zarr_format=2, **kwargs)
 
 
+def irregular_chunks(chunks: Mapping[Hashable, tuple[int, ...]]) -> dict[Hashable, int]:
+    """Dimensions whose dask chunks Zarr cannot store, each with the size to use instead.
+
+    Zarr needs every chunk equal but a smaller last one; the size given is the largest.
+    """
+    return {dim: max(sizes) for dim, sizes in chunks.items()
+            if len(sizes) > 1 and (len(set(sizes[:-1])) > 1 or sizes[-1] > sizes[0])}
+
+
 def regular_chunks(ds: xr.Dataset) -> xr.Dataset:
     """Rechunk dimensions whose chunks Zarr cannot store (all equal but a smaller last one)."""
-    fix = {}
-    for dim, sizes in ds.chunks.items():
-        if len(sizes) > 1 and (len(set(sizes[:-1])) > 1 or sizes[-1] > sizes[0]):
-            fix[dim] = max(sizes)
+    fix = irregular_chunks(ds.chunks)
     return ds.chunk(fix) if fix else ds
 
 
