@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from talik.config import StudyOptions, load_study
+from talik.tasks.inversion_parts import EXTENDS_ATTR, open_inversion
 from talik.tasks.publish import read_release
 from talik.tasks.report import referenced_truth
 from tests.conftest import write_study
@@ -163,8 +164,14 @@ def test_a_later_until_stages_only_the_new_products_and_keeps_the_reference(
     assert series2["summary"]["forward_dates"] == len(
         np.setdiff1d(xr.open_dataset(release2)["time"].values,
                      xr.open_dataset(release1)["time"].values))
-    inv1 = xr.open_zarr(Path(steps1["sentinel1-timeseries"]["path"]) / "inversion.zarr")
-    inv2 = xr.open_zarr(Path(series2["path"]) / "inversion.zarr")
+    inv1 = open_inversion(steps1["sentinel1-timeseries"]["path"])
+    inv2 = open_inversion(series2["path"])
+    # The update stored only its new dates; the earlier ones are read from the first series.
+    with xr.open_zarr(Path(series2["path"]) / "inversion.zarr") as part:
+        assert part.sizes["time"] == series2["summary"]["forward_dates"]
+        assert json.loads(part.attrs[EXTENDS_ATTR])["folder"] == str(
+            Path("..") / Path(steps1["sentinel1-timeseries"]["path"]).name)
+    assert inv2.sizes["time"] == inv1.sizes["time"] + series2["summary"]["forward_dates"]
     kept = inv2["displacement"].isel(time=slice(0, inv1.sizes["time"]))
     solved = np.isfinite(inv2["residual_rms"]).values
     np.testing.assert_array_equal(kept.values[:, solved], inv1["displacement"].values[:, solved])

@@ -30,13 +30,13 @@ from talik.science.forward import ForwardNetwork, solve_forward
 from talik.science.inversion import QUALITY_LAYERS, ConstraintSpec
 from talik.science.network import Network, components
 from talik.science.temporal import slope_weights
+from talik.tasks.inversion_parts import open_inversion, write_inversion_part
 from talik.tasks.log import step_logger
 from talik.tasks.provenance import code_digest
 from talik.tasks.sentinel1 import (
     ChainInputs,
     ChainReport,
     _attrs,
-    _held,
     filtered_products,
     in_memory_cube,
     prepare_interferograms,
@@ -100,8 +100,7 @@ def forward_plan(stack: xr.Dataset, kept: KeptSeries, options: Sentinel1Options
     new = np.flatnonzero(~np.isin(names, list(known)))
     if new.size == 0:
         raise NotForward("no new products")
-    kept_dates = xr.open_zarr(kept.folder / "inversion.zarr")["time"].values.astype(
-        "datetime64[D]")
+    kept_dates = open_inversion(kept.folder)["time"].values.astype("datetime64[D]")
     ref = stack["reference_date"].values.astype("datetime64[D]")
     sec = stack["secondary_date"].values.astype("datetime64[D]")
     try:
@@ -234,7 +233,7 @@ def extend_sentinel1_chain(inputs: ChainInputs, options: Sentinel1Options, out_d
     los = los.isel(pair=fresh)
     net = ForwardNetwork.of(net.kept_dates, los["reference_date"].values,
                             los["secondary_date"].values)
-    base = xr.open_zarr(kept.folder / "inversion.zarr")
+    base = open_inversion(kept.folder)
     model = kept.qc["constraint"]
     spec = ConstraintSpec(model["model"], model["gamma"], model["period_yr"],
                           velocity_reference=model.get("velocity_reference", "none") != "none")
@@ -317,7 +316,13 @@ def extend_sentinel1_chain(inputs: ChainInputs, options: Sentinel1Options, out_d
                         "against the kept series")
     report = _report(kept, prepared.report, partner_names, net, used)
     in_memory = in_memory_cube(out_dir, used.n_dates, stack, options)
-    result = _held(result, out_dir, "inversion.zarr", in_memory, keep=True)
+    # Only the new dates are stored: the earlier ones stay in the kept series' folder.
+    if in_memory:
+        result = result.chunk({"time": -1}).persist()
+        write_inversion_part(result, k, solved, kept.folder, out_dir)
+    else:
+        write_inversion_part(result, k, solved, kept.folder, out_dir)
+        result = open_inversion(out_dir)
     ref_date = np.datetime64(report.reference_date["date"][:10], "D")
     products, result = filtered_products(result, stack, used, ref_date, options, out_dir,
                                          in_memory, report)
