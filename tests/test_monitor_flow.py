@@ -145,6 +145,25 @@ def test_monitor_runs_end_to_end_and_publishes_once(prefect_server, tiny_study):
                                     s1[["los_mm", "coherence", "incidence_deg"]].load().drop_attrs())
         assert list(stack["product"].values) == list(s1["product"].values)
         assert stack["coherence"].encoding["dtype"] == np.uint8  # still stored as codes
+        first_pair = str(s1["reference_date"].values.min())[:10]
+
+    # Each group of the commit is a STAC item too, its asset the store at the commit's
+    # snapshot: opened through the catalog, it is the tag's group, value for value.
+    from talik.tasks.release_store import ICECHUNK_MEDIA_TYPE, open_stac_asset
+
+    for group in ("sentinel1", "analysis_ready/sentinel1", "analysis_ready/gacos",
+                  "analysis_ready/rasters", "analysis_ready/pairs"):
+        store_asset = items["store-" + group.replace("/", "-")].assets["zarr"]
+        assert store_asset.media_type == ICECHUNK_MEDIA_TYPE
+        assert store_asset.extra_fields["icechunk:snapshot_id"] == manifest["store"]["snapshot"]
+        xr.testing.assert_identical(
+            open_stac_asset(store_asset).load(),
+            open_release(cfg.stores.release_dir, outcome.release.id, group).load())
+    ready = items["store-analysis_ready-sentinel1"]
+    assert ready.properties["start_datetime"][:10] == first_pair
+    assert ready.properties["talik:units"]["los_mm"] == "mm"
+    with pytest.raises(ValueError, match="media type"):
+        open_stac_asset(asset)  # the NetCDF product's asset is not a store
 
     # The run's results are in the Prefect UI: a markdown artifact with the release, headline
     # numbers and figure links.

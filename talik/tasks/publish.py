@@ -208,11 +208,11 @@ def write_release(
             raise ReleaseCheckError(root, problems)
         (staging / "report.md").write_text(report_md)
         (staging / "study.toml").write_text(to_toml(cfg))
-        if "products/sentinel1.nc" in files:
-            write_stac_catalog(staging, cfg, products, digest)
         store = commit_products(root, loaded, f"{cfg.name}: release digest {digest[:12]}",
                                 cfg.stores.release_store, staged_stacks(steps))
         del loaded
+        if "products/sentinel1.nc" in files:  # (after the commit: its groups are items)
+            write_stac_catalog(staging, cfg, products, digest, store, root)
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "release_digest": digest,

@@ -10,7 +10,9 @@
   time (:mod:`talik.tasks.stack_store`);
 * ``<release>/stac/catalog.json``: a self-contained STAC catalog with one item per product
   file (GeoTIFF as Cloud-Optimised GeoTIFF, NetCDF, tables), each asset with its period,
-  sensor, units, size and SHA-256 (``file:checksum``, multihash).
+  sensor, units, size and SHA-256 (``file:checksum``, multihash), and one item per group of
+  the release's commit (``store-<group>``: the products and the analysis-ready stacks), whose
+  asset is the Icechunk store at the commit's snapshot (:func:`open_stac_asset` reads it).
 
 The store is addressed by ``[stores] release_store``: unset, the local folder above; an
 ``s3://bucket/prefix`` or ``gs://bucket/prefix`` URL puts it in object storage (Icechunk's own
@@ -39,10 +41,13 @@ from talik.tasks.netcdf_chunks import load_netcdf
 from talik.tasks.stack_store import GROUP_PREFIX, StagedStack, commit_stacks
 from talik.tasks.validate import NETCDF_LOCK
 
-__all__ = ["STORE_NAME", "commit_products", "ensure_tag", "load_products", "open_release",
-           "store_products", "write_stac_catalog"]
+__all__ = ["ICECHUNK_MEDIA_TYPE", "STORE_NAME", "commit_products", "ensure_tag",
+           "load_products", "open_release", "open_stac_asset", "store_products",
+           "write_stac_catalog"]
 
 STORE_NAME = "store.icechunk"
+ICECHUNK_MEDIA_TYPE = "application/vnd.zarr+icechunk"
+"""Media type of a STAC asset that is an Icechunk repository (as xpystac reads them)."""
 
 
 @functools.cache
@@ -226,10 +231,81 @@ _MEDIA = {".tif": "image/tiff; application=geotiff; profile=cloud-optimized",
           ".nc": "application/netcdf", ".csv": "text/csv", ".json": "application/json"}
 
 
-def write_stac_catalog(folder: Path, cfg: StudyConfig, products: list[dict], digest: str) -> Path:
+def _period(ds: xr.Dataset) -> tuple[dt.datetime, dt.datetime] | None:
+    """First and last date a dataset covers: its ``time`` or ``date`` axis, or its pairs' dates."""
+    for first, last in (("time", "time"), ("date", "date"),
+                        ("reference_date", "secondary_date")):
+        if first in ds.variables and last in ds.variables and ds[first].size:
+            start, end = ds[first].values.min(), ds[last].values.max()
+            if np.issubdtype(np.asarray(start).dtype, np.datetime64):
+                return _datetime(start), _datetime(end)
+    return None
+
+
+def _store_items(cfg: StudyConfig, store: dict, release_dir: Path, geometry: dict,
+                 bbox: list[float], wkt: str | None, study_period: tuple) -> list:
+    """One STAC item per group of the release's commit, its asset the store at that snapshot."""
+    import pystac
+
+    url = store.get("url")
+    href = url or str((release_dir / store["path"]).resolve())
+    session = _repository(release_dir, url=url).readonly_session(snapshot_id=store["snapshot"])
+    groups = list(store["groups"]) + [name for name, done in store["analysis_ready"].items()
+                                      if done != "removed"]
+    items = []
+    for group in groups:
+        with xr.open_zarr(session.store, group=group, consolidated=False) as ds:
+            start, end = _period(ds) or study_period
+            units = {name: ds[name].attrs.get("units", "") for name in ds.data_vars}
+            shapes = {name: list(ds[name].shape) for name in ds.data_vars}
+        name = group.removeprefix(f"{GROUP_PREFIX}/")
+        from_s1 = name in ("sentinel1", "gacos") or group == "sentinel1"
+        properties = {"start_datetime": start.isoformat(), "end_datetime": end.isoformat(),
+                      "talik:sensor": cfg.s1_sensor.platform if from_s1 else "multi-sensor",
+                      "talik:units": units, "talik:shapes": shapes,
+                      "talik:analysis_ready": group.startswith(f"{GROUP_PREFIX}/")}
+        if wkt:
+            properties["proj:wkt2"] = wkt
+        item = pystac.Item(id="store-" + group.replace("/", "-"), geometry=geometry, bbox=bbox,
+                           datetime=None, start_datetime=start, end_datetime=end,
+                           properties=properties)
+        item.add_asset("zarr", pystac.Asset(
+            href=href, media_type=ICECHUNK_MEDIA_TYPE, roles=["data"],
+            title=f"group {group} of the release store",
+            extra_fields={"zarr:zarr_format": 3, "zarr:consolidated": False,
+                          "icechunk:snapshot_id": store["snapshot"], "talik:group": group}))
+        items.append(item)
+    return items
+
+
+def open_stac_asset(asset) -> xr.Dataset:
+    """The group a store item's asset names, read lazily from its Icechunk snapshot.
+
+    ``asset``: a ``pystac.Asset`` of media type :data:`ICECHUNK_MEDIA_TYPE` written by
+    :func:`write_stac_catalog` (the store's path or URL, ``icechunk:snapshot_id`` and
+    ``talik:group``).
+    """
+    if asset.media_type != ICECHUNK_MEDIA_TYPE:
+        raise ValueError(f"STAC asset {asset.href}: media type {asset.media_type!r}, expected "
+                         f"{ICECHUNK_MEDIA_TYPE!r} (a talik release store)")
+    missing = [key for key in ("icechunk:snapshot_id", "talik:group")
+               if key not in asset.extra_fields]
+    if missing:
+        raise ValueError(f"STAC asset {asset.href}: no {', '.join(missing)} field")
+    href = asset.get_absolute_href() or asset.href
+    session = _repository(".", url=href).readonly_session(
+        snapshot_id=asset.extra_fields["icechunk:snapshot_id"])
+    return xr.open_zarr(session.store, group=asset.extra_fields["talik:group"],
+                        consolidated=False)
+
+
+def write_stac_catalog(folder: Path, cfg: StudyConfig, products: list[dict], digest: str,
+                       store: dict | None = None, release_dir: Path | None = None) -> Path:
     """A self-contained STAC catalog of the products in release ``folder`` (``stac/``).
 
-    ``products`` are the manifest's entries (``path``, ``sha256``, ``bytes``).
+    ``products`` are the manifest's entries (``path``, ``sha256``, ``bytes``); ``store``, the
+    record of the release's commit (:func:`commit_products`), adds an item per group of it
+    (``release_dir``: where a local store lies).
     """
     import pystac
 
@@ -269,6 +345,10 @@ def write_stac_catalog(folder: Path, cfg: StudyConfig, products: list[dict], dig
             roles=["data"], extra_fields={"file:size": entry["bytes"],
                                           "file:checksum": "1220" + entry["sha256"]}))
         catalog.add_item(item)
+    if store is not None:
+        for item in _store_items(cfg, store, release_dir or folder.parent, geometry, bbox, wkt,
+                                 (long_start, long_end)):
+            catalog.add_item(item)
     root = folder / "stac"
     catalog.normalize_hrefs(str(root))
     catalog.make_all_asset_hrefs_relative()
