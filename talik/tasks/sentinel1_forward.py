@@ -8,7 +8,9 @@ and deramped exactly as a whole run would; the new dates are then solved against
 series, which is kept as published with its constraint parameters and velocity reference. The
 whole extended series is then filtered and its products made as in a whole run
 (:func:`talik.tasks.sentinel1.filtered_products`), so the filter's window and the rates see
-every date.
+every date. The step's ``inversion.zarr`` holds only the new dates and the updated per-pixel
+layers, and points at the earlier step's series for the rest
+(:mod:`talik.tasks.inversion_parts`): the kept dates are not written again.
 
 Anything that would revise the past makes it a whole inversion instead (:class:`NotForward`,
 with the reason logged): a new product between earlier dates, other code or options, a date
