@@ -135,18 +135,52 @@ def _check_local_inputs(cfg) -> None:
             _fail(f"{path}: source.{role}: expected an existing file or folder")
 
 
+def _start_api_server_early():
+    """Start Prefect's temporary API server in a thread, when no server is configured.
+
+    Prefect starts that server (a uvicorn subprocess: about 5 s on 2 cores) only when the
+    flow first talks to the API, after the pipeline's modules are imported (another 5 s, one
+    core): started here, the two overlap. The server is the one Prefect would have started
+    (its per-process instance), so the flow finds it running. Returns the thread to join
+    before the flow starts, or None when ``PREFECT_API_URL`` names a server.
+    """
+    import threading
+
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    # (imported here, in one thread: two threads importing Prefect's modules at once could
+    # each see the other's half-initialised)
+    from prefect.server.api.server import SubprocessASGIServer
+
+    def start() -> None:
+        try:
+            SubprocessASGIServer().start()
+        except Exception:  # noqa: BLE001 - the flow's client starts it again and reports why
+            pass
+
+    thread = threading.Thread(target=start, name="talik-prefect-server", daemon=True)
+    thread.start()
+    return thread
+
+
 def _run(study: Path, refresh: bool, skip_sources: list[str] | None = None, debug: bool = False,
          until=None):
-    from talik.errors import InputError
-    from talik.flows.monitor import monitor
-    from talik.tasks.ingest.common import PermanentServiceError
     from talik.tasks.reaper import start_reaper
-    from talik.tasks.validate import ReleaseCheckError
 
     cfg = _load(study)  # fail early with a clear message
     _check_local_inputs(cfg)
-    _user_errors_briefly(debug)
     start_reaper()  # a killed run leaves no Prefect server or Dask worker behind
+    server = _start_api_server_early()
+    from talik.errors import InputError
+    from talik.flows.monitor import monitor
+    from talik.tasks.ingest.common import PermanentServiceError
+    from talik.tasks.validate import ReleaseCheckError
+
+    _user_errors_briefly(debug)  # (on the handlers Prefect's import made)
+    if server is not None:
+        server.join()
     try:
         return monitor(study=str(study.resolve()), refresh=refresh, skip_sources=skip_sources,
                        until=until)

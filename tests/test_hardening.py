@@ -270,8 +270,17 @@ def test_a_cached_staging_step_reports_what_the_fresh_one_did(tiny_world, tmp_pa
     assert {"first_date", "last_date", "dropped_products", "n_pairs"} <= set(cached.summary)
 
 
+def _no_early_server(monkeypatch) -> None:
+    """These tests stop ``talik run`` before its flow: no Prefect server is wanted."""
+    import talik.cli
+
+    monkeypatch.setattr(talik.cli, "_start_api_server_early", lambda: None)
+
+
 def test_a_full_disk_is_said_in_one_line_and_the_run_resumes_later(tiny_study, monkeypatch):
     import errno
+
+    _no_early_server(monkeypatch)
 
     from typer.testing import CliRunner
 
@@ -311,5 +320,29 @@ def test_run_until_must_be_a_date_and_reaches_the_flow(tiny_study, monkeypatch):
 
     monkeypatch.setattr(talik.flows.monitor, "monitor", record)
     monkeypatch.setenv("TALIK_REAPER_OF", str(os.getpid()))
+    _no_early_server(monkeypatch)
     CliRunner().invoke(app, ["run", str(tiny_study), "--until", "2021-06-30"])
     assert seen["until"] == dt.date(2021, 6, 30)
+
+
+def test_the_temporary_prefect_server_is_started_early_and_is_the_one_prefect_uses(monkeypatch):
+    """``talik run`` starts Prefect's temporary server while the pipeline is imported; the
+    flow's client then finds that same server running (no second one is started)."""
+    import httpx
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import talik.cli
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        thread = talik.cli._start_api_server_early()
+        assert thread is not None
+        thread.join(timeout=150)
+        server = SubprocessASGIServer()  # (Prefect's instance for this process)
+        try:
+            assert server.running and server.server_process.poll() is None
+            assert httpx.get(f"{server.api_url}/health", timeout=10).status_code == 200
+        finally:
+            server.stop()
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert talik.cli._start_api_server_early() is None  # a configured server is used

@@ -188,23 +188,109 @@ def test_missing_or_unreadable_products_are_refused(setup, tmp_path):
     assert again.problems == err.value.problems and str(again) == str(err.value)
 
 
-def test_a_product_that_cannot_be_read_whole_refuses_the_release(setup, tmp_path, monkeypatch):
-    """Read in blocks it passes; read whole (for the store commit) it fails: no release."""
-    from talik.tasks import release_store
+def _chunked_s1_release(tmp_path: Path, name: str, partial: bool = False):
+    """A Sentinel-1 release whose cubes are chunked as the time-series step writes them.
+
+    Byte shuffle + deflate (:func:`talik.tasks.netcdf_chunks.write_cubes`), with NaNs and edge
+    chunks; ``partial``: the displacement written by the netCDF library in its first chunk of
+    rows and columns only (the others are never stored; their pixels unsolved). Masked where
+    NaN. Returns the files and the values.
+    """
+    import netCDF4
+
+    from talik.tasks.netcdf_chunks import write_cubes
+
+    files = _s1_release(tmp_path, name)
+    rng = np.random.default_rng(7)
+    times = np.arange("2020-01-01", "2020-12-25", 12, dtype="datetime64[D]").astype(
+        "datetime64[ns]")
+    shape = (times.size, 21, 34)
+    disp = (rng.normal(size=shape) * 20).astype(np.float32)
+    disp[:, 3:6, 5:9] = np.nan
+    solved = np.ones(shape[1:], bool)
+    if partial:
+        solved[16:], solved[:, 16:] = False, False
+        disp[:, ~solved] = np.nan
+    mask = np.isfinite(disp).all(axis=0).astype(np.uint8)
+    ds = xr.Dataset({
+        "displacement": (("time", "y", "x"), disp, {"units": "mm"}),
+        "bridged": (("time", "y", "x"), (rng.random(shape) < 0.1).astype(np.uint8)),
+        "velocity": (("y", "x"), np.full(shape[1:], -12.0)),
+        "residual_rms": (("y", "x"), np.where(solved, 1.0, np.nan).astype(np.float32)),
+        "mask": (("y", "x"), mask),
+    }, coords={"time": times, "y": np.arange(shape[1]) * -80.0, "x": np.arange(shape[2]) * 80.0})
+    path = tmp_path / name / "sentinel1.nc"
+    path.unlink()
+    cubes = ["bridged"] if partial else ["displacement", "bridged"]
+    ds.drop_vars(["displacement", "bridged"]).to_netcdf(path, engine="netcdf4")
+    variables, _ = xr.conventions.encode_dataset_coordinates(ds)
+    encoded, _ = xr.conventions.cf_encoder({n: variables[n] for n in cubes}, {})
+    write_cubes(path, encoded, {n: (8, 16, 16) for n in cubes})
+    if partial:
+        with netCDF4.Dataset(path, "a") as nc:
+            v = nc.createVariable("displacement", "f4", ("time", "y", "x"), zlib=True,
+                                  shuffle=True, chunksizes=(8, 16, 16), fill_value=np.nan)
+            v.units = "mm"
+            v[:, :16, :16] = disp[:, :16, :16]
+    files["products/sentinel1.nc"] = path
+    return files, ds
+
+
+@pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3")
+@pytest.mark.parametrize("partial", [False, True], ids=["chunks copied", "chunks missing"])
+def test_the_store_holds_the_product_files_values_its_chunks_copied(setup, tmp_path, partial):
+    """The store's cubes are the NetCDF file's chunks, copied as they are (same chunks, byte
+    shuffle + zlib codecs); a cube with chunks never stored is written through xarray. Either
+    way the store at the tag gives exactly the file's values."""
+    import icechunk
+    import zarr
+
+    from talik.tasks.release_store import open_release
+
+    cfg, manifest, _, _ = setup
+    steps = [StepOutput(step="sentinel1-timeseries", path=str(tmp_path), digest="e" * 64)]
+    files, truth = _chunked_s1_release(tmp_path, "cubes", partial=partial)
+    out = write_release(cfg, manifest, steps, files, "x")
+    root = Path(cfg.stores.release_dir)
+    stored = open_release(root, out.release.id).load()
+    with xr.open_dataset(files["products/sentinel1.nc"]) as nc:
+        for name in ("displacement", "bridged", "velocity", "mask"):
+            np.testing.assert_array_equal(stored[name].values, nc[name].values)
+            assert stored[name].dtype == nc[name].dtype
+    np.testing.assert_array_equal(stored["displacement"].values, truth["displacement"].values)
+    np.testing.assert_array_equal(stored["bridged"].values, truth["bridged"].values)
+    assert stored["displacement"].attrs["units"] == "mm"
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(root / "store.icechunk")))
+    group = zarr.open_group(repo.readonly_session(tag=out.release.id).store, mode="r")
+    for name in ("bridged",) if partial else ("displacement", "bridged"):
+        codecs = [type(c).__name__ for c in group[f"sentinel1/{name}"].metadata.codecs]
+        assert codecs == ["BytesCodec", "Shuffle", "Zlib"]
+        assert group[f"sentinel1/{name}"].chunks == (8, 16, 16)
+    if partial:  # (not copied: xarray's own encoding)
+        codecs = [type(c).__name__ for c in group["sentinel1/displacement"].metadata.codecs]
+        assert "Zlib" not in codecs
+
+
+def test_a_corrupt_cube_chunk_refuses_the_release_and_commits_nothing(setup, tmp_path):
+    """A damaged deflate stream in the displacement cube: the check that reads the cube names
+    the release file; nothing is published or tagged, and LATEST is not made."""
+    import h5py
+
     from talik.tasks.validate import ReleaseCheckError
 
     cfg, manifest, _, _ = setup
     steps = [StepOutput(step="sentinel1-timeseries", path=str(tmp_path), digest="e" * 64)]
-    real = release_store.load_netcdf
-
-    def out_of_memory(path):
-        if path.name == "sentinel1.nc":
-            raise MemoryError("Unable to allocate 3.2 GiB")
-        return real(path)
-
-    monkeypatch.setattr(release_store, "load_netcdf", out_of_memory)
+    files, _ = _chunked_s1_release(tmp_path, "corrupt")
+    path = files["products/sentinel1.nc"]
+    with h5py.File(path, "r") as h5:
+        info = h5["displacement"].id.get_chunk_info(3)
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset + info.size // 2)
+        f.write(b"\x00" * 64)
     with pytest.raises(ReleaseCheckError) as err:
-        write_release(cfg, manifest, steps, _s1_release(tmp_path, "whole"), "x")
-    assert err.value.problems == ["products/sentinel1.nc cannot be read whole "
-                                  "(MemoryError: Unable to allocate 3.2 GiB)"]
-    assert not (Path(cfg.stores.release_dir) / "LATEST").exists()
+        write_release(cfg, manifest, steps, files, "x")
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith("products/sentinel1.nc cannot be read")
+    root = Path(cfg.stores.release_dir)
+    assert not (root / "LATEST").exists() and not list(root.glob("r0*"))
+    assert not (root / "store.icechunk").exists()  # (the check comes before the commit)

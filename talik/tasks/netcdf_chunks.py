@@ -27,7 +27,8 @@ import numpy as np
 import xarray as xr
 from isal import isal_zlib
 
-__all__ = ["cube_blocks", "cubes_read_raw", "load_netcdf", "read_variable", "write_cubes"]
+__all__ = ["chunk_index", "cube_blocks", "cubes_read_raw", "load_netcdf", "read_variable",
+           "write_cubes"]
 
 _SHUFFLE, _DEFLATE = 2, 1  # HDF5 filter ids
 
@@ -145,7 +146,7 @@ def _unshuffled(raw: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarr
     return out.view(dtype).reshape(shape)
 
 
-def _chunk_index(path: Path, name: str):
+def chunk_index(path: Path, name: str):
     """Where the chunks of a shuffle+deflate chunked variable are in the file.
 
     ``(dataset facts, [(chunk offset, byte offset, size)])``, or None when the variable is
@@ -180,7 +181,7 @@ def cube_blocks(path: Path, name: str, rows: int | None = None):
     and un-shuffled by threads. Values are raw (no CF decoding: the fill value stays as
     stored). A variable not stored as shuffle+deflate chunks is read through netCDF4.
     """
-    index = _chunk_index(Path(path), name)
+    index = chunk_index(Path(path), name)
     if index is None:
         with netCDF4.Dataset(path) as nc:
             var = nc[name]

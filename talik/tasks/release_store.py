@@ -29,20 +29,23 @@ import functools
 import json
 import os
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import dask.array as dsa
 import numpy as np
 import xarray as xr
 
 from talik.config import StudyConfig
-from talik.tasks.netcdf_chunks import load_netcdf
+from talik.tasks.netcdf_chunks import chunk_index, cubes_read_raw
 from talik.tasks.stack_store import GROUP_PREFIX, StagedStack, commit_stacks
 from talik.tasks.validate import NETCDF_LOCK
+from talik.tasks.zarr_io import put_chunks
 
 __all__ = ["ICECHUNK_MEDIA_TYPE", "STORE_NAME", "commit_products", "ensure_tag",
-           "load_products", "open_release", "open_stac_asset", "store_products",
+           "open_release", "open_stac_asset", "store_products",
            "write_stac_catalog"]
 
 STORE_NAME = "store.icechunk"
@@ -116,20 +119,77 @@ def store_products(files: dict[str, Path]) -> dict[str, Path]:
             if name.startswith("products/") and name.endswith(".nc")}
 
 
-def load_products(files: dict[str, Path]) -> tuple[dict[str, xr.Dataset], dict[str, str]]:
-    """The store's products of ``files``, each read whole into memory.
+@contextlib.contextmanager
+def _numcodecs_quiet() -> Iterator[None]:
+    """Zarr's warning about numcodecs' codecs silenced.
 
-    Returns them, and for each that could not be read whole, why (a release with such a file
-    is refused: its store commit would lack it).
+    The products' cubes use numcodecs' shuffle and zlib (what HDF5 stores): outside the Zarr
+    v3 specification, zarr-python reads them.
     """
-    loaded, failed = {}, {}
-    for name, path in store_products(files).items():
-        try:
-            with NETCDF_LOCK:  # (the cubes are inflated on every core: load_netcdf)
-                loaded[name] = load_netcdf(path)
-        except Exception as exc:  # noqa: BLE001 - any failure to read it is the finding
-            failed[name] = f"{name} cannot be read whole ({type(exc).__name__}: {exc})"
-    return loaded, failed
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Zarr version 3 specification")
+        yield
+
+
+def _copyable_cubes(path: Path, ds: xr.Dataset) -> dict[str, tuple]:
+    """The cubes of NetCDF ``path`` whose stored chunks a Zarr v3 array can hold as they are.
+
+    Those read raw (:func:`talik.tasks.netcdf_chunks.cubes_read_raw`), stored as
+    shuffle+deflate chunks in little-endian order, every chunk present (a missing HDF5 chunk
+    and a missing Zarr chunk may read as different fill values): name → ``(chunk shape,
+    dtype, [(chunk offset, byte offset, size)])``.
+    """
+    out = {}
+    for name in cubes_read_raw(ds):
+        index = chunk_index(path, name)
+        if index is None:
+            continue
+        (shape, chunks, dtype, _fill), infos = index
+        n_chunks = int(np.prod([-(-n // c) for n, c in zip(shape, chunks, strict=True)]))
+        if len(infos) != n_chunks or dtype.newbyteorder("<") != dtype:
+            continue
+        out[name] = (tuple(chunks), dtype, infos)
+    return out
+
+
+def _write_product(store, group: str, path: Path) -> None:
+    """Write the NetCDF product at ``path`` as group ``group`` of a writable session's store.
+
+    Its large cubes keep their NetCDF chunks: the compressed bytes are copied as they are into
+    Zarr arrays of the same chunks and codecs (byte shuffle, then zlib: what HDF5's shuffle and
+    deflate filters store), so nothing is inflated and compressed again; the values are those
+    of the file. Everything else (maps, coordinates, cubes stored otherwise) is read and
+    written through xarray.
+    """
+    from zarr.codecs.numcodecs import Shuffle, Zlib
+
+    with NETCDF_LOCK, xr.open_dataset(path) as ds:
+        order = list(ds.data_vars)
+        copies = _copyable_cubes(path, ds)
+        out = _for_store(ds.drop_vars(list(copies)).load())
+        shells = {name: (ds[name].dims, ds[name].shape, dict(ds[name].attrs)) for name in copies}
+    encoding = {}
+    with _numcodecs_quiet():
+        for name, (chunks, dtype, _infos) in copies.items():
+            dims, shape, attrs = shells[name]
+            # (a placeholder of the stored type: only its metadata is written from here)
+            out[name] = xr.Variable(dims, dsa.empty(shape, dtype=dtype, chunks=chunks), attrs)
+            encoding[name] = {"chunks": chunks, "compressors": (
+                Shuffle(elementsize=dtype.itemsize), Zlib(level=1))}
+            if dtype.kind == "f":
+                encoding[name]["_FillValue"] = np.nan
+        out[order].to_zarr(store, group=group, mode="w", consolidated=False, zarr_format=3,
+                           encoding=encoding, compute=False)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        put_chunks(store, [
+            (f"{group}/{name}/c/" + "/".join(str(o // c) for o, c in
+                                             zip(offset, chunks, strict=True)),
+             functools.partial(os.pread, fd, size, where))
+            for name, (chunks, _dtype, infos) in copies.items()
+            for offset, where, size in infos])
+    finally:
+        os.close(fd)
 
 
 def _for_store(ds: xr.Dataset) -> xr.Dataset:
@@ -139,11 +199,12 @@ def _for_store(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def commit_products(release_dir: str | Path, products: dict[str, xr.Dataset], message: str,
+def commit_products(release_dir: str | Path, products: dict[str, Path], message: str,
                     url: str | None = None, stacks: Sequence[StagedStack] = ()) -> dict:
     """Commit the release's NetCDF products to the store's ``main`` branch; return a record.
 
-    ``products``: release name (``products/<group>.nc``) → its values (:func:`load_products`).
+    ``products``: release name (``products/<group>.nc``) → the file (as checked: its bytes
+    are what the store gets, :func:`_write_product`).
 
     ``stacks``, the analysis-ready stores the release was made from, go into the same commit
     (groups ``analysis_ready/…``, written only where they changed: :mod:`talik.tasks.stack_store`).
@@ -153,14 +214,12 @@ def commit_products(release_dir: str | Path, products: dict[str, xr.Dataset], me
     one from another host fails (Icechunk checks the branch did not move) and the publish
     fails with it: nothing is half-written, and the next run publishes.
     """
-    groups = {Path(name).stem: ds for name, ds in sorted(products.items())}
+    groups = {Path(name).stem: Path(path) for name, path in sorted(products.items())}
     with _store_lock(release_dir):  # one writer at a time: a local store has no safe CAS
         repo = _repository(release_dir, create=True, url=url)
         session = repo.writable_session("main")
-        for group, ds in groups.items():
-            # xarray's own Zarr writer (in memory: the products are small next to the stack)
-            _for_store(ds).to_zarr(session.store, group=group, mode="w", consolidated=False,
-                                   zarr_format=3)
+        for group, path in groups.items():
+            _write_product(session.store, group, path)
         analysis_ready = commit_stacks(session.store, list(stacks))
         snapshot = session.commit(message)
     record = {"path": STORE_NAME} if url is None else {"url": url}
@@ -199,7 +258,8 @@ def open_release(release_dir: str | Path, release_id: str, group: str = "sentine
         raise FileNotFoundError(f"no tag {release_id!r} in {where} "
                                 f"(tags: {', '.join(sorted(repo.list_tags())) or 'none'})")
     session = repo.readonly_session(tag=release_id)
-    return xr.open_zarr(session.store, group=group, consolidated=False)
+    with _numcodecs_quiet():
+        return xr.open_zarr(session.store, group=group, consolidated=False)
 
 
 # ----------------------------------------------------------------------------------- STAC
@@ -295,8 +355,9 @@ def open_stac_asset(asset) -> xr.Dataset:
     href = asset.get_absolute_href() or asset.href
     session = _repository(".", url=href).readonly_session(
         snapshot_id=asset.extra_fields["icechunk:snapshot_id"])
-    return xr.open_zarr(session.store, group=asset.extra_fields["talik:group"],
-                        consolidated=False)
+    with _numcodecs_quiet():
+        return xr.open_zarr(session.store, group=asset.extra_fields["talik:group"],
+                            consolidated=False)
 
 
 def write_stac_catalog(folder: Path, cfg: StudyConfig, products: list[dict], digest: str,

@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 from talik.tasks.records import StepOutput
-from talik.tasks.zarr_io import irregular_chunks
+from talik.tasks.zarr_io import irregular_chunks, put_chunks
 
 __all__ = ["GROUP_PREFIX", "StagedStack", "commit_stacks", "staged_stacks"]
 
@@ -345,28 +345,11 @@ def _copyable(source: Path, ds: xr.Dataset, encoding: dict) -> dict[str, dict]:
 def _copy_chunks(store, path: str, source: Path, names: list[str]) -> None:
     """Copy the chunk files of arrays ``names`` of v2 store ``source`` into group ``path``.
 
-    Bytes unchanged, under the v3 keys ``c/i/j/k``, a few files at a time.
+    Bytes unchanged, under the v3 keys ``c/i/j/k``.
     """
-    import asyncio
-
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    jobs = [(f"{path}/{name}/c/" + f.name.replace(".", "/"), f)
-            for name in names for f in (source / name).iterdir() if _V2_CHUNK.match(f.name)]
-    buffer = default_buffer_prototype().buffer
-
-    async def copy_all() -> None:
-        slots = asyncio.Semaphore(8)
-
-        async def copy(key: str, file: Path) -> None:
-            async with slots:
-                data = await asyncio.to_thread(file.read_bytes)
-                await store.set(key, buffer.from_bytes(data))
-
-        await asyncio.gather(*(copy(key, file) for key, file in jobs))
-
-    sync(copy_all())
+    put_chunks(store, [(f"{path}/{name}/c/" + f.name.replace(".", "/"), f.read_bytes)
+                       for name in names for f in (source / name).iterdir()
+                       if _V2_CHUNK.match(f.name)])
 
 
 def commit_stacks(store, stacks: list[StagedStack]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +57,16 @@ def expected_products(step_names: Iterable[str]) -> list[str]:
     return sorted({f for s in step_names for f in EXPECTED_PRODUCTS.get(s, ())})
 
 
-def _readable(name: str, path: Path) -> str | None:
-    """Why ``path`` cannot be read as what its suffix says, or None."""
+def _readable(name: str, path: Path, skip: tuple[str, ...] = ()) -> str | None:
+    """Why ``path`` cannot be read as what its suffix says, or None.
+
+    ``skip``: variables of a NetCDF file not read here (another check reads them whole).
+    """
     with NETCDF_LOCK:
-        return _unreadable_reason(name, path)
+        return _unreadable_reason(name, path, skip)
 
 
-def _unreadable_reason(name: str, path: Path) -> str | None:
+def _unreadable_reason(name: str, path: Path, skip: tuple[str, ...] = ()) -> str | None:
     try:
         if path.stat().st_size == 0:
             return f"{name} is empty"
@@ -75,10 +78,10 @@ def _unreadable_reason(name: str, path: Path) -> str | None:
             with xr.open_dataset(path) as ds:
                 raw = cubes_read_raw(ds)  # the cubes: every chunk inflated, on every core
                 for variable, var in ds.variables.items():  # the rest decoded, block by block
-                    if variable not in raw:
+                    if variable not in raw and variable not in skip:
                         for block in _blocks(var):
                             np.asarray(block.values)
-            for variable in raw:
+            for variable in (v for v in raw if v not in skip):
                 for _ in cube_blocks(path, variable, TIME_BLOCK):
                     pass
         elif path.suffix == ".tif":
@@ -125,24 +128,25 @@ def _solved_pixels(path: Path) -> int:
         return int(_solved(ds).sum())
 
 
-def _sentinel1_problems(path: Path, checks: ReleaseChecks, previous: Path | None,
-                        loaded=None) -> list[str]:
+def _sentinel1_problems(name: str, path: Path, checks: ReleaseChecks, previous: Path | None
+                        ) -> list[str]:
     with NETCDF_LOCK:
-        return _s1_problems(path, checks, previous, loaded)
+        return _s1_problems(name, path, checks, previous)
 
 
-def _s1_problems(path: Path, checks: ReleaseChecks, previous: Path | None,
-                 loaded=None) -> list[str]:
-    """Problems of the Sentinel-1 product at ``path`` (``loaded``: its values, in memory)."""
-    import contextlib
+def _s1_problems(name: str, path: Path, checks: ReleaseChecks, previous: Path | None
+                 ) -> list[str]:
+    """Problems of the Sentinel-1 product at ``path`` (release file ``name``).
 
+    Its displacement cube is read whole here, a block of dates at a time (the readability
+    check leaves it to this one).
+    """
     import xarray as xr
 
     from talik.tasks.netcdf_chunks import cube_blocks, cubes_read_raw
 
     problems = []
-    opened = contextlib.nullcontext(loaded) if loaded is not None else xr.open_dataset(path)
-    with opened as ds:
+    with xr.open_dataset(path) as ds:
         time = ds["time"].values
         if time.size < 2 or not (np.diff(time.astype("datetime64[ns]").astype(np.int64)) > 0).all():
             problems.append("sentinel1.nc: the time axis is not strictly increasing")
@@ -164,24 +168,29 @@ def _s1_problems(path: Path, checks: ReleaseChecks, previous: Path | None,
                 problems.append(f"sentinel1.nc: a trusted pixel's |velocity| is {worst_v:.4g} "
                                 f"mm/yr (> {checks.max_abs_velocity_mm_yr:g}; "
                                 "release_checks.max_abs_velocity_mm_yr)")
-            n_bad, worst_d = 0, 0.0
-            if loaded is None and "displacement" in cubes_read_raw(ds):  # on every core
-                blocks = (values for _, values in cube_blocks(path, "displacement", TIME_BLOCK))
-            else:
-                blocks = (block.values for block in _blocks(ds["displacement"]))
+        n_bad, worst_d = 0, 0.0
+        if "displacement" in cubes_read_raw(ds):  # on every core
+            blocks = (values for _, values in cube_blocks(path, "displacement", TIME_BLOCK))
+        else:
+            blocks = (block.values for block in _blocks(ds["displacement"]))
+        try:
             for values in blocks:
+                if not n_trusted:
+                    continue  # (read all the same: it must be readable)
                 series = values[:, trusted]
                 finite = np.isfinite(series)
                 n_bad += int((~finite).sum())
                 if finite.any():
                     worst_d = max(worst_d, float(np.abs(series[finite]).max()))
-            if n_bad:
-                problems.append(f"sentinel1.nc: {n_bad} NaN or infinite displacement values at "
-                                "trusted pixels")
-            if worst_d > checks.max_abs_displacement_mm:
-                problems.append(f"sentinel1.nc: a trusted pixel's |displacement| reaches "
-                                f"{worst_d:.4g} mm (> {checks.max_abs_displacement_mm:g}; "
-                                "release_checks.max_abs_displacement_mm)")
+        except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
+            return [f"{name} cannot be read ({type(exc).__name__}: {exc})"]
+        if n_bad:
+            problems.append(f"sentinel1.nc: {n_bad} NaN or infinite displacement values at "
+                            "trusted pixels")
+        if worst_d > checks.max_abs_displacement_mm:
+            problems.append(f"sentinel1.nc: a trusted pixel's |displacement| reaches "
+                            f"{worst_d:.4g} mm (> {checks.max_abs_displacement_mm:g}; "
+                            "release_checks.max_abs_displacement_mm)")
     if previous is not None and previous.exists() and n_solved:
         before = _solved_pixels(previous)
         if before and n_solved < (1 - checks.max_solved_drop) * before:
@@ -192,26 +201,21 @@ def _s1_problems(path: Path, checks: ReleaseChecks, previous: Path | None,
 
 
 def check_release(folder: Path, files: Iterable[str], expected: Iterable[str],
-                  checks: ReleaseChecks, previous_folder: Path | None = None,
-                  loaded: Mapping | None = None) -> list[str]:
+                  checks: ReleaseChecks, previous_folder: Path | None = None) -> list[str]:
     """Every problem of the release being staged in ``folder`` (empty: it may be published).
 
     ``files`` are its release-relative file names, ``expected`` those it must hold;
     ``previous_folder`` is the LATEST release, if any, for the comparison of solved pixels.
-    ``loaded``: NetCDF files of ``folder`` already read whole (name → dataset in memory), whose
-    values are checked as they are instead of being read again.
+    Every file is read whole, once.
     """
     files = set(files)
-    loaded = dict(loaded or {})
     problems = [f"{name} is missing" for name in sorted(set(expected) - files)]
+    s1 = "products/sentinel1.nc"
     for name in sorted(files):
-        if name in loaded:
-            continue  # (read whole already: readable)
-        reason = _readable(name, folder / name)
+        reason = _readable(name, folder / name, skip=("displacement",) if name == s1 else ())
         if reason is not None:
             problems.append(reason)
-    s1 = "products/sentinel1.nc"
     if s1 in files and not any(p.startswith(s1) for p in problems):
         previous = previous_folder / s1 if previous_folder is not None else None
-        problems += _sentinel1_problems(folder / s1, checks, previous, loaded.get(s1))
+        problems += _sentinel1_problems(s1, folder / s1, checks, previous)
     return problems

@@ -5,13 +5,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
 import dask
 import xarray as xr
 
-__all__ = ["irregular_chunks", "regular_chunks", "release_freed_memory", "write_zarr", "write_zarr_by_tiles"]
+__all__ = ["irregular_chunks", "put_chunks", "regular_chunks", "release_freed_memory", "write_zarr",
+           "write_zarr_by_tiles"]
 
 
 @functools.cache
@@ -90,3 +91,30 @@ def write_zarr_by_tiles(ds: xr.Dataset, path: str | Path, tiles_per_step: int | 
             release_freed_memory()
             x0 += nx
         y0 += ny
+
+
+def put_chunks(store, jobs: list[tuple[str, Callable[[], bytes]]], in_flight: int = 8) -> None:
+    """Store encoded chunks as they are: ``(key, read)`` pairs, ``read()`` giving the bytes.
+
+    ``store`` is a Zarr v3 store (e.g. an Icechunk session's); each chunk is read on a thread
+    and stored, ``in_flight`` at a time. The caller has written the arrays' metadata, whose
+    codecs must decode these bytes.
+    """
+    import asyncio
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    buffer = default_buffer_prototype().buffer
+
+    async def put_all() -> None:
+        slots = asyncio.Semaphore(in_flight)
+
+        async def put(key: str, read: Callable[[], bytes]) -> None:
+            async with slots:
+                data = await asyncio.to_thread(read)
+                await store.set(key, buffer.from_bytes(data))
+
+        await asyncio.gather(*(put(key, read) for key, read in jobs))
+
+    sync(put_all())
