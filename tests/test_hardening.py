@@ -325,24 +325,40 @@ def test_run_until_must_be_a_date_and_reaches_the_flow(tiny_study, monkeypatch):
     assert seen["until"] == dt.date(2021, 6, 30)
 
 
-def test_the_temporary_prefect_server_is_started_early_and_is_the_one_prefect_uses(monkeypatch):
+_EARLY_SERVER_CHECK = """
+import httpx
+from prefect.server.api.server import SubprocessASGIServer
+
+import talik.cli
+
+thread = talik.cli._start_api_server_early()
+assert thread is not None
+thread.join(timeout=150)
+server = SubprocessASGIServer()  # (Prefect's instance for this process)
+try:
+    assert server.running and server.server_process.poll() is None
+    assert httpx.get(f"{server.api_url}/health", timeout=10).status_code == 200
+finally:
+    server.stop()
+print("early server ok")
+"""
+
+
+def test_the_temporary_prefect_server_is_started_early_and_is_the_one_prefect_uses(tmp_path):
     """``talik run`` starts Prefect's temporary server while the pipeline is imported; the
-    flow's client then finds that same server running (no second one is started)."""
-    import httpx
-    from prefect.server.api.server import SubprocessASGIServer
+    flow's client then finds that same server running (no second one is started). In a
+    process of its own: this one's Prefect instance is the tests' server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), TALIK_REAPER_OF=str(os.getpid()))
+    done = subprocess.run([sys.executable, "-c", _EARLY_SERVER_CHECK], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "early server ok" in done.stdout, done.stderr[-3000:]
+
+
+def test_a_configured_prefect_server_is_not_started_again():
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     import talik.cli
 
-    with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        thread = talik.cli._start_api_server_early()
-        assert thread is not None
-        thread.join(timeout=150)
-        server = SubprocessASGIServer()  # (Prefect's instance for this process)
-        try:
-            assert server.running and server.server_process.poll() is None
-            assert httpx.get(f"{server.api_url}/health", timeout=10).status_code == 200
-        finally:
-            server.stop()
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        assert talik.cli._start_api_server_early() is None  # a configured server is used
+        assert talik.cli._start_api_server_early() is None
