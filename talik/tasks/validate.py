@@ -206,7 +206,8 @@ def check_release(folder: Path, files: Iterable[str], expected: Iterable[str],
 
     ``files`` are its release-relative file names, ``expected`` those it must hold;
     ``previous_folder`` is the LATEST release, if any, for the comparison of solved pixels.
-    Every file is read whole, once.
+    Every file is read whole; a cube once (the displacement by the value checks, the others
+    by the readability check), while the value checks read the product's small maps again.
     """
     files = set(files)
     problems = [f"{name} is missing" for name in sorted(set(expected) - files)]
